@@ -1,0 +1,1 @@
+"""Shared foundation of emostream: log-mel features, model architectures and the model-file contract."""

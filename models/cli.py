@@ -1,0 +1,78 @@
+"""The `emostream` console script: subcommands are plugged in through the `emostream.commands` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+ORDER = ("live", "demo", "serve", "replay", "train", "evaluate", "export")
+
+
+def _registrars() -> dict[str, EntryPoint]:
+    """Each entry point names a function ``register(subparsers)`` that adds one subcommand."""
+    found = {ep.name: ep for ep in entry_points(group="emostream.commands")}
+    ordered = sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return {name: found[name] for name in ordered}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emostream",
+        description="Real-time streaming speech emotion recognition: a live terminal meter, a WebSocket "
+        "feed, offline replay, and the training of the models it runs.",
+        epilog="Run 'emostream COMMAND --help' for a command's options. Start with 'emostream live' "
+        "(microphone) or 'emostream demo' (bundled clip).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, ep in _registrars().items():
+        try:
+            register: Callable[[argparse._SubParsersAction], None] = ep.load()
+            register(sub)
+        except Exception as exc:  # a broken plug-in must not take the other commands down
+            print(f"emostream: command {name!r} is unavailable: {exc}", file=sys.stderr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a training checkpoint to a model directory (TorchScript + ONNX, config embedded)",
+        description="Write DIR/model.ts (TorchScript), DIR/model.onnx and DIR/checkpoint.pt, each carrying the "
+        "feature settings, model settings and label names, so the streamer needs nothing else.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pt)")
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from models.modelfile import ModelFileError, export_model, load_classifier
+
+    try:
+        out = export_model(args.checkpoint, args.out, opset=args.opset)
+        clf = load_classifier(out, backend="auto")
+    except ModelFileError as exc:
+        print(f"emostream export: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {args.checkpoint} -> {out} ({clf.model_config.arch}, labels: {', '.join(clf.labels)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

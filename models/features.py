@@ -1,0 +1,209 @@
+"""Batched log-mel features in torch: the one feature function that training and serving share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+WINDOW_TYPES = ("hann", "hamming", "rectangular")
+LOG_KINDS = ("ln", "db")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Every setting of the log-mel extractor; travels inside every model file.
+
+    Frames are taken with ``center=False``: frame ``k`` covers samples
+    ``[k * hop_samples, k * hop_samples + n_fft)``, so features can be computed
+    incrementally per hop and equal the whole-window computation exactly.
+    """
+
+    sample_rate_hz: int = 16000
+    n_fft: int = 512
+    win_samples: int = 400
+    hop_samples: int = 160
+    window: str = "hann"
+    n_mels: int = 64
+    f_min_hz: float = 50.0
+    f_max_hz: float = 8000.0
+    log_floor: float = 1e-6
+    log_kind: str = "ln"
+    window_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOW_TYPES:
+            raise ValueError(f"window must be one of {WINDOW_TYPES}, got {self.window!r}")
+        if self.log_kind not in LOG_KINDS:
+            raise ValueError(f"log_kind must be one of {LOG_KINDS}, got {self.log_kind!r}")
+        if self.sample_rate_hz <= 0 or self.hop_samples <= 0 or self.n_mels <= 0:
+            raise ValueError("sample_rate_hz, hop_samples and n_mels must be positive")
+        if not 0 < self.win_samples <= self.n_fft:
+            raise ValueError(f"win_samples ({self.win_samples}) must be in 1..n_fft ({self.n_fft})")
+        if not 0 <= self.f_min_hz < self.f_max_hz <= self.sample_rate_hz / 2:
+            raise ValueError(
+                f"need 0 <= f_min_hz < f_max_hz <= sample_rate_hz/2, got {self.f_min_hz}, {self.f_max_hz}"
+            )
+        if self.log_floor <= 0:
+            raise ValueError("log_floor must be positive")
+        window_samples = self.window_s * self.sample_rate_hz
+        if abs(window_samples - round(window_samples)) > 1e-6:
+            raise ValueError(f"window_s * sample_rate_hz must be a whole number of samples, got {window_samples}")
+        if round(window_samples) < self.n_fft:
+            raise ValueError("a window must hold at least one FFT frame")
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one classification window."""
+        return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def n_frames(self) -> int:
+        """Frames in one full classification window."""
+        return self.frames_for(self.window_samples)
+
+    def frames_for(self, n_samples: int) -> int:
+        """Frames that ``n_samples`` of audio yield (0 when shorter than one FFT)."""
+        if n_samples < self.n_fft:
+            return 0
+        return 1 + (n_samples - self.n_fft) // self.hop_samples
+
+    def hop_frames(self, hop_samples: int) -> int:
+        """Frames per streaming hop; raises unless the hop is a whole number of frame hops."""
+        if hop_samples % self.hop_samples:
+            raise ValueError(
+                f"a streaming hop of {hop_samples} samples is not a multiple of the feature hop "
+                f"({self.hop_samples} samples)"
+            )
+        return hop_samples // self.hop_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _hz_to_mel(freq_hz: torch.Tensor) -> torch.Tensor:
+    """Slaney mel scale (librosa's default, htk=False)."""
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    linear = freq_hz / f_sp
+    log_part = min_log_mel + torch.log(torch.clamp(freq_hz, min=min_log_hz) / min_log_hz) / logstep
+    return torch.where(freq_hz >= min_log_hz, log_part, linear)
+
+
+def _mel_to_hz(mels: torch.Tensor) -> torch.Tensor:
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    linear = f_sp * mels
+    log_part = min_log_hz * torch.exp(logstep * (mels - min_log_mel))
+    return torch.where(mels >= min_log_mel, log_part, linear)
+
+
+def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
+    """Triangular mel filters ``(n_freqs, n_mels)``, Slaney scale and area norm (= librosa's default)."""
+    fft_freqs = torch.linspace(0.0, cfg.sample_rate_hz / 2, cfg.n_freqs, dtype=torch.float64)
+    mel_edges = torch.linspace(
+        float(_hz_to_mel(torch.tensor(cfg.f_min_hz, dtype=torch.float64))),
+        float(_hz_to_mel(torch.tensor(cfg.f_max_hz, dtype=torch.float64))),
+        cfg.n_mels + 2,
+        dtype=torch.float64,
+    )
+    hz_edges = _mel_to_hz(mel_edges)
+    widths = torch.diff(hz_edges)  # (n_mels + 1,)
+    ramps = hz_edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freqs)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = torch.clamp(torch.minimum(lower, upper), min=0.0)  # (n_mels, n_freqs)
+    enorm = 2.0 / (hz_edges[2:] - hz_edges[:-2])
+    weights = weights * enorm[:, None]
+    return weights.T.contiguous().to(torch.float32)
+
+
+def analysis_window(cfg: FeatureConfig) -> torch.Tensor:
+    """The STFT window, ``win_samples`` long, zero-padded to ``n_fft`` and centred (as librosa does)."""
+    if cfg.window == "hann":
+        win = torch.hann_window(cfg.win_samples, periodic=True, dtype=torch.float64)
+    elif cfg.window == "hamming":
+        win = torch.hamming_window(cfg.win_samples, periodic=True, dtype=torch.float64)
+    else:
+        win = torch.ones(cfg.win_samples, dtype=torch.float64)
+    left = (cfg.n_fft - cfg.win_samples) // 2
+    padded = torch.zeros(cfg.n_fft, dtype=torch.float64)
+    padded[left : left + cfg.win_samples] = win
+    return padded.to(torch.float32)
+
+
+def log_mel(
+    waveform: torch.Tensor,
+    filterbank: torch.Tensor,
+    window: torch.Tensor,
+    n_fft: int,
+    hop_samples: int,
+    log_floor: float,
+    log_kind: str = "ln",
+) -> torch.Tensor:
+    """Log-mel of a batch: ``(B, samples) -> (B, n_mels, frames)``; pure, device-agnostic.
+
+    No normalisation relative to the clip: a frame's value depends on that frame's audio only.
+    """
+    if waveform.dim() != 2:
+        raise ValueError(f"expected a (batch, samples) waveform, got shape {tuple(waveform.shape)}")
+    if waveform.shape[1] < n_fft:
+        raise ValueError(f"need at least n_fft={n_fft} samples, got {waveform.shape[1]}")
+    spec = torch.stft(
+        waveform,
+        n_fft=n_fft,
+        hop_length=hop_samples,
+        window=window,
+        center=False,
+        return_complex=True,
+    )  # (B, n_freqs, T)
+    power = spec.real.square() + spec.imag.square()
+    mel = torch.matmul(filterbank.T, power)  # (B, n_mels, T)
+    logged = torch.log(torch.clamp(mel, min=log_floor))
+    if log_kind == "db":
+        logged = logged * (10.0 / math.log(10.0))
+    return logged
+
+
+class LogMel(nn.Module):
+    """``(B, samples) -> (B, n_mels, frames)`` with the filterbank and window as buffers."""
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_fft = cfg.n_fft
+        self.hop_samples = cfg.hop_samples
+        self.log_floor = cfg.log_floor
+        self.log_kind = cfg.log_kind
+        self.register_buffer("filterbank", mel_filterbank(cfg), persistent=False)
+        self.register_buffer("window", analysis_window(cfg), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return log_mel(
+            waveform,
+            self.filterbank,
+            self.window,
+            self.n_fft,
+            self.hop_samples,
+            self.log_floor,
+            self.log_kind,
+        )
