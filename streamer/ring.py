@@ -1,0 +1,206 @@
+"""Per-stream ring buffer of mono float32 audio, addressed by absolute sample index.
+
+One producer thread (e.g. the sounddevice callback) pushes, one consumer thread reads. The
+buffer is preallocated; a push copies its chunk into it under a lock held only for that copy
+and a few integer updates. When the consumer falls behind, the OLDEST unread audio is
+overwritten (in real time the newest audio matters) and counted in ``dropped_samples``.
+
+Absolute indices: sample ``i`` is the ``i``-th sample ever pushed since the last ``reset()``.
+``total_written`` counts every pushed sample, including ones that were dropped, so stream time
+(``index / sample_rate_hz``) keeps advancing through overflows.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class RingOverwrittenError(IndexError):
+    """The requested samples were once in the buffer but have been overwritten by newer audio."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoppedAudio:
+    """Audio consumed by ``RingBuffer.pop``: ``samples`` are absolute ``[start_sample, end_sample)``."""
+
+    start_sample: int
+    samples: np.ndarray  # (n,) float32, owned by the caller
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + int(self.samples.shape[0])
+
+
+class RingBuffer:
+    """Fixed-capacity mono float32 ring with absolute sample counters.
+
+    Two ways to consume:
+    - ``pop()`` returns the unread audio with its absolute start index and marks it read;
+    - ``read_range()`` / ``read_last()`` copy audio by absolute index without consuming;
+      ``mark_read(end_abs)`` then tells the ring what the consumer is done with.
+    Unread audio that is overwritten counts toward ``dropped_samples``; already-read audio that
+    is overwritten is not a drop.
+    """
+
+    def __init__(self, capacity_samples: int) -> None:
+        if isinstance(capacity_samples, bool) or not isinstance(capacity_samples, int):
+            raise TypeError(f"capacity_samples must be an int, got {type(capacity_samples).__name__}")
+        if capacity_samples <= 0:
+            raise ValueError(f"capacity_samples must be positive, got {capacity_samples}")
+        self.capacity_samples = capacity_samples
+        self._buf = np.zeros(capacity_samples, dtype=np.float32)
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and counters (absolute index starts again at 0)."""
+        with self._lock:
+            self._buf.fill(0.0)
+            self._total_written = 0
+            self._read_pos = 0
+            self._dropped_samples = 0
+
+    # ---- producer side -------------------------------------------------------------------
+
+    def push(self, chunk: np.ndarray) -> int:
+        """Append a 1-D chunk of any length; returns how many unread samples this push dropped.
+
+        A chunk longer than the capacity keeps only its newest ``capacity_samples`` samples
+        (the rest count as written and, being unread, as dropped).
+        """
+        x = np.asarray(chunk, dtype=np.float32)  # no copy when already float32
+        if x.ndim != 1:
+            raise ValueError(f"push expects a 1-D mono chunk, got shape {x.shape}")
+        n = int(x.shape[0])
+        if n == 0:
+            return 0
+        cap = self.capacity_samples
+        kept = x[n - cap :] if n > cap else x  # view: only the newest `cap` can survive
+        n_kept = int(kept.shape[0])
+        with self._lock:
+            start = self._total_written + n - n_kept  # absolute index of kept[0]
+            pos = start % cap
+            first = min(n_kept, cap - pos)
+            self._buf[pos : pos + first] = kept[:first]
+            if first < n_kept:
+                self._buf[: n_kept - first] = kept[first:]
+            self._total_written += n
+            oldest = self._total_written - cap
+            dropped_now = 0
+            if self._read_pos < oldest:
+                dropped_now = oldest - self._read_pos
+                self._dropped_samples += dropped_now
+                self._read_pos = oldest
+        return dropped_now
+
+    # ---- counters ------------------------------------------------------------------------
+
+    @property
+    def total_written(self) -> int:
+        """Samples ever pushed since ``reset()`` (= absolute index one past the newest sample)."""
+        return self._total_written
+
+    @property
+    def dropped_samples(self) -> int:
+        """Unread samples overwritten before the consumer read them, since ``reset()``."""
+        return self._dropped_samples
+
+    @property
+    def read_position(self) -> int:
+        """Absolute index of the oldest unread sample."""
+        return self._read_pos
+
+    @property
+    def oldest_sample(self) -> int:
+        """Absolute index of the oldest sample still held (``read_range`` may start here)."""
+        return max(0, self._total_written - self.capacity_samples)
+
+    def available(self) -> int:
+        """Number of unread samples."""
+        with self._lock:
+            return self._total_written - self._read_pos
+
+    # ---- consumer side -------------------------------------------------------------------
+
+    def pop(self, max_samples: int | None = None) -> PoppedAudio:
+        """Consume up to ``max_samples`` (all if None) of the oldest unread audio."""
+        if max_samples is not None and max_samples < 0:
+            raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+        with self._lock:
+            start = self._read_pos
+            n = self._total_written - start
+            if max_samples is not None:
+                n = min(n, max_samples)
+            out = np.empty(n, dtype=np.float32)
+            self._copy_out_locked(start, start + n, out)
+            self._read_pos = start + n
+        return PoppedAudio(start_sample=start, samples=out)
+
+    def mark_read(self, end_abs: int) -> None:
+        """Mark every sample before absolute index ``end_abs`` as read (never moves backwards)."""
+        with self._lock:
+            if end_abs > self._total_written:
+                raise ValueError(f"mark_read({end_abs}) is beyond the {self._total_written} samples written")
+            self._read_pos = max(self._read_pos, end_abs)
+
+    def read_last(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy of the newest ``n`` samples (``n <= capacity_samples``); does not consume.
+
+        Zero-filled at the front when fewer than ``n`` samples were ever written.
+        """
+        if n < 0 or n > self.capacity_samples:
+            raise ValueError(f"read_last needs 0 <= n <= capacity ({self.capacity_samples}), got {n}")
+        dest = self._dest(out, n)
+        with self._lock:
+            total = self._total_written
+            k = min(n, total)
+            self._copy_out_locked(total - k, total, dest[n - k :])
+        dest[: n - k] = 0.0
+        return dest
+
+    def read_range(self, start_abs: int, end_abs: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy of absolute samples ``[start_abs, end_abs)``; does not consume.
+
+        Raises ``ValueError`` for a malformed range or one reaching past ``total_written``, and
+        ``RingOverwrittenError`` when ``start_abs`` is older than ``oldest_sample``.
+        """
+        if start_abs < 0 or end_abs < start_abs:
+            raise ValueError(f"bad range [{start_abs}, {end_abs}): need 0 <= start <= end")
+        n = end_abs - start_abs
+        dest = self._dest(out, n)
+        with self._lock:
+            total = self._total_written
+            if end_abs > total:
+                raise ValueError(f"range [{start_abs}, {end_abs}) reaches past the {total} samples written")
+            oldest = max(0, total - self.capacity_samples)
+            if start_abs < oldest:
+                raise RingOverwrittenError(
+                    f"samples [{start_abs}, {oldest}) were overwritten; the buffer holds [{oldest}, {total})"
+                )
+            self._copy_out_locked(start_abs, end_abs, dest)
+        return dest
+
+    # ---- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _dest(out: np.ndarray | None, n: int) -> np.ndarray:
+        if out is None:
+            return np.empty(n, dtype=np.float32)
+        if out.dtype != np.float32 or out.shape != (n,):
+            raise ValueError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
+        return out
+
+    def _copy_out_locked(self, start: int, end: int, dest: np.ndarray) -> None:
+        """Copy absolute ``[start, end)`` into ``dest``; caller holds the lock and checked bounds."""
+        n = end - start
+        if n == 0:
+            return
+        cap = self.capacity_samples
+        pos = start % cap
+        first = min(n, cap - pos)
+        dest[:first] = self._buf[pos : pos + first]
+        if first < n:
+            dest[first:n] = self._buf[: n - first]

@@ -1,0 +1,184 @@
+"""RingBuffer: wrap-around, overflow accounting, chunking invariance, producer/consumer handoff."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.ring import RingBuffer, RingOverwrittenError
+
+
+def ramp(start: int, n: int) -> np.ndarray:
+    """Sample value = absolute index (exact in float32 below 2**24)."""
+    return np.arange(start, start + n, dtype=np.float32)
+
+
+def test_wraparound_keeps_newest_in_order() -> None:
+    ring = RingBuffer(8)
+    ring.push(ramp(0, 5))
+    ring.pop()
+    ring.push(ramp(5, 6))  # wraps: buffer holds 3..10
+    assert ring.total_written == 11
+    assert ring.oldest_sample == 3
+    np.testing.assert_array_equal(ring.read_last(8), ramp(3, 8))
+    np.testing.assert_array_equal(ring.read_range(4, 11), ramp(4, 7))
+    np.testing.assert_array_equal(ring.read_range(6, 9), [6, 7, 8])
+    assert ring.dropped_samples == 0  # 0..4 were read before being overwritten
+
+
+def test_read_last_zero_fills_front() -> None:
+    ring = RingBuffer(10)
+    ring.push(ramp(1, 3))
+    np.testing.assert_array_equal(ring.read_last(6), [0, 0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(ring.read_last(0), np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="capacity"):
+        ring.read_last(11)
+
+
+def test_overflow_drops_oldest_unread_and_counts() -> None:
+    ring = RingBuffer(10)
+    assert ring.push(ramp(0, 7)) == 0
+    assert ring.push(ramp(7, 6)) == 3  # 13 written, capacity 10: samples 0..2 lost unread
+    assert ring.dropped_samples == 3
+    assert ring.available() == 10
+    got = ring.pop()
+    assert got.start_sample == 3 and got.end_sample == 13
+    np.testing.assert_array_equal(got.samples, ramp(3, 10))
+    assert ring.available() == 0
+    # A chunk longer than the capacity keeps its newest samples; the rest are dropped unread.
+    assert ring.push(ramp(13, 25)) == 15
+    assert ring.dropped_samples == 18
+    assert ring.total_written == 38
+    got = ring.pop(4)
+    assert got.start_sample == 28
+    np.testing.assert_array_equal(got.samples, ramp(28, 4))
+    assert ring.available() == 6
+
+
+def test_read_range_errors() -> None:
+    ring = RingBuffer(4)
+    ring.push(ramp(0, 10))
+    with pytest.raises(RingOverwrittenError, match=r"\[6, 10\)"):
+        ring.read_range(5, 8)
+    with pytest.raises(ValueError, match="past"):
+        ring.read_range(8, 11)
+    with pytest.raises(ValueError):
+        ring.read_range(-1, 2)
+    with pytest.raises(ValueError):
+        ring.read_range(9, 8)
+    np.testing.assert_array_equal(ring.read_range(6, 10), ramp(6, 4))
+
+
+def test_mark_read_and_out_buffer() -> None:
+    ring = RingBuffer(6)
+    ring.push(ramp(0, 5))
+    ring.mark_read(4)
+    assert ring.available() == 1
+    ring.push(ramp(5, 4))  # oldest kept = 3; only sample 3 was... already read -> no drop
+    assert ring.dropped_samples == 0
+    ring.push(ramp(9, 2))  # oldest kept = 5; unread 4 is lost
+    assert ring.dropped_samples == 1
+    out = np.full(3, -1.0, np.float32)
+    res = ring.read_range(7, 10, out=out)
+    assert res is out
+    np.testing.assert_array_equal(out, [7, 8, 9])
+    with pytest.raises(ValueError, match="beyond"):
+        ring.mark_read(12)
+
+
+def test_reset_restarts_counters() -> None:
+    ring = RingBuffer(4)
+    ring.push(ramp(0, 9))
+    ring.reset()
+    assert (ring.total_written, ring.dropped_samples, ring.available()) == (0, 0, 0)
+    np.testing.assert_array_equal(ring.read_last(4), np.zeros(4, np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 64),
+    total=st.integers(0, 300),
+    cuts=st.lists(st.integers(0, 300), max_size=25),
+    data=st.data(),
+)
+def test_random_chunking_equals_one_push(
+    capacity: int, total: int, cuts: list[int], data: st.DataObject
+) -> None:
+    audio = np.random.default_rng(total).standard_normal(total).astype(np.float32)
+    edges = sorted({0, total, *(c for c in cuts if c <= total)})
+    chunked = RingBuffer(capacity)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        chunked.push(audio[a:b])
+    whole = RingBuffer(capacity)
+    whole.push(audio)
+
+    assert chunked.total_written == whole.total_written == total
+    assert chunked.dropped_samples == whole.dropped_samples == max(0, total - capacity)
+    n = data.draw(st.integers(0, capacity))
+    expected_last = np.concatenate(
+        [np.zeros(max(0, n - total), np.float32), audio[max(0, total - n) : total]]
+    )
+    np.testing.assert_array_equal(chunked.read_last(n), expected_last)
+    np.testing.assert_array_equal(whole.read_last(n), expected_last)
+    oldest = max(0, total - capacity)
+    start = data.draw(st.integers(oldest, total))
+    end = data.draw(st.integers(start, total))
+    np.testing.assert_array_equal(chunked.read_range(start, end), audio[start:end])
+    np.testing.assert_array_equal(whole.read_range(start, end), audio[start:end])
+
+
+def test_producer_consumer_threads_exact_accounting() -> None:
+    total = 400_000  # < 2**24, so ramp values are exact
+    capacity = 2_048
+    ring = RingBuffer(capacity)
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 1_500, size=total).tolist()
+    done = threading.Event()
+    errors: list[str] = []
+    popped_total = 0
+    expected_next = 0
+    gaps = 0
+
+    def producer() -> None:
+        pos = 0
+        for n in sizes:
+            n = min(n, total - pos)
+            if n == 0:
+                break
+            ring.push(ramp(pos, n))
+            pos += n
+        done.set()
+
+    def consumer() -> None:
+        nonlocal popped_total, expected_next, gaps
+        while True:
+            finished = done.is_set()
+            got = ring.pop()
+            n = got.samples.shape[0]
+            if n:
+                if got.start_sample < expected_next:
+                    errors.append(f"overlap at {got.start_sample}")
+                gaps += got.start_sample - expected_next
+                if not np.array_equal(got.samples, ramp(got.start_sample, n)):
+                    errors.append(f"corrupt chunk at {got.start_sample}")
+                expected_next = got.end_sample
+                popped_total += n
+            elif finished:
+                return
+
+    threads = [threading.Thread(target=producer), threading.Thread(target=consumer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert ring.total_written == total
+    assert expected_next == total
+    assert popped_total + ring.dropped_samples == total
+    assert gaps == ring.dropped_samples
+    assert popped_total > 0

@@ -1,0 +1,72 @@
+"""Windower: window ends depend only on the sample count, never on the chunking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.windower import Windower, WindowSpec
+
+
+def test_first_window_after_first_hop() -> None:
+    w = Windower(window_samples=80_000, hop_samples=8_000)
+    assert w.push(7_999) == []
+    assert w.push(1) == [8_000]
+    assert w.push(24_000) == [16_000, 24_000, 32_000]
+    assert w.push(7_999) == []
+    assert w.total_samples == 39_999
+    assert w.push(0) == []
+    assert w.push(1) == [40_000]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    window=st.integers(1, 500),
+    data=st.data(),
+    chunks=st.lists(st.integers(0, 700), max_size=60),
+)
+def test_random_chunking_gives_expected_ends(window: int, data: st.DataObject, chunks: list[int]) -> None:
+    hop = data.draw(st.integers(1, window))
+    w = Windower(window, hop)
+    ends: list[int] = []
+    for n in chunks:
+        ends += w.push(n)
+    total = sum(chunks)
+    assert ends == [hop * k for k in range(1, total // hop + 1)]
+    assert w.total_samples == total
+
+
+def test_reset_restarts_at_zero() -> None:
+    w = Windower(10, 4)
+    assert w.push(9) == [4, 8]
+    w.reset()
+    assert w.total_samples == 0
+    assert w.push(4) == [4]
+
+
+def test_window_spec_startup_and_times() -> None:
+    w = Windower(80_000, 8_000)
+    first = w.spec(8_000)
+    assert (first.start_sample, first.end_sample, first.window_samples) == (-72_000, 8_000, 80_000)
+    assert first.is_startup
+    assert first.n_audio_samples == 8_000
+    assert first.t_start_s(16_000) == 0.0  # clamped: real audio starts at sample 0
+    assert first.t_end_s(16_000) == 0.5
+    full = WindowSpec.ending_at(96_000, 80_000)
+    assert not full.is_startup
+    assert full.n_audio_samples == 80_000
+    assert (full.t_start_s(16_000), full.t_end_s(16_000)) == (1.0, 6.0)
+    with pytest.raises(ValueError, match="start_sample"):
+        WindowSpec(end_sample=10, start_sample=3, window_samples=5)
+
+
+@pytest.mark.parametrize("window,hop", [(0, 1), (10, 0), (10, 11), (-5, 2)])
+def test_invalid_sizes(window: int, hop: int) -> None:
+    with pytest.raises(ValueError):
+        Windower(window, hop)
+
+
+def test_negative_push_rejected() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        Windower(10, 5).push(-1)
