@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.windows import window_ends
 from streamer.windower import Windower, WindowSpec
 
 
@@ -35,6 +36,27 @@ def test_random_chunking_gives_expected_ends(window: int, data: st.DataObject, c
     total = sum(chunks)
     assert ends == [hop * k for k in range(1, total // hop + 1)]
     assert w.total_samples == total
+    tail = w.flush()
+    assert tail == ([total] if total % hop else [])
+    assert ends + tail == window_ends(total, hop)  # the offline replay of the same policy
+
+
+def test_flush_emits_final_partial_hop_once() -> None:
+    w = Windower(10, 4)
+    assert w.push(10) == [4, 8]
+    assert w.flush() == [10]
+    with pytest.raises(RuntimeError, match="reset"):
+        w.push(1)
+    with pytest.raises(RuntimeError, match="reset"):
+        w.flush()
+    w.reset()
+    assert w.push(3) == []
+    assert w.flush() == [3]  # shorter than one hop: one window ending at the last sample
+    w.reset()
+    assert w.push(8) == [4, 8]
+    assert w.flush() == []
+    w.reset()
+    assert w.flush() == []
 
 
 def test_reset_restarts_at_zero() -> None:
