@@ -1,0 +1,94 @@
+"""The WebSocket server's limits, as one frozen config, and the token bucket its rate limit implies.
+
+Every size, count, rate and timeout the server enforces is a field of ``ServerLimits`` (each
+rule written once); ``emostream serve`` exposes each as a ``--limit-*`` option and
+docs/protocol.md states the defaults. ``TokenBucket`` is the ingest rate policy; it reads no
+clock: callers pass ``now_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from streamer.resample import MAX_CHANNELS, MAX_RATE_HZ
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Limits of one ``emostream serve`` process (defaults in brackets in docs/protocol.md).
+
+    Message sizes are in bytes of one WebSocket message; rates in audio seconds per wall-clock
+    second ("x real time"); times in seconds.
+    """
+
+    max_message_bytes: int = 1 << 20  # larger messages: error too_big + close 1009
+    hard_message_bytes_factor: int = 2  # websockets' own max_size = factor x max_message_bytes
+    max_control_chars: int = 4096  # a JSON control message longer than this is rejected
+    max_connections: int = 512  # open WebSocket connections of every kind (more: HTTP 503)
+    max_streams: int = 128  # concurrent ingest streams (more: close 1013)
+    max_subscribers: int = 64  # concurrent /feed subscribers (more: close 1013)
+    queue_messages: int = 256  # outgoing messages queued per connection; oldest dropped beyond
+    min_sample_rate_hz: int = 8_000
+    max_sample_rate_hz: int = 192_000
+    max_channels: int = 8
+    max_stream_id_chars: int = 64
+    realtime_factor: float = 2.0  # sustained ingest rate allowed, in x real time
+    burst_s: float = 5.0  # audio seconds a stream may send at once beyond the sustained rate
+    report_interval_s: float = 1.0  # at most one "throttled" message per stream per interval
+    idle_timeout_s: float = 30.0  # ingest: no message (start, audio, stop) for this long -> closed
+    ping_interval_s: float = 20.0  # keepalive ping every ...
+    ping_timeout_s: float = 20.0  # ... and a connection whose pong is this late is closed (1011)
+    close_timeout_s: float = 5.0  # wait this long for the peer's close frame, then drop TCP
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"ServerLimits.{f.name} must be a finite number, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"ServerLimits.{f.name} must be positive, got {value!r}")
+        if not 1 <= self.min_sample_rate_hz <= self.max_sample_rate_hz <= MAX_RATE_HZ:
+            raise ValueError(
+                f"need 1 <= min_sample_rate_hz <= max_sample_rate_hz <= {MAX_RATE_HZ}, got "
+                f"{self.min_sample_rate_hz}..{self.max_sample_rate_hz}"
+            )
+        if self.max_channels > MAX_CHANNELS:
+            raise ValueError(f"max_channels must be at most {MAX_CHANNELS}, got {self.max_channels}")
+
+    @property
+    def hard_message_bytes(self) -> int:
+        """websockets' ``max_size``: beyond it the library closes with 1009 before we see the message."""
+        return self.max_message_bytes * self.hard_message_bytes_factor
+
+
+class TokenBucket:
+    """Token bucket counted in audio frames: ``rate_per_s`` sustained, ``capacity`` burst.
+
+    ``take(n, now_s)`` returns how many of ``n`` frames fit (the first ones); the rest are the
+    excess. The bucket starts full.
+    """
+
+    def __init__(self, rate_per_s: float, capacity: float, now_s: float) -> None:
+        if not rate_per_s > 0 or not capacity > 0:
+            raise ValueError(f"rate_per_s and capacity must be positive, got {rate_per_s}, {capacity}")
+        self.rate_per_s = float(rate_per_s)
+        self.capacity = float(capacity)
+        self.reset(now_s)
+
+    @classmethod
+    def for_stream(cls, limits: ServerLimits, sample_rate_hz: int, now_s: float) -> TokenBucket:
+        """The ingest policy: ``realtime_factor`` x real time with a burst of ``burst_s`` seconds."""
+        return cls(limits.realtime_factor * sample_rate_hz, limits.burst_s * sample_rate_hz, now_s)
+
+    def reset(self, now_s: float) -> None:
+        self._tokens = self.capacity
+        self._last_s = float(now_s)
+
+    def take(self, n: int, now_s: float) -> int:
+        elapsed_s = max(0.0, float(now_s) - self._last_s)
+        self._last_s = max(self._last_s, float(now_s))
+        self._tokens = min(self.capacity, self._tokens + elapsed_s * self.rate_per_s)
+        allowed = min(int(n), int(self._tokens))
+        self._tokens -= allowed
+        return max(0, allowed)
