@@ -131,7 +131,9 @@ def _parse_start(obj: dict[str, Any], limits: ServerLimits) -> StartMessage:
         )
     encoding = obj.get("encoding")
     if not isinstance(encoding, str) or encoding not in ENCODINGS:
-        raise ProtocolError("bad_encoding", f"encoding must be one of {sorted(ENCODINGS)}, got {_short(encoding)}")
+        raise ProtocolError(
+            "bad_encoding", f"encoding must be one of {sorted(ENCODINGS)}, got {_short(encoding)}"
+        )
     channels = obj.get("channels", 1)
     if not _is_int(channels) or not 1 <= channels <= limits.max_channels:
         raise ProtocolError(
@@ -166,7 +168,9 @@ def parse_control(text: str | bytes, limits: ServerLimits = DEFAULT_LIMITS) -> C
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge ints, deep nesting
-        raise ProtocolError("bad_json", f"control message is not valid JSON: {_short(str(exc), 80)}") from None
+        raise ProtocolError(
+            "bad_json", f"control message is not valid JSON: {_short(str(exc), 80)}"
+        ) from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"control message must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")

@@ -25,13 +25,19 @@ FUZZ = settings(max_examples=300, deadline=None)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 start_like = st.fixed_dictionaries(
     {"type": st.just("start")},
     optional={
-        "sample_rate": st.integers(-10, 10**7) | st.floats() | st.text(max_size=5) | st.none() | st.booleans(),
+        "sample_rate": st.integers(-10, 10**7)
+        | st.floats()
+        | st.text(max_size=5)
+        | st.none()
+        | st.booleans(),
         "encoding": st.sampled_from([*ENCODINGS, "pcm_s24le", "PCM_S16LE", ""]) | st.integers(),
         "channels": st.integers(-2, 20) | st.floats() | st.none(),
         "stream": st.text(max_size=80) | st.integers() | st.none(),
