@@ -1,0 +1,1 @@
+"""Training: corpora, label sets, speaker-independent splits, datasets, the training loop."""
