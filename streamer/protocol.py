@@ -194,3 +194,96 @@ def decode_audio(data: bytes | bytearray | memoryview, start: StartMessage) -> n
         return decode_pcm(data, start.encoding, start.channels)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ProtocolError("bad_samples", str(exc)) from None
+
+
+# ---- server -> client messages (besides ReadyEvent, Estimate and ErrorEvent of streamer.events) ----
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LagMessage:
+    """``dropped`` outgoing messages were discarded (oldest first) since the last lag message."""
+
+    type: ClassVar[str] = "lag"
+
+    dropped: int
+    dropped_total: int
+
+    def to_json(self) -> str:
+        return _dumps({"type": self.type, "dropped": self.dropped, "dropped_total": self.dropped_total})
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottledMessage:
+    """Audio beyond the ingest rate limit was discarded: counts in frames at the stream's input rate."""
+
+    type: ClassVar[str] = "throttled"
+
+    stream: str
+    dropped_frames: int  # since the last throttled message
+    dropped_total_frames: int
+    realtime_factor: float
+    burst_s: float
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "type": self.type,
+                "stream": self.stream,
+                "dropped_frames": self.dropped_frames,
+                "dropped_total_frames": self.dropped_total_frames,
+                "realtime_factor": self.realtime_factor,
+                "burst_s": self.burst_s,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EndMessage:
+    """Sent after ``stop`` once the final estimates are out; the server then closes with 1000."""
+
+    type: ClassVar[str] = "end"
+
+    stream: str
+    received_frames: int  # audio frames received (input rate), throttled ones included
+    throttled_frames: int  # of those, discarded by the rate limit
+    estimates: int  # estimates queued for this connection
+    dropped_messages: int  # of those (and other messages), discarded because the client read too slowly
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "type": self.type,
+                "stream": self.stream,
+                "received_frames": self.received_frames,
+                "throttled_frames": self.throttled_frames,
+                "estimates": self.estimates,
+                "dropped_messages": self.dropped_messages,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribedMessage:
+    """First message on ``/feed``: what the subscriber will get."""
+
+    type: ClassVar[str] = "subscribed"
+
+    stream: str | None  # None: every stream
+    labels: tuple[str, ...]
+    model: str
+    queue_messages: int
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "type": self.type,
+                "stream": self.stream,
+                "labels": list(self.labels),
+                "model": self.model,
+                "queue_messages": self.queue_messages,
+            }
+        )
