@@ -1,0 +1,107 @@
+"""Speech gating: silence is not speech, synthetic speech is; batched silero equals silero-vad's own wrapper."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from streamer.vad import Vad, VadConfig
+
+SR = 16000
+HOP = SR  # 1 s hops
+
+
+def decisions(vad: Vad, audio: np.ndarray, hop: int = HOP) -> list[tuple[bool, float]]:
+    """Per-window (speech, speech_prob) over ``audio`` with windows ending every hop (and a final one)."""
+    state = vad.new_state()
+    out = []
+    ends = list(range(hop, len(audio) + 1, hop))
+    if not ends or ends[-1] != len(audio):
+        ends.append(len(audio))
+    prev = 0
+    for end in ends:
+        final = end == len(audio)
+        req = vad.request(state, end, final=final)
+        vad.process([state], [req], [audio[req.start_sample : req.end_sample]])
+        d = vad.decide(state, prev, end)
+        out.append((d.speech, d.speech_prob))
+        prev = end
+    return out
+
+
+@pytest.fixture(scope="module")
+def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """About 3 s of espeak-ng speech at 16 kHz, between 1 s of silence before and after."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng): no synthetic speech to test with")
+    wav = Path(tmp_path_factory.mktemp("espeak")) / "speech.wav"
+    text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
+    subprocess.run([exe, "-w", str(wav), "-s", "160", text], check=True, timeout=30, capture_output=True)
+    speech, rate = sf.read(wav, dtype="float32")
+    speech = soxr.resample(speech, rate, SR).astype(np.float32)
+    silence = np.zeros(SR, dtype=np.float32)
+    return np.concatenate([silence, speech, silence])
+
+
+@pytest.mark.parametrize("method", ["silero", "energy"])
+def test_silence_and_faint_noise_are_not_speech(method: str) -> None:
+    vad = Vad(VadConfig(method=method), SR, HOP)
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(2 * SR), rng.standard_normal(2 * SR) * 1e-4]).astype(np.float32)
+    assert [speech for speech, _ in decisions(vad, audio)] == [False] * 4
+
+
+@pytest.mark.parametrize("method", ["silero", "energy"])
+def test_espeak_speech_is_speech(method: str, espeak_speech: np.ndarray) -> None:
+    vad = Vad(VadConfig(method=method), SR, HOP)
+    result = decisions(vad, espeak_speech)
+    assert result[0] == (False, 0.0)  # the leading second of silence
+    n_speech_hops = (len(espeak_speech) - 2 * SR) // SR
+    assert all(speech for speech, _ in result[1 : 1 + n_speech_hops])
+    assert max(p for _, p in result) > 0.5
+
+
+@pytest.mark.filterwarnings("ignore:path is deprecated:DeprecationWarning")
+def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> None:
+    """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities."""
+    from silero_vad import load_silero_vad
+
+    vad = Vad(VadConfig(), SR, HOP)
+    audios = [espeak_speech[k * 3000 :] for k in range(3)]
+    states = [vad.new_state() for _ in audios]
+    ends = [SR + 700, 2 * SR, 3 * SR + 100]  # different amounts of audio per stream in the same call
+    for _ in range(2):
+        reqs = [vad.request(s, e) for s, e in zip(states, ends, strict=True)]
+        vad.process(states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)])
+        ends = [e + SR for e in ends]
+    for audio, state in zip(audios, states, strict=True):
+        chunk_ends, probs = state.recent()
+        reference = load_silero_vad(onnx=True)
+        expected = [
+            float(reference(torch.from_numpy(audio[end - 512 : end].copy()), SR))
+            for end in range(512, int(chunk_ends[-1]) + 1, 512)
+        ]
+        np.testing.assert_allclose(probs, expected[-len(probs) :], atol=1e-5)
+
+
+def test_disabled_gate_passes_everything() -> None:
+    vad = Vad(VadConfig(enabled=False), SR, HOP)
+    assert vad.decide(vad.new_state(), 0, SR).speech
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="method"):
+        VadConfig(method="webrtc")
+    with pytest.raises(ValueError, match="min_speech_ratio"):
+        VadConfig(min_speech_ratio=0.0)
+    with pytest.raises(ValueError, match="energy gate"):
+        Vad(VadConfig(), 22050, 22050)
+    assert Vad(VadConfig(method="energy"), 22050, 22050).chunk_samples == 706
