@@ -64,13 +64,17 @@ def synthesize(line: Line, espeak: str) -> np.ndarray:
     """Speak one line with espeak-ng; return float32 mono audio at SAMPLE_RATE_HZ."""
     cmd = [
         espeak,
-        "-v", line.voice,
-        "-p", str(line.pitch),
-        "-s", str(line.words_per_minute),
-        "-a", str(line.amplitude),
+        "-v",
+        line.voice,
+        "-p",
+        str(line.pitch),
+        "-s",
+        str(line.words_per_minute),
+        "-a",
+        str(line.amplitude),
         "--stdout",
         line.text,
-    ]  # fmt: skip
+    ]
     wav = subprocess.run(cmd, check=True, capture_output=True, timeout=ESPEAK_TIMEOUT_S).stdout
     audio, rate_hz = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(args.out, clip, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
     n_bytes = args.out.stat().st_size
-    print(f"wrote {args.out}: {clip.size / SAMPLE_RATE_HZ:.2f} s, {SAMPLE_RATE_HZ} Hz mono, {n_bytes / 1024:.0f} KiB")
+    print(
+        f"wrote {args.out}: {clip.size / SAMPLE_RATE_HZ:.2f} s, {SAMPLE_RATE_HZ} Hz mono, {n_bytes / 1024:.0f} KiB"
+    )
     return 0
 
 
