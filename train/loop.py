@@ -1,0 +1,307 @@
+"""Training, top to bottom: config, data, model, a linear loop with validation and early stopping, test report.
+
+``train(TrainConfig(...))`` loads the corpora, holds speakers out (``train.splits.default_holdout``:
+test speakers never seen, validation speakers pick the epoch), trains with class-weighted
+cross-entropy and AdamW on augmented streamer-like windows (``train.dataset``), validates every
+``eval_every`` epochs on the validation speakers' clips windowed exactly as the streamer windows
+them, keeps ``best.pt`` (highest validation UA) and ``last.pt`` (+ ``last.state.pt`` for
+``resume``), stops after ``patience`` validations without improvement, then exports ``best.pt`` to
+``model/`` and scores that exported model (ONNX, the streamer's path) on the test speakers:
+``report.json``, ``predictions.csv``, ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from models.arch import build_model, count_parameters
+from models.arch.config import ModelConfig
+from models.features import FeatureConfig, LogMel
+from models.modelfile import ModelSpec, export_model, load_checkpoint, load_classifier, save_checkpoint
+from train.augment import AugmentConfig, Augmenter
+from train.corpora import load_corpora
+from train.dataset import (
+    DEFAULT_CACHE_DIR,
+    EVAL_HOP_S,
+    TrainWindows,
+    WindowConfig,
+    clip_probabilities,
+    load_audio,
+    progress_bar,
+)
+from train.evaluate import evaluate_classifier, map_to_model
+from train.labels import resolve_label_set
+from train.metrics import compute_metrics
+from train.splits import default_holdout
+
+LICENCE_NOTE = (
+    "Trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0) and URDU "
+    "(research use only): the weights are a derived work of non-commercial data; non-commercial research use only."
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved in each checkpoint's metadata."""
+
+    data_dir: str = "../shared/data"
+    datasets: tuple[str, ...] = ("ravdess", "tess", "nemo", "urdu")
+    labels: str = "7class"
+    label_map: str = ""
+    arch: str = "bandsplit_bilstm"
+    model_settings: dict[str, Any] = field(default_factory=dict)
+    feature_settings: dict[str, Any] = field(default_factory=dict)
+    """FeatureConfig fields to override (e.g. {"window": "hamming"})."""
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    schedule: str = "onecycle"
+    """"onecycle" (peak ``lr`` after ``warmup_epochs``) or "cosine" (linear warmup, cosine decay)."""
+    warmup_epochs: float = 2.0
+    patience: int = 8
+    """Stop after this many validations without a better validation UA (0 = never stop early)."""
+    eval_every: int = 1
+    label_smoothing: float = 0.05
+    seed: int = 0
+    threads: int = 2
+    out_dir: str = "runs/default"
+    resume: bool = False
+    cache_dir: str = ""
+    max_clips_per_dataset: int = 0
+    """Use at most this many clips of each corpus (0 = all); for quick runs."""
+    name: str = ""
+    command: str = ""
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["datasets"] = list(self.datasets)
+        return d
+
+
+def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=warmup / total, anneal_strategy="cos")
+    if cfg.schedule == "cosine":
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle or cosine")
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run one training; returns the test report (also written to ``out_dir/report.json``)."""
+    console = console or Console()
+    started = time.time()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
+
+    # ---------------------------------------------------------------- data: clips, labels, speaker split
+    label_set = resolve_label_set(cfg.labels, cfg.label_map)
+    labels = label_set.labels
+    all_clips, load_reports = load_corpora(Path(cfg.data_dir), list(cfg.datasets))
+    for report in load_reports.values():
+        console.print(report.summary(), highlight=False)
+    mapped = map_to_model(all_clips, labels, label_set.mapping)
+    clips, targets = mapped.clips, mapped.targets
+    if cfg.max_clips_per_dataset:
+        rng0 = np.random.default_rng(cfg.seed)
+        keep = []
+        for corpus in dict.fromkeys(c.corpus for c in clips):
+            idx = [i for i, c in enumerate(clips) if c.corpus == corpus]
+            keep += sorted(rng0.choice(idx, size=min(len(idx), cfg.max_clips_per_dataset), replace=False).tolist())
+        keep.sort()
+        clips, targets = [clips[i] for i in keep], targets[keep]
+    split = default_holdout(clips, cfg.seed)
+    speakers = {part: sorted({clips[i].speaker for i in getattr(split, part)}) for part in ("val", "test")}
+    console.print(f"labels: {', '.join(labels)} (map {label_set.mapping or 'none'}); skipped {mapped.skipped or 'none'}")
+    console.print(f"clips: train {len(split.train)}, val {len(split.val)} ({', '.join(speakers['val'])}), "
+                  f"test {len(split.test)} ({', '.join(speakers['test'])})", highlight=False)
+    if not split.train or not split.val:
+        raise ValueError("the split left no training or no validation clips; add speakers or corpora")
+
+    fc = FeatureConfig(**cfg.feature_settings)
+    audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
+    augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
+    train_windows = TrainWindows([audio[i] for i in split.train], targets[split.train],
+                                 [clips[i].speaker for i in split.train], fc, cfg.windows, augmenter)
+    val_audio, val_targets = [audio[i] for i in split.val], targets[split.val]
+    val_corpora = [clips[i].corpus for i in split.val]
+
+    # ---------------------------------------------------------------- model, loss, optimiser
+    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, dict(cfg.model_settings))
+    model = build_model(model_config)
+    logmel = LogMel(fc)
+    counts = np.bincount(targets[split.train], minlength=len(labels)).astype(np.float64)
+    weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
+    scheduler = _schedule(optimizer, cfg, steps_per_epoch)
+    console.print(f"model: {cfg.arch} {model_config.settings or '(defaults)'}, {count_parameters(model):,} parameters; "
+                  f"class weights {np.round(weights.numpy(), 2).tolist()}", highlight=False)
+
+    def spec(meta: dict[str, Any]) -> ModelSpec:
+        return ModelSpec(fc, model_config, labels, meta)
+
+    base_meta: dict[str, Any] = {
+        "name": cfg.name or out.name,
+        "command": cfg.command,
+        "datasets": list(load_reports),
+        "label_map": dict(label_set.mapping),
+        "split": {"method": "train.splits.default_holdout", "seed": cfg.seed, **speakers},
+        "n_clips": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "seed": cfg.seed,
+        "licence": LICENCE_NOTE,
+        "train_config": cfg.to_dict(),
+        "windowing": {"train": "see train.dataset", "eval_hop_s": EVAL_HOP_S},
+    }
+
+    # ---------------------------------------------------------------- resume
+    start_epoch, best_ua, best_epoch, bad_evals, history, elapsed_before = 0, -1.0, -1, 0, [], 0.0
+    finished = False
+    state_path = out / "last.state.pt"
+    if cfg.resume and (out / "last.pt").is_file() and state_path.is_file():
+        model.load_state_dict(load_checkpoint(out / "last.pt").state_dict)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_ua, best_epoch = int(state["epoch"]), float(state["best_ua"]), int(state["best_epoch"])
+        bad_evals, history = int(state["bad_evals"]), list(state["history"])
+        elapsed_before = float(state["elapsed_s"])
+        finished = bool(state.get("finished", False))
+        augmenter.stats.update(dict(state.get("augment_stats", {})))
+        console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val UA {best_ua:.3f} at {best_epoch})")
+    elif cfg.resume:
+        console.print(f"[yellow]no {out / 'last.pt'} to resume from; starting afresh[/yellow]")
+
+    # ---------------------------------------------------------------- the loop
+    def predict(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(model(x), dim=-1).numpy()
+
+    t0 = time.time()
+    epoch = start_epoch
+    with progress_bar(console, transient=True) as progress:
+        for epoch in range(start_epoch, cfg.epochs if not finished else start_epoch):
+            # every epoch's randomness derives from (seed, epoch), so resume reproduces a straight run
+            rng = np.random.default_rng([cfg.seed, epoch])
+            gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            torch.manual_seed(cfg.seed * 100003 + epoch)
+            model.train()
+            epoch_start = time.time()
+            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch)
+            total_loss, correct, seen = 0.0, 0, 0
+            for waves, y in train_windows.batches(cfg.batch_size, rng):
+                with torch.no_grad():
+                    x = augmenter.spec(logmel(torch.from_numpy(waves)), gen)
+                yt = torch.from_numpy(y)
+                logits = model(x)
+                loss = criterion(logits, yt)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                scheduler.step()
+                total_loss += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == yt).sum())
+                seen += len(y)
+                progress.advance(task)
+            progress.remove_task(task)
+            train_s = time.time() - epoch_start
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_acc": correct / seen,
+                                      "lr": scheduler.get_last_lr()[0], "train_s": round(train_s, 1)}
+
+            # validation: the validation speakers' clips, windowed as the streamer windows them
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                model.eval()
+                probs = clip_probabilities(val_audio, predict, fc)
+                m = compute_metrics(val_targets, probs.argmax(1), labels)
+                per_corpus = {}
+                for corpus in dict.fromkeys(val_corpora):
+                    idx = [i for i, c in enumerate(val_corpora) if c == corpus]
+                    per_corpus[corpus] = round(compute_metrics(val_targets[idx], probs[idx].argmax(1), labels).ua, 4)
+                record.update({"val_ua": m.ua, "val_wa": m.wa, "val_macro_f1": m.macro_f1, "val_ua_per_corpus": per_corpus})
+                improved = m.ua > best_ua
+                if improved:
+                    best_ua, best_epoch, bad_evals = m.ua, epoch + 1, 0
+                    save_checkpoint(out / "best.pt", model, spec({**base_meta, "epoch": epoch + 1, "metrics": record,
+                                                                  "time": datetime.now(UTC).isoformat(timespec="seconds")}))
+                else:
+                    bad_evals += 1
+                console.print(
+                    f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.3f}  train acc {record['train_acc']:.3f}  "
+                    f"val UA {m.ua:.3f} WA {m.wa:.3f} {per_corpus}  {'*' if improved else ' '}  "
+                    f"{train_s:.0f}+{time.time() - epoch_start - train_s:.0f} s", highlight=False)
+            history.append(record)
+
+            elapsed = elapsed_before + time.time() - t0
+            finished = epoch + 1 == cfg.epochs or bool(cfg.patience and bad_evals >= cfg.patience)
+            save_checkpoint(out / "last.pt", model, spec({**base_meta, "epoch": epoch + 1, "metrics": record,
+                                                          "time": datetime.now(UTC).isoformat(timespec="seconds")}))
+            torch.save({"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "best_ua": best_ua, "best_epoch": best_epoch, "bad_evals": bad_evals, "history": history,
+                        "elapsed_s": elapsed, "augment_stats": dict(augmenter.stats), "finished": finished},
+                       state_path)
+            if cfg.patience and bad_evals >= cfg.patience:
+                console.print(f"early stop: no better validation UA for {bad_evals} validations")
+                break
+    train_seconds = elapsed_before + time.time() - t0
+
+    # ---------------------------------------------------------------- export best.pt, score it on the test speakers
+    best = load_checkpoint(out / "best.pt")
+    final_meta = {**best.spec.meta, "train_seconds": round(train_seconds, 1), "epochs_run": len(history),
+                  "best_epoch": best_epoch, "augment_stats": dict(augmenter.stats),
+                  "window_stats": {"joined": train_windows.n_joined, "shifted": train_windows.n_shifted}}
+    best_path = save_checkpoint(out / "best.pt", best.build(), ModelSpec(fc, model_config, labels, final_meta))
+    model_dir = export_model(best_path, out / "model")
+    classifier = load_classifier(model_dir, backend="onnx" if _has_onnxruntime() else "auto", threads=cfg.threads)
+    test_clips = [clips[i] for i in split.test]
+    report = evaluate_classifier(
+        classifier, test_clips, label_set.mapping, None, out / "predictions.csv", out / "confusion.png",
+        cache_dir, console,
+        extra={"command": cfg.command, "speakers": "the model's recorded test speakers", "train": {
+            "seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
+            "epochs_run": len(history), "best_epoch": best_epoch, "best_val_ua": best_ua,
+            "augment_stats": dict(augmenter.stats), "window_stats": final_meta["window_stats"],
+            "history": history, "split": base_meta["split"], "n_clips": base_meta["n_clips"],
+            "machine": f"{platform.processor() or platform.machine()}, torch threads {cfg.threads}",
+            "config": cfg.to_dict()}},
+    )
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from train.evaluate import print_summary
+
+    print_summary(report, console)
+    console.print(f"trained {len(history)} epochs in {train_seconds / 60:.1f} min; best epoch {best_epoch} "
+                  f"(val UA {best_ua:.3f}); model -> {model_dir}")
+    return report
+
+
+def _has_onnxruntime() -> bool:
+    from models.modelfile import onnxruntime_available
+
+    return onnxruntime_available()
+
+
