@@ -29,6 +29,9 @@ class ServerLimits:
     max_streams: int = 128  # concurrent ingest streams (more: close 1013)
     max_subscribers: int = 64  # concurrent /feed subscribers (more: close 1013)
     queue_messages: int = 256  # outgoing messages queued per connection; oldest dropped beyond
+    write_buffer_bytes: int = (
+        32_768  # bytes buffered per connection before a send waits (websockets write_limit)
+    )
     min_sample_rate_hz: int = 8_000
     max_sample_rate_hz: int = 192_000
     max_channels: int = 8
