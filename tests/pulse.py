@@ -29,7 +29,7 @@ How it is wired (all of it inside one temporary directory, nothing in /etc or th
   `max_lifetime_s` whatever happens; every subprocess call has a timeout.
 
 Needs the Debian packages pulseaudio, pulseaudio-utils (pacat, pactl), libasound2-plugins and
-libportaudio2 (scripts/ci_apt_packages.txt).
+libportaudio2 (.ci/apt-packages.txt).
 """
 
 from __future__ import annotations

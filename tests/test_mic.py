@@ -24,7 +24,7 @@ needs_pulse = pytest.mark.skipif(
     bool(missing_binaries()),
     reason=f"PulseAudio tools not installed ({', '.join(missing_binaries())}): "
     "apt-get install pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 "
-    "(scripts/ci_apt_packages.txt)",
+    "(.ci/apt-packages.txt)",
 )
 
 

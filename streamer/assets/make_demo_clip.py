@@ -9,9 +9,9 @@ whole clip (loudness differences between lines are kept) and written as 16-bit m
 
 Deterministic: the same espeak-ng version gives the same file, byte for byte.
 
-    python scripts/make_demo_clip.py [--out streamer/assets/demo.flac]
+    python streamer/assets/make_demo_clip.py [--out streamer/assets/demo.flac]
 
-Needs the Debian package `espeak-ng` (see scripts/ci_apt_packages.txt).
+Needs the Debian package `espeak-ng` (see .ci/apt-packages.txt).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PAUSE_S = 0.5
 LEAD_S = 0.25
 PEAK = 0.89  # about -1 dBFS for the loudest sample of the clip
 ESPEAK_TIMEOUT_S = 30.0
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "streamer" / "assets" / "demo.flac"
+DEFAULT_OUT = Path(__file__).resolve().parent / "demo.flac"
 
 
 @dataclass(frozen=True, slots=True)
