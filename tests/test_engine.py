@@ -1,0 +1,120 @@
+"""Dynamic batching: the policy (deterministic), batched equals one by one, a failing batch fails only itself."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.modelfile import load_classifier
+from streamer.engine import Batcher, BatchWorker, Engine, EngineConfig, JobResult, WindowJob, classify
+
+
+def job(i: int, stream: str = "s", n_frames: int = 40, seed: int | None = None) -> WindowJob:
+    rng = np.random.default_rng(i if seed is None else seed)
+    logmel = rng.standard_normal((64, n_frames)).astype(np.float32)
+    return WindowJob(stream, i, (i + 1) * 16000, logmel, arrival_s=float(i))
+
+
+def test_batcher_policy_is_deterministic() -> None:
+    b: Batcher[int] = Batcher(EngineConfig(max_batch=3, max_wait_ms=10.0))
+    assert b.due_s() is None and b.pop(0.0) == []
+    b.push(1, now_s=100.0)
+    b.push(2, now_s=100.004)
+    assert b.due_s() == pytest.approx(100.010)
+    assert b.pop(100.009) == []  # not yet: waiting for more
+    assert b.pop(100.010) == [1, 2]  # max_wait after the FIRST item
+    for i in range(7):
+        b.push(10 + i, now_s=200.0)
+    assert b.ready(200.0)  # full: due at once
+    assert b.pop(200.0) == [10, 11, 12]
+    assert b.pop(200.0) == [13, 14, 15]
+    assert b.pop(200.0) == []  # one left, not due
+    assert b.pop(200.0, force=True) == [16]
+    with pytest.raises(ValueError):
+        EngineConfig(max_batch=0)
+    with pytest.raises(ValueError):
+        EngineConfig(max_wait_ms=-1.0)
+
+
+def test_batched_equals_one_by_one(tiny_model_dir: Path) -> None:
+    clf = load_classifier(tiny_model_dir)
+    jobs = [job(i) for i in range(6)]
+    batched = classify(clf, jobs)
+    single = [classify(clf, [j])[0] for j in jobs]
+    assert all(r.ok for r in batched + single)
+    for a, b in zip(batched, single, strict=True):
+        assert a.job is b.job
+        assert a.probs is not None and b.probs is not None
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+        assert a.probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+class FlakyClassifier:
+    """Probabilities from the window's mean; raises when a batch holds a job with seq in ``poison``."""
+
+    def __init__(self, poison: set[int]) -> None:
+        self.poison = poison
+        self.batch_sizes: list[int] = []
+
+    def predict(self, logmel: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(logmel))
+        seqs = {int(round(x[0, 0])) for x in logmel}
+        if seqs & self.poison:
+            raise RuntimeError("backend exploded")
+        p = np.full((len(logmel), 2), 0.5, dtype=np.float32)
+        p[:, 0] = [x[0, 0] / 100.0 for x in logmel]
+        p[:, 1] = 1.0 - p[:, 0]
+        return p
+
+
+def seq_job(i: int) -> WindowJob:
+    logmel = np.full((4, 3), float(i), dtype=np.float32)
+    return WindowJob("s", i, i, logmel, float(i))
+
+
+def test_a_failing_batch_fails_only_its_jobs() -> None:
+    clf = FlakyClassifier(poison={3})
+    results: list[JobResult] = []
+    done = threading.Event()
+
+    def on_result(r: JobResult) -> None:
+        results.append(r)
+        if len(results) == 10:
+            done.set()
+
+    engine = Engine(clf, EngineConfig(max_batch=2, max_wait_ms=1000.0))
+    for i in range(10):  # queued before the worker starts: batches (0, 1), (2, 3), ... deterministically
+        engine.submit(seq_job(i), on_result)
+    engine.start()
+    assert done.wait(10)
+    engine.stop()
+    assert [r.job.seq for r in results] == list(range(10))  # every job answered, in order
+    failed = [r.job.seq for r in results if not r.ok]
+    assert failed == [2, 3]  # the batch (2, 3) held the poison; later batches went on
+    assert "backend exploded" in (results[3].error or "")
+    assert clf.batch_sizes == [2] * 5
+    assert results[9].probs is not None and results[9].probs[0] == pytest.approx(0.09)
+
+
+def test_worker_survives_a_handler_error_and_drains_on_stop() -> None:
+    seen: list[list[int]] = []
+    errors: list[str] = []
+
+    def handle(batch: list[int]) -> None:
+        if 0 in batch:
+            raise ValueError("bad batch")
+        seen.append(batch)
+
+    worker: BatchWorker[int] = BatchWorker(EngineConfig(max_batch=4, max_wait_ms=1e6), handle,
+                                           on_error=lambda batch, exc: errors.append(str(exc)))
+    worker.start()
+    worker.submit_many([0, 1, 2, 3])  # full batch: handled at once, and fails
+    worker.submit_many([4, 5])  # not due for a long time...
+    assert not worker.wait_idle(0.2)
+    worker.stop(drain=True)  # ...but stop drains it
+    assert errors == ["bad batch"]
+    assert seen == [[4, 5]]
+    assert worker.n_handler_errors == 1 and worker.n_items == 6
