@@ -14,6 +14,7 @@ import dataclasses
 import hmac
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -331,6 +332,7 @@ class IngestSession:
         self.throttled_frames = 0
         self._throttled_unreported = 0
         self._last_report_s = -float("inf")
+        self._closed = False  # the runtime's stream is closed
 
     async def _recv(self) -> str | bytes:
         try:
@@ -377,7 +379,8 @@ class IngestSession:
                 await self._stream(handle, outbox)
             finally:
                 outbox.close()
-                await asyncio.to_thread(runtime.close_stream, stream_id)
+                if not self._closed:
+                    await asyncio.to_thread(runtime.close_stream, stream_id)
         finally:
             server.release_stream(stream_id)
 
@@ -443,6 +446,7 @@ class IngestSession:
         assert self.stream_id is not None
         await asyncio.to_thread(handle.flush)
         await asyncio.to_thread(self.server.runtime.close_stream, self.stream_id)
+        self._closed = True
         await asyncio.sleep(0)  # let estimate deliveries scheduled by the engine thread run
         end = EndMessage(
             self.stream_id,
@@ -462,8 +466,6 @@ def _ready_json(
     ready: dict[str, Any], runtime: RuntimeLike, start: StartMessage, limits: ServerLimits
 ) -> str:
     """ReadyEvent's fields plus the stream's own input format and the limits that apply to it."""
-    import json
-
     ready = dict(ready)
     ready.pop("sample_rate_hz", None)
     ready.update(

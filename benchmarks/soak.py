@@ -1,0 +1,513 @@
+"""Soak test of `emostream serve`: many real-time streams plus misbehaving clients, on loopback.
+
+    python -m benchmarks.soak --streams 100 --seconds 60 --json OUT.json [--bad-share 0.2] [--model default|PATH]
+
+Starts one server subprocess on 127.0.0.1 (a free port), then, with asyncio in this process,
+runs ``streams x (1 - bad_share)`` healthy clients that each send ``--seconds`` of synthetic audio
+in real time (16 or 48 kHz, 20-100 ms frames) and stop, and ``streams x bad_share`` misbehaving
+clients that for the same time pick faults at random from the list (malformed JSON, bad start
+fields, bad frame lengths, NaN, oversized and too-fast audio, a second start, text for audio,
+vanishing mid-frame, stalling, an unknown path, a subscriber that stops reading). Everything is
+bounded in time and count.
+
+Reports, for the healthy streams, estimates expected (one per hop plus the flushed tail) versus
+received (the goal: none lost), server-side (``latency_ms``) and end-to-end latency percentiles
+(p50/p99: from sending the audio that completes a window to receiving its estimate); errors by
+kind (per fault, the error code and close code the server answered); and the server's resident
+memory (psutil): at start, peak, end, and growth after the warm-up. Prints a summary table and
+writes it all as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from models.windows import window_ends
+
+LISTENING = re.compile(r"listening on ws://([^:\s]+):(\d+)")
+RATES_HZ = (16000, 48000)
+FRAME_MS = (20, 40, 60, 100)
+START_SPREAD_S = 2.0  # healthy streams start at random times within this
+GRACE_S = 30.0  # after the last audio, how long the run may take to finish
+RSS_EVERY_S = 0.5
+WARMUP_SHARE = 0.2  # memory growth is measured from this share of the run on
+
+
+# ---- the server subprocess ------------------------------------------------------------------------------
+
+
+class Server:
+    """``emostream serve --port 0`` on loopback, its port read from the "listening on" line."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args]
+        self.lines: list[str] = []
+        self.port = 0
+        self._listening = threading.Event()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._listening.wait(120) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("the server did not start:\n" + "".join(self.lines[-30:]))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if (m := LISTENING.search(line)) and not self._listening.is_set():
+                self.port = int(m.group(2))
+                self._listening.set()
+        self._listening.set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+class RssSampler:
+    """Samples the server's resident memory every RSS_EVERY_S on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.proc.memory_info().rss))
+            except psutil.Error:
+                return
+            self._stop.wait(RSS_EVERY_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self, t0: float, t_end: float) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        mib = 1 / 2**20
+        rss = [r for _, r in self.samples]
+        after_warmup = [r for t, r in self.samples if t >= t0 + WARMUP_SHARE * (t_end - t0)] or rss
+        return {
+            "start_mib": rss[0] * mib,
+            "after_warmup_mib": after_warmup[0] * mib,
+            "peak_mib": max(rss) * mib,
+            "end_mib": rss[-1] * mib,
+            "growth_after_warmup_mib": (rss[-1] - after_warmup[0]) * mib,
+        }
+
+
+# ---- healthy clients ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Healthy:
+    rate_hz: int
+    frame_ms: int
+    expected: int = 0
+    received: int = 0
+    end_estimates: int | None = None
+    throttled_frames: int = 0
+    lag_dropped: int = 0
+    latency_ms: list[float] = field(default_factory=list)  # the server's latency_ms
+    e2e_ms: list[float] = field(default_factory=list)  # send of the window's last frame -> estimate received
+    error: str | None = None
+    close_code: int | None = None
+
+
+def synth(n: int, rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / rate_hz
+    f_hz = rng.uniform(120, 250) + 50.0 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t)
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f_hz) / rate_hz) + 0.05 * rng.standard_normal(n)
+    return (np.clip(x, -1, 1) * 32767).astype("<i2")
+
+
+def whole_frames(seconds: float, rate_hz: int, model_rate_hz: int) -> int:
+    """Input frames for ``seconds``, rounded to a length the resampler maps to a whole number of samples."""
+    step = rate_hz // math.gcd(rate_hz, model_rate_hz)
+    return max(step, round(seconds * rate_hz / step) * step)
+
+
+async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed: int) -> None:
+    await asyncio.sleep(delay_s)
+    rng = np.random.default_rng(seed)
+    try:
+        async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
+            start = {"type": "start", "sample_rate": h.rate_hz, "encoding": "pcm_s16le", "channels": 1}
+            await ws.send(json.dumps(start))
+            ready = json.loads(await ws.recv())
+            if ready.get("type") != "ready":
+                h.error = ready.get("code", "no ready")
+                return
+            model_rate_hz, hop_s = int(ready["sample_rate_hz"]), float(ready["hop_s"])
+            n = whole_frames(seconds, h.rate_hz, model_rate_hz)
+            n_model = n * model_rate_hz // h.rate_hz
+            h.expected = len(window_ends(n_model, round(hop_s * model_rate_hz)))
+            pcm = synth(n, h.rate_hz, rng)
+            step = h.rate_hz * h.frame_ms // 1000
+            sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
+
+            async def sender() -> None:
+                t0 = time.monotonic()
+                for i in range(0, n, step):
+                    wait_s = i / h.rate_hz - (time.monotonic() - t0)
+                    if wait_s > 0:
+                        await asyncio.sleep(wait_s)
+                    await ws.send(pcm[i : i + step].tobytes())
+                    sent_at.append((min(n, i + step) / h.rate_hz, time.monotonic()))
+                await ws.send(json.dumps({"type": "stop"}))
+
+            task = asyncio.create_task(sender())
+            try:
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    kind = msg["type"]
+                    if kind == "estimate":
+                        h.received += 1
+                        h.latency_ms.append(float(msg["latency_ms"]))
+                        now = time.monotonic()
+                        sent = next((t for a, t in sent_at if a >= msg["t_end_s"] - 1e-6), None)
+                        if sent is not None:
+                            h.e2e_ms.append((now - sent) * 1e3)
+                    elif kind == "end":
+                        h.end_estimates = int(msg["estimates"])
+                        h.throttled_frames = int(msg["throttled_frames"])
+                    elif kind == "lag":
+                        h.lag_dropped += int(msg["dropped"])
+                    elif kind == "error":
+                        h.error = msg["code"]
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            h.close_code = ws.close_code
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        h.error = h.error or type(exc).__name__
+
+
+# ---- misbehaving clients --------------------------------------------------------------------------------
+
+START = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le", "channels": 1}
+FRAME = np.zeros(800, "<i2").tobytes()  # 50 ms at 16 kHz
+
+
+async def _send_and_read(url: str, *messages: str | bytes, path: str = "/ingest", read_s: float = 5.0) -> str:
+    """Send ``messages``; return "<error code>/<close code>" as the server answered."""
+    code = "none"
+    async with connect(url + path, compression=None, max_size=2**23, open_timeout=30) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            async with asyncio.timeout(read_s):
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if msg.get("type") == "error":
+                        code = msg["code"]
+        except (ConnectionClosed, TimeoutError):
+            pass
+        return f"{code}/{ws.close_code}"
+
+
+async def fault_fast(url: str) -> str:
+    """Audio at 30x real time: throttled (reported), not fatal."""
+    throttled = 0
+    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
+        await ws.send(json.dumps(START))
+        await ws.recv()
+        for _ in range(120):  # 6 s of audio in ~0.2 s
+            await ws.send(FRAME)
+            await asyncio.sleep(0.0017)
+        await ws.send(json.dumps({"type": "stop"}))
+        async with asyncio.timeout(10):
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["type"] == "end":
+                    throttled = int(msg["throttled_frames"])
+        return f"{'throttled' if throttled else 'not_throttled'}/{ws.close_code}"
+
+
+async def fault_vanish_mid_frame(url: str) -> str:
+    """A binary frame header announcing 4000 bytes, 100 of them, then the TCP connection is gone."""
+    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
+        await ws.send(json.dumps(START))
+        await ws.recv()
+        transport = ws.transport
+        transport.write(b"\x82\xfe\x0f\xa0" + os.urandom(4) + os.urandom(100))
+        transport.abort()
+    return "vanished/-"
+
+
+async def fault_stall(url: str) -> str:
+    """Starts, sends a little, goes silent for 2 s, then drops the connection."""
+    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
+        await ws.send(json.dumps(START))
+        await ws.send(FRAME)
+        await asyncio.sleep(2.0)
+        ws.transport.abort()
+    return "stalled/-"
+
+
+async def fault_unknown_path(url: str) -> str:
+    try:
+        async with connect(url + "/nope", open_timeout=30):
+            return "accepted/-"
+    except InvalidStatus as exc:
+        return f"http_{exc.response.status_code}/-"
+
+
+async def fault_slow_subscriber(url: str) -> str:
+    """Subscribes and does not read for 3 s, then reads what is there and leaves."""
+    lag = 0
+    async with connect(url + "/feed", max_queue=2, open_timeout=30) as ws:
+        await asyncio.sleep(3.0)
+        try:
+            async with asyncio.timeout(1.0):
+                async for raw in ws:
+                    if json.loads(raw).get("type") == "lag":
+                        lag += 1
+        except TimeoutError:
+            pass
+    return f"{'lag' if lag else 'no_lag'}/-"
+
+
+def _faults() -> dict[str, Any]:
+    s = json.dumps
+    return {
+        "malformed_json": lambda u: _send_and_read(u, '{"type":"start",'),
+        "audio_before_start": lambda u: _send_and_read(u, FRAME),
+        "unknown_encoding": lambda u: _send_and_read(u, s({**START, "encoding": "opus"})),
+        "zero_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": 0})),
+        "negative_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": -1})),
+        "absurd_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": 10**12})),
+        "too_many_channels": lambda u: _send_and_read(u, s({**START, "channels": 64})),
+        "odd_frame_length": lambda u: _send_and_read(u, s(START), FRAME + b"\x00"),
+        "nan": lambda u: _send_and_read(
+            u, s({**START, "encoding": "f32le"}), np.array([0, np.nan], "<f4").tobytes()
+        ),
+        "oversized_frame": lambda u: _send_and_read(u, s(START), bytes(1_500_000)),
+        "text_for_audio": lambda u: _send_and_read(u, s(START), FRAME, "hello"),
+        "second_start": lambda u: _send_and_read(u, s(START), FRAME, s(START)),
+        "too_fast": fault_fast,
+        "vanish_mid_frame": fault_vanish_mid_frame,
+        "stall": fault_stall,
+        "unknown_path": fault_unknown_path,
+        "slow_subscriber": fault_slow_subscriber,
+    }
+
+
+async def run_bad(url: str, deadline: float, seed: int, outcomes: dict[str, Counter[str]]) -> None:
+    rng = random.Random(seed)
+    faults = _faults()
+    await asyncio.sleep(rng.uniform(0, START_SPREAD_S))
+    while time.monotonic() < deadline - 4.0:
+        name = rng.choice(sorted(faults))
+        try:
+            async with asyncio.timeout(20):
+                outcome = await faults[name](url)
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            outcome = f"client:{type(exc).__name__}"
+        outcomes.setdefault(name, Counter())[outcome] += 1
+        await asyncio.sleep(rng.uniform(0.2, 1.0))
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: int) -> dict[str, Any]:
+    n_bad = round(streams * bad_share)
+    n_healthy = streams - n_bad
+    rng = random.Random(seed)
+    healthy = [Healthy(RATES_HZ[i % len(RATES_HZ)], rng.choice(FRAME_MS)) for i in range(n_healthy)]
+    outcomes: dict[str, Counter[str]] = {}
+    t0 = time.monotonic()
+    deadline = t0 + START_SPREAD_S + seconds
+    tasks = [
+        asyncio.create_task(run_healthy(url, h, seconds, rng.uniform(0, START_SPREAD_S), seed + i))
+        for i, h in enumerate(healthy)
+    ]
+    tasks += [asyncio.create_task(run_bad(url, deadline, seed + 10_000 + i, outcomes)) for i in range(n_bad)]
+    _, pending = await asyncio.wait(tasks, timeout=START_SPREAD_S + seconds + GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    wall_s = time.monotonic() - t0
+
+    latency = [x for h in healthy for x in h.latency_ms]
+    e2e = [x for h in healthy for x in h.e2e_ms]
+    errors: Counter[str] = Counter()
+    for per_fault in outcomes.values():
+        for outcome, n in per_fault.items():
+            errors[outcome.split("/")[0]] += n
+    return {
+        "healthy_streams": n_healthy,
+        "bad_clients": n_bad,
+        "wall_s": wall_s,
+        "unfinished_tasks": len(pending),
+        "estimates_expected": sum(h.expected for h in healthy),
+        "estimates_received": sum(h.received for h in healthy),
+        "streams_complete": sum(h.expected > 0 and h.received == h.expected for h in healthy),
+        "healthy_errors": dict(Counter(h.error for h in healthy if h.error)),
+        "healthy_close_codes": dict(Counter(str(h.close_code) for h in healthy)),
+        "healthy_lag_dropped": sum(h.lag_dropped for h in healthy),
+        "healthy_throttled_frames": sum(h.throttled_frames for h in healthy),
+        "latency_ms": {
+            "p50": _pct(latency, 50),
+            "p99": _pct(latency, 99),
+            "max": max(latency, default=math.nan),
+        },
+        "e2e_latency_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99), "max": max(e2e, default=math.nan)},
+        "faults": {name: dict(c) for name, c in sorted(outcomes.items())},
+        "errors_by_kind": dict(sorted(errors.items())),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def print_summary(r: dict[str, Any]) -> None:
+    lost = r["estimates_expected"] - r["estimates_received"]
+    rows = [
+        ("healthy streams / bad clients", f"{r['healthy_streams']} / {r['bad_clients']}"),
+        ("seconds of audio per stream", f"{r['seconds']:g}"),
+        (
+            "estimates expected / received",
+            f"{r['estimates_expected']} / {r['estimates_received']} (lost {lost})",
+        ),
+        ("streams complete", f"{r['streams_complete']} / {r['healthy_streams']}"),
+        ("healthy errors", json.dumps(r["healthy_errors"]) if r["healthy_errors"] else "none"),
+        ("healthy close codes", json.dumps(r["healthy_close_codes"])),
+        ("latency_ms p50 / p99 (server)", f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f}"),
+        ("end-to-end ms p50 / p99", f"{r['e2e_latency_ms']['p50']:.1f} / {r['e2e_latency_ms']['p99']:.1f}"),
+        (
+            "server RSS start / peak / end MiB",
+            "{start_mib:.0f} / {peak_mib:.0f} / {end_mib:.0f}".format(**r["rss"]),
+        ),
+        ("RSS growth after warm-up MiB", f"{r['rss']['growth_after_warmup_mib']:+.1f}"),
+        ("server exit code", str(r["server_exit_code"])),
+        ("wall time s", f"{r['wall_s']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\nsoak summary")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    print("\n  fault outcomes (error code / close code: count)")
+    for name, outcomes in r["faults"].items():
+        print(f"    {name:<20} " + ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: python -m benchmarks.soak --streams 100 --seconds 60 --json soak.json --bad-share 0.2",
+    )
+    parser.add_argument(
+        "--streams", type=int, default=100, help="clients in all, healthy and bad (default 100)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="audio seconds per healthy stream (default 60)"
+    )
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument(
+        "--bad-share", type=float, default=0.2, help="share of misbehaving clients (default 0.2)"
+    )
+    parser.add_argument("--model", default="default", help="model for the server: 'default' or a path")
+    parser.add_argument("--hop-s", type=float, default=None, help="server hop (default: the server's)")
+    parser.add_argument("--no-vad", action="store_true", help="run the server without VAD")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.streams < 1 or args.seconds <= 0 or not 0.0 <= args.bad_share <= 1.0:
+        parser.error("need --streams >= 1, --seconds > 0 and 0 <= --bad-share <= 1")
+
+    server_args = ["--model", args.model, "--limit-max-streams", str(args.streams + 16)]
+    server_args += ["--limit-max-connections", str(2 * args.streams + 64)]
+    if args.hop_s is not None:
+        server_args += ["--hop-s", str(args.hop_s)]
+    if args.no_vad:
+        server_args.append("--no-vad")
+    try:
+        server = Server(server_args)
+    except RuntimeError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 1
+    sampler = RssSampler(server.proc.pid)
+    t0 = time.monotonic()
+    try:
+        result = asyncio.run(soak(server.url, args.streams, args.seconds, args.bad_share, args.seed))
+    finally:
+        t_end = time.monotonic()
+        sampler.stop()
+        exit_code = server.stop()
+    result.update(
+        seconds=args.seconds,
+        bad_share=args.bad_share,
+        model=args.model,
+        server_args=server_args,
+        rss=sampler.summary(t0, t_end),
+        server_exit_code=exit_code,
+        machine=machine(),
+        command=" ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])]),
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    print_summary(result)
+    print(f"\nwrote {args.json}")
+    lost = result["estimates_expected"] - result["estimates_received"]
+    return 0 if lost == 0 and not result["healthy_errors"] and exit_code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
