@@ -48,3 +48,18 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Pat
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 4-class model directory (5 s windows, the shipped feature settings), built once per session."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one intra-op thread for the test (restored after).
+
+    On the 2 shared CI cores, torch's 2-thread OpenMP pool in the main thread can spin for seconds per
+    call when other processes hold the cores; one thread keeps the streaming tests short and steady.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,6 +11,8 @@ import pytest
 from models.modelfile import load_classifier
 from streamer.engine import Batcher, BatchWorker, Engine, EngineConfig, JobResult, WindowJob, classify
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def job(i: int, stream: str = "s", n_frames: int = 40, seed: int | None = None) -> WindowJob:
     rng = np.random.default_rng(i if seed is None else seed)

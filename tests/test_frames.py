@@ -17,6 +17,8 @@ from streamer.windower import Windower
 TOL = 1e-5
 SMALL = FeatureConfig(window_s=0.5)  # 8000-sample windows, 47 frames: fast enough for hypothesis
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def reference(cfg: FeatureConfig, audio: np.ndarray, end: int) -> np.ndarray:
     window = fit_window(audio[max(0, end - cfg.window_samples) : end], cfg.window_samples)
