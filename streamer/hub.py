@@ -106,6 +106,13 @@ class Hub:
         except RuntimeError:  # the loop is closed: the server is shutting down
             pass
 
+    def deliver_text(self, outbox: Outbox, text: str) -> None:
+        """From any thread: queue one message on ``outbox``."""
+        try:
+            self.loop.call_soon_threadsafe(outbox.put, text)
+        except RuntimeError:
+            pass
+
     # ---- event-loop thread -----------------------------------------------------------------
 
     def _route(self, stream: str, text: str) -> None:

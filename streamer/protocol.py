@@ -39,6 +39,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "bad_channels": CLOSE_UNSUPPORTED_DATA,  # start: not an integer in 1..max_channels
     "bad_stream_id": CLOSE_POLICY,  # start: stream id not a short [A-Za-z0-9._:-] string
     "stream_in_use": CLOSE_POLICY,  # start: another connection streams under this id
+    "bad_start": CLOSE_POLICY,  # start: refused by the pipeline for another reason
     "no_start": CLOSE_POLICY,  # audio (or stop) before start
     "duplicate_start": CLOSE_POLICY,  # a second start on one connection
     "unexpected_text": CLOSE_UNSUPPORTED_DATA,  # text other than stop where audio is expected
@@ -239,6 +240,24 @@ class ThrottledMessage:
                 "burst_s": self.burst_s,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowErrorMessage:
+    """One window of the stream could not be analysed (the pipeline's ErrorEvent); the stream goes on."""
+
+    type: ClassVar[str] = "window_error"
+
+    code: str  # inference_failed | audio_overwritten | internal
+    message: str
+    stream: str | None
+
+    @classmethod
+    def of(cls, event: Any) -> WindowErrorMessage:
+        return cls(str(event.code), str(event.message), event.stream)
+
+    def to_json(self) -> str:
+        return _dumps({"type": self.type, "code": self.code, "message": self.message, "stream": self.stream})
 
 
 @dataclass(frozen=True, slots=True)

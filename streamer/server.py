@@ -36,6 +36,7 @@ from websockets.http11 import Request, Response
 from streamer.events import ErrorEvent, Estimate, ReadyEvent
 from streamer.hub import Hub, HubFullError, Outbox
 from streamer.limits import ServerLimits, TokenBucket
+from streamer.pipeline import StreamLimitError
 from streamer.protocol import (
     CLOSE_NORMAL,
     STREAM_ID_PATTERN,
@@ -45,6 +46,7 @@ from streamer.protocol import (
     StopMessage,
     SubscribedMessage,
     ThrottledMessage,
+    WindowErrorMessage,
     decode_audio,
     parse_control,
 )
@@ -64,10 +66,12 @@ LISTENING_LINE = "emostream serve: listening on ws://{host}:{port}"  # tests and
 class StreamHandleLike(Protocol):
     def push(self, samples: np.ndarray, arrival_time: float | None = None) -> Any: ...
     def flush(self) -> Any: ...
+    def note_dropped(self, n_input_frames: int) -> None: ...
 
 
 class RuntimeLike(Protocol):
     labels: Sequence[str]
+    sample_rate_hz: int
     window_s: float
     hop_s: float
     model_name: str
@@ -80,6 +84,7 @@ class RuntimeLike(Protocol):
         sample_rate_hz: int,
         channels: int,
         on_estimate: Callable[[Estimate], None] | None = None,
+        on_error: Callable[[ErrorEvent], None] | None = None,
     ) -> StreamHandleLike: ...
     def close_stream(self, stream_id: str) -> Any: ...
 
@@ -367,13 +372,12 @@ class IngestSession:
                     control.sample_rate_hz,
                     control.channels,
                     on_estimate=lambda event: hub.deliver(outbox, event),
+                    on_error=lambda event: hub.deliver_text(outbox, WindowErrorMessage.of(event).to_json()),
                 )
+            except StreamLimitError as exc:
+                raise ProtocolError("too_many_streams", str(exc)) from None
             except ValueError as exc:
-                raise ProtocolError("bad_sample_rate", str(exc)) from None
-            except Exception as exc:  # StreamLimitError: the pipeline is full
-                if type(exc).__name__ == "StreamLimitError":
-                    raise ProtocolError("too_many_streams", str(exc)) from None
-                raise
+                raise ProtocolError("bad_start", str(exc)) from None
             self.stream_id = stream_id
             try:
                 await self._stream(handle, outbox)
@@ -388,9 +392,14 @@ class IngestSession:
         runtime, start, ws = self.server.runtime, self.start, self.ws
         assert start is not None and self.stream_id is not None
         ready = ReadyEvent(
-            self.stream_id, tuple(runtime.labels), 0, runtime.model_name, runtime.window_s, runtime.hop_s
-        ).to_dict()
-        await ws.send(_ready_json(ready, runtime, start, self.limits))
+            self.stream_id,
+            tuple(runtime.labels),
+            runtime.sample_rate_hz,
+            runtime.model_name,
+            runtime.window_s,
+            runtime.hop_s,
+        )
+        await ws.send(_ready_json(ready, start, self.limits))
         loop = asyncio.get_running_loop()
         bucket = TokenBucket.for_stream(self.limits, start.sample_rate_hz, loop.time())
         writer = asyncio.create_task(pump(outbox, ws))
@@ -412,6 +421,7 @@ class IngestSession:
                 self.received_frames += n
                 allowed = bucket.take(n, loop.time())
                 if allowed < n:
+                    handle.note_dropped(n - allowed)  # counted in the estimates' dropped_samples too
                     self._throttle(n - allowed, loop.time(), outbox)
                 if allowed:
                     handle.push(samples[:allowed])
@@ -462,22 +472,19 @@ class IngestSession:
         await self.ws.close(CLOSE_NORMAL)
 
 
-def _ready_json(
-    ready: dict[str, Any], runtime: RuntimeLike, start: StartMessage, limits: ServerLimits
-) -> str:
-    """ReadyEvent's fields plus the stream's own input format and the limits that apply to it."""
-    ready = dict(ready)
-    ready.pop("sample_rate_hz", None)
-    ready.update(
+def _ready_json(ready: ReadyEvent, start: StartMessage, limits: ServerLimits) -> str:
+    """ReadyEvent's fields (``sample_rate_hz``: the model's rate) plus the stream's own input format
+    (``sample_rate``: the client's rate) and the limits that apply to it."""
+    d = ready.to_dict()
+    d.update(
         sample_rate=start.sample_rate_hz,
         encoding=start.encoding,
         channels=start.channels,
-        model_sample_rate_hz=int(getattr(runtime, "sample_rate_hz", 0)),
         max_message_bytes=limits.max_message_bytes,
         realtime_factor=limits.realtime_factor,
         burst_s=limits.burst_s,
     )
-    return json.dumps(ready, separators=(",", ":"))
+    return json.dumps(d, separators=(",", ":"))
 
 
 # ---- command line --------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ its own event loop. Both bind 127.0.0.1 and stop within bounded time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -183,6 +186,7 @@ def encode(block: np.ndarray, encoding: str) -> bytes:
 class StreamResult:
     ready: dict[str, Any] | None = None
     estimates: list[dict[str, Any]] = field(default_factory=list)
+    arrivals_s: list[float] = field(default_factory=list)  # monotonic arrival time of each estimate
     others: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -204,6 +208,7 @@ async def collect(ws: ClientConnection, result: StreamResult, timeout_s: float) 
                     result.ready = msg
                 elif kind == "estimate":
                     result.estimates.append(msg)
+                    result.arrivals_s.append(time.monotonic())
                 elif kind == "end":
                     result.end = msg
                 elif kind == "error":
@@ -271,3 +276,86 @@ def check_estimate(msg: dict[str, Any], labels: Sequence[str]) -> None:
         assert abs(sum(msg["probs"].values()) - 1.0) < 1e-3
         assert msg["label"] in labels
         assert 0.0 <= msg["confidence"] <= 1.0
+
+
+# ---- raw WebSocket clients (for half-open, vanishing and never-reading peers) --------------------------
+
+
+async def raw_connect(
+    port: int, path: str, rcvbuf_bytes: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a WebSocket by hand (HTTP upgrade) and return the raw stream; nothing answers pings."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf_bytes is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)  # buffers at most ~2 KiB unread
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        status = await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+    assert b" 101 " in status, status
+    return reader, writer
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, declared_len: int | None = None) -> bytes:
+    """A masked client frame; ``declared_len`` lets a test announce more payload than it sends."""
+    n = len(payload) if declared_len is None else declared_len
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+async def read_server_frames(reader: asyncio.StreamReader, timeout_s: float) -> list[tuple[int, bytes]]:
+    """Read unmasked server frames until a close frame, EOF or ``timeout_s``: [(opcode, payload)]."""
+    frames: list[tuple[int, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                b0, b1 = await reader.readexactly(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    (n,) = struct.unpack("!H", await reader.readexactly(2))
+                elif n == 127:
+                    (n,) = struct.unpack("!Q", await reader.readexactly(8))
+                frames.append((b0 & 0x0F, await reader.readexactly(n)))
+                if b0 & 0x0F == 0x8:
+                    break
+    except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        pass
+    return frames
+
+
+def close_code_of(frames: list[tuple[int, bytes]]) -> int | None:
+    for opcode, payload in frames:
+        if opcode == 0x8 and len(payload) >= 2:
+            return int(struct.unpack("!H", payload[:2])[0])
+    return None
+
+
+def make_runtime(model_dir: Path, hop_s: float, max_streams: int) -> Any:
+    """The real pipeline on ``model_dir``, without VAD, one inference thread (not started)."""
+    from models.modelfile import load_classifier
+    from streamer.pipeline import Runtime, RuntimeConfig
+    from streamer.vad import VadConfig
+
+    classifier = load_classifier(model_dir, threads=1)
+    return Runtime(
+        classifier, RuntimeConfig(hop_s=hop_s, vad=VadConfig(enabled=False), max_streams=max_streams)
+    )
