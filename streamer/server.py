@@ -36,7 +36,6 @@ from websockets.http11 import Request, Response
 from streamer.events import ErrorEvent, Estimate, ReadyEvent
 from streamer.hub import Hub, HubFullError, Outbox
 from streamer.limits import ServerLimits, TokenBucket
-from streamer.pipeline import StreamLimitError
 from streamer.protocol import (
     CLOSE_NORMAL,
     STREAM_ID_PATTERN,
@@ -360,6 +359,8 @@ class IngestSession:
         if isinstance(control, StopMessage):
             raise ProtocolError("no_start", "stop before start")
         self.start = control
+        from streamer.pipeline import StreamLimitError  # here: `emostream --help` need not import torch
+
         server, runtime = self.server, self.server.runtime
         assert server.hub is not None
         stream_id = server.claim_stream(control.stream)

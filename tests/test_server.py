@@ -1,0 +1,222 @@
+"""`emostream serve` end to end: a real server subprocess on loopback, real websockets clients.
+
+Ingest at 16 and 48 kHz in both encodings, the feed (all streams and one), the token (header,
+query, environment), the Origin allow-list, an unknown path, SIGTERM, and the example client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
+
+from models.windows import window_ends
+from streamer.server import is_loopback
+
+HOP_S = 0.5
+MODEL_RATE_HZ = 16000
+FAST = ["--no-vad", "--hop-s", str(HOP_S), "--limit-realtime-factor", "1000", "--limit-burst-s", "1000"]
+TOKEN = "s3cret-t0ken"
+ORIGIN = "https://app.example"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path):
+    with ServeProcess(["--model", str(tiny_model_dir), *FAST]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def token_server(tiny_model_dir: Path):
+    args = ["--model", str(tiny_model_dir), *FAST, "--allow-origin", ORIGIN]
+    with ServeProcess(args, env={"EMOSTREAM_TOKEN": TOKEN}) as srv:
+        yield srv
+
+
+def expected_estimates(seconds: float) -> int:
+    """Windows the streamer makes of a recording this long: one per hop plus the flushed tail."""
+    return len(window_ends(round(seconds * MODEL_RATE_HZ), round(HOP_S * MODEL_RATE_HZ)))
+
+
+def check_stream(result: StreamResult, seconds: float, stream: str | None = None) -> None:
+    assert result.error is None, result.error
+    assert result.ready is not None
+    labels = result.ready["labels"]
+    for key in ("stream", "labels", "sample_rate", "model", "window_s", "hop_s"):
+        assert key in result.ready
+    assert result.ready["hop_s"] == HOP_S
+    if stream is not None:
+        assert result.ready["stream"] == stream
+    for msg in result.estimates:
+        check_estimate(msg, labels)
+        assert msg["stream"] == result.ready["stream"]
+    assert [m["seq"] for m in result.estimates] == list(range(len(result.estimates)))
+    assert len(result.estimates) == expected_estimates(seconds)
+    assert result.estimates[-1]["t_end_s"] == pytest.approx(seconds, abs=0.01)
+    assert result.end is not None and result.end["estimates"] == len(result.estimates)
+    assert result.end["dropped_messages"] == 0 and result.end["throttled_frames"] == 0
+    assert result.close_code == 1000
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "encoding", "channels"),
+    [(16000, "pcm_s16le", 1), (48000, "pcm_s16le", 1), (16000, "f32le", 1), (48000, "f32le", 2)],
+)
+def test_ingest_returns_estimates(server: ServeProcess, rate_hz: int, encoding: str, channels: int) -> None:
+    seconds = 2.25
+    audio = synth_audio(seconds, rate_hz, channels, seed=rate_hz + channels)
+    result = asyncio.run(stream_audio(server.url, audio, rate_hz, encoding, speed=20.0, timeout_s=30))
+    check_stream(result, seconds)
+    assert result.ready is not None and result.ready["sample_rate"] == rate_hz
+    assert result.ready["encoding"] == encoding and result.ready["channels"] == channels
+
+
+def test_feed_all_streams_and_one(server: ServeProcess) -> None:
+    seconds = 2.0
+
+    async def main() -> tuple[StreamResult, StreamResult, list[StreamResult]]:
+        every, only_a = StreamResult(), StreamResult()
+        async with (
+            connect(server.url + "/feed") as feed_all,
+            connect(server.url + "/feed?stream=feed-a") as feed_a,
+        ):
+            for ws in (feed_all, feed_a):
+                hello = json.loads(await ws.recv())
+                assert hello["type"] == "subscribed"
+            readers = [
+                asyncio.create_task(collect(feed_all, every, 30)),
+                asyncio.create_task(collect(feed_a, only_a, 30)),
+            ]
+            streams = await asyncio.gather(
+                stream_audio(
+                    server.url, synth_audio(seconds, 16000, seed=1), 16000, stream="feed-a", speed=10
+                ),
+                stream_audio(
+                    server.url, synth_audio(seconds, 48000, seed=2), 48000, stream="feed-b", speed=10
+                ),
+            )
+            await asyncio.sleep(0.3)  # the last estimates reach the subscribers too
+            for ws in (feed_all, feed_a):
+                await ws.close()
+            await asyncio.gather(*readers)
+        return every, only_a, list(streams)
+
+    every, only_a, (a, b) = asyncio.run(main())
+    check_stream(a, seconds, "feed-a")
+    check_stream(b, seconds, "feed-b")
+    by_stream = {s: [m for m in every.estimates if m["stream"] == s] for s in ("feed-a", "feed-b")}
+    assert by_stream["feed-a"] == a.estimates
+    assert by_stream["feed-b"] == b.estimates
+    assert only_a.estimates == a.estimates
+    assert "lag" not in every.types
+
+
+def test_unknown_path_is_404(server: ServeProcess) -> None:
+    async def main() -> None:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url + "/nope"):
+                pass
+        assert info.value.response.status_code == 404
+
+    asyncio.run(main())
+
+
+def test_token_required(token_server: ServeProcess) -> None:
+    audio = synth_audio(1.0, 16000)
+
+    async def status_of(path: str, headers: dict[str, str] | None = None) -> int:
+        try:
+            async with connect(token_server.url + path, additional_headers=headers):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    async def main() -> None:
+        assert await status_of("/ingest") == 401
+        assert await status_of("/feed") == 401
+        assert await status_of("/ingest", {"Authorization": "Bearer wrong"}) == 401
+        assert await status_of("/ingest?token=wrong") == 401
+        assert await status_of("/feed?token=" + TOKEN) == 101
+        assert await status_of("/feed", {"Authorization": f"Bearer {TOKEN}"}) == 101
+        good = await stream_audio(
+            token_server.url, audio, 16000, speed=20, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        check_stream(good, 1.0)
+
+    asyncio.run(main())
+    assert TOKEN not in token_server.output  # never logged
+
+
+def test_origin_allow_list(token_server: ServeProcess) -> None:
+    async def status_of(origin: str | None) -> int:
+        try:
+            async with connect(token_server.url + "/feed?token=" + TOKEN, origin=origin):  # type: ignore[arg-type]
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    async def main() -> None:
+        assert await status_of(ORIGIN) == 101
+        assert await status_of(None) == 101  # not a browser
+        assert await status_of("https://evil.example") == 403
+        assert await status_of("null") == 403
+
+    asyncio.run(main())
+
+
+def test_sigterm_closes_connections_with_1001(tiny_model_dir: Path) -> None:
+    async def main(srv: ServeProcess) -> tuple[StreamResult, StreamResult, int]:
+        ingest, feed = StreamResult(), StreamResult()
+        audio = synth_audio(20.0, 16000)
+        async with connect(srv.url + "/feed") as sub:
+            feed_reader = asyncio.create_task(collect(sub, feed, 20))
+            streamer = asyncio.create_task(stream_audio(srv.url, audio, 16000, speed=1.0, timeout_s=20))
+            for _ in range(100):  # wait (bounded) until estimates flow
+                if feed.estimates:
+                    break
+                await asyncio.sleep(0.1)
+            rc = await asyncio.to_thread(srv.terminate, signal.SIGTERM)
+            ingest = await streamer
+            await feed_reader
+        return ingest, feed, rc
+
+    with ServeProcess(["--model", str(tiny_model_dir), *FAST]) as srv:
+        ingest, feed, rc = asyncio.run(main(srv))
+    assert feed.estimates, srv.output
+    assert ingest.close_code == 1001
+    assert feed.close_code == 1001
+    assert rc == 0, srv.output
+
+
+def test_example_client_prints_estimates(server: ServeProcess, tmp_path: Path) -> None:
+    seconds = 1.5
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, synth_audio(seconds, 22050, channels=2), 22050, subtype="PCM_16")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "ws_client.py"), str(wav), "--url", server.url + "/ingest"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert '"type": "ready"' in lines[0]
+    estimates = [line for line in lines if line.startswith("[")]
+    assert len(estimates) == expected_estimates(seconds)
+    assert '"type": "end"' in lines[-1]
+    assert "closed: 1000" in out.stderr
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")
