@@ -56,7 +56,7 @@ class StreamView:
     seq: int = -1  # newest window's seq (-1: none yet)
     label: str | None = None
     confidence: float = 0.0
-    probs: tuple[tuple[str, float], ...] = ()  # smoothed, in label order; empty without speech
+    probs: tuple[tuple[str, float], ...] = ()  # smoothed, in label order: the newest speech window's
     speech: bool = False
     speech_prob: float = 0.0
     t_end_s: float = 0.0
@@ -136,7 +136,7 @@ def _bars(view: StreamView, labels: Sequence[str]) -> RenderableType:
     probs = dict(view.probs)
     for label in labels:
         p = probs.get(label)
-        colour = label_colour(label, labels)
+        colour = label_colour(label, labels) if view.speech else "dim"
         style = f"bold {colour}" if label == view.label else colour
         table.add_row(Text(label, style=style), Text(bar(p or 0.0), style=colour),
                       Text("  –  " if p is None else f"{p:5.1%}", style=style))
@@ -262,7 +262,8 @@ class Dashboard:
             track = self._track(e.stream)
             track.timeline.append(e.label if e.speech else None)
             self._latencies.append(float(e.latency_ms))
-            probs = tuple((k, float(e.probs[k])) for k in self.labels if k in e.probs)
+            # without speech nothing was classified: the bars keep the last speech window's values
+            probs = tuple((k, float(e.probs[k])) for k in self.labels if k in e.probs) or track.view.probs
             track.view = StreamView(
                 stream=e.stream,
                 seq=e.seq,

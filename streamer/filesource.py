@@ -46,7 +46,7 @@ class FileSource:
         try:
             info = sf.info(str(self.path))
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+            reason = str(exc).split(":")[-1].strip().rstrip(".") or type(exc).__name__
             raise SourceError(
                 f"{self.path}: not a readable sound file ({reason}); use WAV, FLAC, OGG/Vorbis, MP3 or "
                 "another format libsndfile reads"

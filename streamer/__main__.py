@@ -1,0 +1,8 @@
+"""``python -m streamer``: the ``emostream`` command (the same subcommands as the console script)."""
+
+import sys
+
+from models.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The streamer's commands: help texts, clear errors and exit codes (no tracebacks), no-microphone behaviour."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.cli import main
+from models.modelfile import DEFAULT_MODEL_DIR
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse --help, and CliExit after a printed error
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamer", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("live", ["microphone", "--list-devices", "--device", "--json", "--ws-port", "--compute-device", "emostream demo"]),
+        ("demo", ["bundled", "real time", "--speed", "--json", "FILE"]),
+        ("replay", ["as fast as", "--jsonl", "--realtime", "offline", "FILE"]),
+        ("serve", ["WebSocket"]),
+    ],
+)
+def test_help_texts(command: str, expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main([command, "--help"], capsys)
+    assert code == 0
+    for word in [*expected, "--model", "--hop-s", "--backend", "--no-vad", "--threads"]:
+        assert word in out, f"{word!r} missing from `emostream {command} --help`"
+
+
+def test_bad_files_exit_1_with_a_clear_message(tmp_path: Path, tiny_model_dir: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("this is not audio\n")
+    for argv, message in [
+        (["replay", str(not_audio)], "not a readable sound file"),
+        (["replay", str(tmp_path / "missing.flac")], "no such file"),
+        (["demo", str(tmp_path)], "is a directory"),
+        (["replay", str(not_audio), "--jsonl", str(tmp_path / "out.jsonl")], "not a readable sound file"),
+    ]:
+        code, _, err = run_main([*argv, "--model", str(tiny_model_dir)], capsys)
+        assert code == 1 and message in err, (argv, err)
+    wav = tmp_path / "ok.wav"
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(wav, np.zeros(1600, dtype=np.float32), 16000)
+    code, _, err = run_main(["replay", str(wav), "--model", str(not_audio)], capsys)
+    assert code == 1 and "cannot load the model" in err
+    code, _, err = run_main(["replay", str(wav), "--model", str(tiny_model_dir), "--hop-s", "0.013"], capsys)
+    assert code == 1 and "feature hop" in err
+
+
+@pytest.mark.skipif(DEFAULT_MODEL_DIR.is_dir(), reason="models/default is installed")
+def test_missing_default_model_says_how_to_get_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "ok.wav"
+    sf.write(wav, np.zeros(1600, dtype=np.float32), 16000)
+    code, _, err = run_main(["replay", str(wav)], capsys)
+    assert code == 1 and "no default model" in err and "emostream export" in err and "--model" in err
+
+
+def test_replay_of_a_bad_file_in_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"fLaC but not really")
+    proc = run_cli(["replay", str(bad)])
+    assert proc.returncode == 1
+    assert "not a readable sound file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def no_sound_env(tmp_path: Path) -> dict[str, str]:
+    """An environment where PortAudio finds no input: no PulseAudio server reachable, no ~/.asoundrc."""
+    home = tmp_path / "home"
+    runtime = tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DBUS_", "ALSA_"))}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(home / ".config"),
+               PULSE_SERVER="unix:/nonexistent/emostream-test/native", PULSE_RUNTIME_PATH=str(runtime / "pulse"))
+    return env
+
+
+def test_live_without_an_input_device_exits_2(tmp_path: Path) -> None:
+    env = no_sound_env(tmp_path)
+    listing = run_cli(["live", "--list-devices"], env=env)
+    if listing.returncode == 0:
+        pytest.skip(f"this machine has a sound card, PortAudio lists inputs:\n{listing.stdout}")
+    assert listing.returncode == 2 and "Traceback" not in listing.stderr
+    proc = run_cli(["live", "--model", "does-not-matter"], env=env)  # the device is checked first
+    assert proc.returncode == 2, proc.stderr
+    assert "No audio input device found" in proc.stderr
+    assert "--list-devices" in proc.stderr and "emostream demo" in proc.stderr
+    assert "Traceback" not in proc.stderr
