@@ -209,7 +209,9 @@ def run_live(args: argparse.Namespace) -> int:
         pass
     except mic.MicError as exc:
         _close(sink)
-        print(f"{prog}: the microphone stopped: {exc}", file=sys.stderr, flush=True)
+        what = str(exc).split(" Call reopen()")[0].split(f" {mic.HINT}")[0]
+        print(f"{prog}: the microphone stopped: {what}\nCheck the device and start `emostream live` again. "
+              f"{mic.HINT}", file=sys.stderr, flush=True)
         code = EXIT_ERROR
     except ValueError as exc:  # a block size the device rate cannot divide
         _close(sink)

@@ -108,3 +108,38 @@ def test_live_without_an_input_device_exits_2(tmp_path: Path) -> None:
     assert "No audio input device found" in proc.stderr
     assert "--list-devices" in proc.stderr and "emostream demo" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.pulseaudio
+def test_live_streams_from_a_microphone_and_says_so_when_it_vanishes(tiny_model_dir: Path) -> None:
+    """A private PulseAudio virtual microphone (tests/pulse.py): JSON estimates, then the daemon dies."""
+    import threading
+
+    import numpy as np
+    from pulse import missing_binaries, virtual_microphone
+
+    if missing_binaries():
+        pytest.skip(f"PulseAudio tools not installed: {', '.join(missing_binaries())}")
+    with virtual_microphone(16000) as vm:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DBUS_"))}
+        env.update(vm.env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "live", "--json", "--device", vm.device_name,
+             "--model", str(tiny_model_dir), "--hop-s", "0.5", "--no-vad"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        try:
+            t = np.arange(16000 * 4) / 16000
+            tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+            threading.Thread(target=vm.play_array, args=(tone, 16000), daemon=True).start()
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]
+            assert all('"type":"estimate"' in line and '"stream":"mic"' in line for line in lines), lines
+            vm.stop_all()  # the microphone vanishes
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1
+    assert "the microphone stopped" in err and "--list-devices" in err
+    assert "Traceback" not in err
