@@ -19,7 +19,7 @@ import time
 import numpy as np
 import soundfile as sf
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 FRAME_S = 0.04  # 40 ms frames
 PACE_MARGIN = 0.8  # without --realtime, send at 80 % of the server's allowed rate
@@ -92,7 +92,13 @@ def main() -> int:
     parser.add_argument("--token", default=None, help="bearer token, if the server has one")
     parser.add_argument("--realtime", action="store_true", help="send at the pace of real time")
     args = parser.parse_args()
-    return asyncio.run(send_file(args.file, args.url, args.token, args.realtime))
+    try:
+        return asyncio.run(send_file(args.file, args.url, args.token, args.realtime))
+    except InvalidStatus as exc:  # 401 (token), 403 (Origin), 404 (path), 503 (full)
+        print(f"ws_client: the server refused the connection: HTTP {exc.response.status_code}", file=sys.stderr)
+    except (OSError, sf.LibsndfileError) as exc:
+        print(f"ws_client: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -125,6 +125,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The warning logged when the server is reachable from other machines without a token."""
+    if token is not None or is_loopback(host):
+        return None
+    return (
+        f"serving on {host}, which is not a loopback address, WITHOUT a token: anyone who can reach this port "
+        f"can stream audio and read every estimate. Set --token or ${TOKEN_ENV}."
+    )
+
+
 # ---- the server -------------------------------------------------------------------------------------
 
 
@@ -595,13 +605,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"emostream serve: {exc}", file=sys.stderr)
         return 2
     token = args.token or None
-    if not is_loopback(args.host) and token is None:
-        log.warning(
-            "serving on %s, which is not a loopback address, WITHOUT a token: anyone who can reach this "
-            "port can stream audio and read every estimate. Set --token or $%s.",
-            args.host,
-            TOKEN_ENV,
-        )
+    if (warning := exposure_warning(args.host, token)) is not None:
+        log.warning(warning)
     runtime = _build_runtime(args, limits)
     server = EmoServer(runtime, limits, Access(token, tuple(args.allow_origin)))
 

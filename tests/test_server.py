@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
 
 from models.windows import window_ends
-from streamer.server import is_loopback
+from streamer.server import exposure_warning, is_loopback
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000
@@ -217,6 +217,10 @@ def test_example_client_prints_estimates(server: ServeProcess, tmp_path: Path) -
     assert "closed: 1000" in out.stderr
 
 
-def test_loopback_detection() -> None:
+def test_warns_when_exposed_without_token() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")
+    assert exposure_warning("127.0.0.1", None) is None
+    assert exposure_warning("0.0.0.0", "t") is None
+    warning = exposure_warning("0.0.0.0", None)
+    assert warning is not None and "WITHOUT a token" in warning
