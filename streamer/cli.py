@@ -38,31 +38,62 @@ def _error(prog: str, message: str, code: int = EXIT_ERROR) -> CliExit:
 def add_runtime_options(p: argparse.ArgumentParser, compute_device_flag: str = "--device") -> None:
     """--model, --hop-s, --backend, --device (cpu|cuda), --no-vad, --vad, --threads."""
     g = p.add_argument_group("model and pipeline")
-    g.add_argument("--model", default="default", metavar="PATH|default",
-                   help="model directory, .onnx, .ts or checkpoint .pt; 'default' is the shipped model in "
-                   "models/default (its feature settings and labels come from the model file)")
-    g.add_argument("--hop-s", type=float, default=1.0, metavar="S",
-                   help="seconds between estimates (default %(default)s; a multiple of the model's 10 ms frame hop)")
-    g.add_argument("--backend", choices=("auto", "onnx", "torchscript", "eager"), default="auto",
-                   help="inference backend (default auto: ONNX Runtime when available)")
-    g.add_argument(compute_device_flag, dest="compute_device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the model runs (default cpu)")
-    g.add_argument("--no-vad", action="store_true",
-                   help="classify every window, speech or not (default: windows without speech are reported "
-                   "with speech=false and not classified)")
-    g.add_argument("--vad", choices=("silero", "energy"), default="silero",
-                   help="speech detector: silero (accurate, ~3-10 ms CPU per stream per 1 s hop) or energy "
-                   "(a level gate, ~0.1 ms; for hundreds of streams on a small CPU). Default silero")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for the model (default: the backend's choice)")
+    g.add_argument(
+        "--model",
+        default="default",
+        metavar="PATH|default",
+        help="model directory, .onnx, .ts or checkpoint .pt; 'default' is the shipped model in "
+        "models/default (its feature settings and labels come from the model file)",
+    )
+    g.add_argument(
+        "--hop-s",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between estimates (default %(default)s; a multiple of the model's 10 ms frame hop)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "torchscript", "eager"),
+        default="auto",
+        help="inference backend (default auto: ONNX Runtime when available)",
+    )
+    g.add_argument(
+        compute_device_flag,
+        dest="compute_device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the model runs (default cpu)",
+    )
+    g.add_argument(
+        "--no-vad",
+        action="store_true",
+        help="classify every window, speech or not (default: windows without speech are reported "
+        "with speech=false and not classified)",
+    )
+    g.add_argument(
+        "--vad",
+        choices=("silero", "energy"),
+        default="silero",
+        help="speech detector: silero (accurate, ~3-10 ms CPU per stream per 1 s hop) or energy "
+        "(a level gate, ~0.1 ms; for hundreds of streams on a small CPU). Default silero",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for the model (default: the backend's choice)",
+    )
 
 
 def runtime_config(args: argparse.Namespace, max_streams: int = 256) -> Any:
     from streamer.pipeline import RuntimeConfig
     from streamer.vad import VadConfig
 
-    return RuntimeConfig(hop_s=args.hop_s, vad=VadConfig(enabled=not args.no_vad, method=args.vad),
-                         max_streams=max_streams)
+    return RuntimeConfig(
+        hop_s=args.hop_s, vad=VadConfig(enabled=not args.no_vad, method=args.vad), max_streams=max_streams
+    )
 
 
 def load_model(args: argparse.Namespace, prog: str = "emostream") -> Any:
@@ -70,11 +101,16 @@ def load_model(args: argparse.Namespace, prog: str = "emostream") -> Any:
     from models.modelfile import DEFAULT_MODEL_DIR, ModelFileError, load_classifier
 
     if args.model == "default" and (not DEFAULT_MODEL_DIR.is_dir() or not any(DEFAULT_MODEL_DIR.iterdir())):
-        raise _error(prog, f"no default model: {DEFAULT_MODEL_DIR} is missing. Train and export one "
-                     "(`emostream train ...`, then `emostream export --checkpoint CKPT --out models/default`), "
-                     "or pass --model PATH to a model directory, .onnx, .ts or .pt file.")
+        raise _error(
+            prog,
+            f"no default model: {DEFAULT_MODEL_DIR} is missing. Train and export one "
+            "(`emostream train ...`, then `emostream export --checkpoint CKPT --out models/default`), "
+            "or pass --model PATH to a model directory, .onnx, .ts or .pt file.",
+        )
     try:
-        return load_classifier(args.model, backend=args.backend, device=args.compute_device, threads=args.threads)
+        return load_classifier(
+            args.model, backend=args.backend, device=args.compute_device, threads=args.threads
+        )
     except ModelFileError as exc:
         raise _error(prog, f"cannot load the model: {exc}") from None
     except (ValueError, RuntimeError, OSError) as exc:
@@ -110,8 +146,9 @@ def _sink(args: argparse.Namespace, runtime: Any, source: str, out: TextIO | Non
         return JsonLinesSink(out)
     from streamer.dashboard import Dashboard
 
-    return Dashboard(runtime.labels, runtime.model_name, source, runtime.sample_rate_hz, runtime.window_s,
-                     runtime.hop_s)
+    return Dashboard(
+        runtime.labels, runtime.model_name, source, runtime.sample_rate_hz, runtime.window_s, runtime.hop_s
+    )
 
 
 def _open(sink: Any) -> None:
@@ -149,14 +186,28 @@ def register_live(sub: argparse._SubParsersAction) -> None:
         epilog="Examples: emostream live | emostream live --list-devices | emostream live --device 'USB' --json | "
         "emostream live --ws-port 8765 (subscribe on ws://127.0.0.1:8765/feed)",
     )
-    p.add_argument("--device", dest="input_device", default=None, metavar="INDEX|NAME",
-                   help="input device: index or part of the name from --list-devices (default: the system's "
-                   "default input)")
+    p.add_argument(
+        "--device",
+        dest="input_device",
+        default=None,
+        metavar="INDEX|NAME",
+        help="input device: index or part of the name from --list-devices (default: the system's "
+        "default input)",
+    )
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
-    p.add_argument("--json", action="store_true", help="print estimates as JSON lines on stdout instead of the dashboard")
-    p.add_argument("--ws-port", type=int, default=None, metavar="P",
-                   help="also serve the estimates on ws://127.0.0.1:P/feed (the `emostream serve` protocol)")
-    p.add_argument("--block-ms", type=int, default=MIC_BLOCK_MS, help="audio block length (default %(default)s ms)")
+    p.add_argument(
+        "--json", action="store_true", help="print estimates as JSON lines on stdout instead of the dashboard"
+    )
+    p.add_argument(
+        "--ws-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve the estimates on ws://127.0.0.1:P/feed (the `emostream serve` protocol)",
+    )
+    p.add_argument(
+        "--block-ms", type=int, default=MIC_BLOCK_MS, help="audio block length (default %(default)s ms)"
+    )
     add_runtime_options(p, compute_device_flag="--compute-device")
     p.set_defaults(func=run_live)
 
@@ -198,8 +249,13 @@ def run_live(args: argparse.Namespace) -> int:
     code = EXIT_OK
     source = None
     try:
-        source = mic.MicSource(device, sample_rate_hz=device.default_samplerate_hz, block_ms=args.block_ms,
-                               on_audio=on_audio, channels=1)
+        source = mic.MicSource(
+            device,
+            sample_rate_hz=device.default_samplerate_hz,
+            block_ms=args.block_ms,
+            on_audio=on_audio,
+            channels=1,
+        )
         source.start()
         _open(sink)
         while True:
@@ -210,8 +266,12 @@ def run_live(args: argparse.Namespace) -> int:
     except mic.MicError as exc:
         _close(sink)
         what = str(exc).split(" Call reopen()")[0].split(f" {mic.HINT}")[0]
-        print(f"{prog}: the microphone stopped: {what}\nCheck the device and start `emostream live` again. "
-              f"{mic.HINT}", file=sys.stderr, flush=True)
+        print(
+            f"{prog}: the microphone stopped: {what}\nCheck the device and start `emostream live` again. "
+            f"{mic.HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
         code = EXIT_ERROR
     except ValueError as exc:  # a block size the device rate cannot divide
         _close(sink)
@@ -236,8 +296,11 @@ def _start_feed(runtime: Any, port: int, prog: str) -> Callable[[], None] | None
         from streamer.limits import ServerLimits
         from streamer.server import Access, EmoServer
     except ImportError as exc:
-        print(f"{prog}: --ws-port: the WebSocket server is not available ({exc}); going on without it",
-              file=sys.stderr, flush=True)
+        print(
+            f"{prog}: --ws-port: the WebSocket server is not available ({exc}); going on without it",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -251,7 +314,9 @@ def _start_feed(runtime: Any, port: int, prog: str) -> Callable[[], None] | None
     def serve() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(EmoServer(runtime, ServerLimits(), Access()).run("127.0.0.1", port, stop, listening))
+            loop.run_until_complete(
+                EmoServer(runtime, ServerLimits(), Access()).run("127.0.0.1", port, stop, listening)
+            )
         except Exception as exc:
             failed.append(exc)
             ready.set()
@@ -260,7 +325,11 @@ def _start_feed(runtime: Any, port: int, prog: str) -> Callable[[], None] | None
     thread.start()
     ready.wait(10)
     if failed:
-        print(f"{prog}: --ws-port {port}: cannot serve: {failed[0]}; going on without it", file=sys.stderr, flush=True)
+        print(
+            f"{prog}: --ws-port {port}: cannot serve: {failed[0]}; going on without it",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
 
     def stop_feed() -> None:
@@ -281,12 +350,25 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         "and show the dashboard. Without FILE it plays the bundled clip of synthetic (espeak-ng) speech in "
         "four moods: no microphone needed.",
     )
-    p.add_argument("file", nargs="?", type=Path, default=None, metavar="FILE",
-                   help="any sound file libsndfile reads (WAV, FLAC, OGG, MP3; mono or stereo; any rate); default "
-                   "the bundled streamer/assets/demo.flac")
-    p.add_argument("--json", action="store_true", help="print estimates as JSON lines instead of the dashboard")
-    p.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
-                   help="play X times faster than real time (default 1)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="any sound file libsndfile reads (WAV, FLAC, OGG, MP3; mono or stereo; any rate); default "
+        "the bundled streamer/assets/demo.flac",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print estimates as JSON lines instead of the dashboard"
+    )
+    p.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="play X times faster than real time (default 1)",
+    )
     add_runtime_options(p)
     p.set_defaults(func=run_demo)
 
@@ -306,8 +388,9 @@ def run_demo(args: argparse.Namespace) -> int:
     level = getattr(sink, "note_level", None)
     code = EXIT_OK
     with runtime:
-        handle = runtime.open_stream(path.name, source.sample_rate_hz, source.channels,
-                                     on_error=_report_errors(prog, sink))
+        handle = runtime.open_stream(
+            path.name, source.sample_rate_hz, source.channels, on_error=_report_errors(prog, sink)
+        )
         _open(sink)
         try:
             for block, arrival_s in source.blocks():
@@ -336,10 +419,18 @@ def register_replay(sub: argparse._SubParsersAction) -> None:
         "as the CPU allows, or paced with --realtime, and write one JSON estimate per window to OUT or stdout. "
         "A summary goes to stderr. The raw probabilities equal offline inference on the same audio.",
     )
-    p.add_argument("file", type=Path, metavar="FILE", help="any sound file libsndfile reads (any rate, mono or stereo)")
-    p.add_argument("--jsonl", type=Path, default=None, metavar="OUT", help="write the JSON lines here (default stdout)")
-    p.add_argument("--realtime", action="store_true", help="pace the file in real time (default: as fast as possible)")
-    p.add_argument("--speed", type=_positive_float, default=1.0, metavar="X", help="with --realtime: X times real time")
+    p.add_argument(
+        "file", type=Path, metavar="FILE", help="any sound file libsndfile reads (any rate, mono or stereo)"
+    )
+    p.add_argument(
+        "--jsonl", type=Path, default=None, metavar="OUT", help="write the JSON lines here (default stdout)"
+    )
+    p.add_argument(
+        "--realtime", action="store_true", help="pace the file in real time (default: as fast as possible)"
+    )
+    p.add_argument(
+        "--speed", type=_positive_float, default=1.0, metavar="X", help="with --realtime: X times real time"
+    )
     add_runtime_options(p)
     p.set_defaults(func=run_replay)
 
@@ -363,8 +454,14 @@ def run_replay(args: argparse.Namespace) -> int:
     n_windows = n_speech = 0
     started = time.perf_counter()
     try:
-        for event in replay_file(args.file, runtime.classifier, runtime.config, realtime=args.realtime,
-                                 speed=args.speed, block_ms=FILE_BLOCK_MS):
+        for event in replay_file(
+            args.file,
+            runtime.classifier,
+            runtime.config,
+            realtime=args.realtime,
+            speed=args.speed,
+            block_ms=FILE_BLOCK_MS,
+        ):
             sink.publish(event)
             n_windows += 1
             if event.speech and event.label is not None:
@@ -396,14 +493,19 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
         from streamer import server
     except ImportError as exc:
         reason = str(exc)
-        p = sub.add_parser("serve", help="WebSocket server (not available in this installation)",
-                           description="The WebSocket server (streamer.server) is not available.")
+        p = sub.add_parser(
+            "serve",
+            help="WebSocket server (not available in this installation)",
+            description="The WebSocket server (streamer.server) is not available.",
+        )
         p.set_defaults(func=lambda args: _unavailable(reason))
         return
     server.add_serve_parser(sub)
 
 
 def _unavailable(reason: str) -> int:
-    print(f"emostream serve: not yet available: the WebSocket server module cannot be imported ({reason})",
-          file=sys.stderr)
+    print(
+        f"emostream serve: not yet available: the WebSocket server module cannot be imported ({reason})",
+        file=sys.stderr,
+    )
     return EXIT_ERROR

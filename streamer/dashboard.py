@@ -125,7 +125,9 @@ def _headline(view: StreamView, labels: Sequence[str]) -> RenderableType:
         colour = label_colour(view.label, labels)
         text = Text(f"  {view.label.upper()}  ", style=f"bold reverse {colour}")
         text.append(f"   {view.confidence:.0%}", style=f"bold {colour}")
-    return Panel(text, title=view.stream, subtitle=f"window #{view.seq} ending at {view.t_end_s:.1f} s", padding=(1, 2))
+    return Panel(
+        text, title=view.stream, subtitle=f"window #{view.seq} ending at {view.t_end_s:.1f} s", padding=(1, 2)
+    )
 
 
 def _bars(view: StreamView, labels: Sequence[str]) -> RenderableType:
@@ -138,8 +140,11 @@ def _bars(view: StreamView, labels: Sequence[str]) -> RenderableType:
         p = probs.get(label)
         colour = label_colour(label, labels) if view.speech else "dim"
         style = f"bold {colour}" if label == view.label else colour
-        table.add_row(Text(label, style=style), Text(bar(p or 0.0), style=colour),
-                      Text("  –  " if p is None else f"{p:5.1%}", style=style))
+        table.add_row(
+            Text(label, style=style),
+            Text(bar(p or 0.0), style=colour),
+            Text("  –  " if p is None else f"{p:5.1%}", style=style),
+        )
     return table
 
 
@@ -165,7 +170,9 @@ def _level_line(view: StreamView, state: DashboardState) -> Text:
         text.append(bar(1.0 - db / LEVEL_FLOOR_DBFS, 20), style=colour)
         text.append(f" {db:6.1f} dBFS", style=colour)
     if view.seq >= 0:
-        text.append("   speech " if view.speech else "   silence ", style="bold green" if view.speech else "dim")
+        text.append(
+            "   speech " if view.speech else "   silence ", style="bold green" if view.speech else "dim"
+        )
         text.append(f"{view.speech_prob:.0%}", style="dim")
     return text
 
@@ -185,18 +192,29 @@ def _stream_table(state: DashboardState) -> Table:
     for name in ("stream", "label", "conf", "speech", "window", "latency", "dropped"):
         table.add_column(name, justify="left" if name in ("stream", "label") else "right")
     for v in state.streams:
-        label = Text("–" if v.label is None else v.label,
-                     style="dim" if v.label is None else label_colour(v.label, state.labels))
-        table.add_row(v.stream, label, f"{v.confidence:.0%}" if v.label else "–",
-                      "yes" if v.speech else "no", str(max(v.seq, 0)), f"{v.latency_ms:.0f} ms",
-                      f"{v.dropped_samples / state.sample_rate_hz:.2f} s")
+        label = Text(
+            "–" if v.label is None else v.label,
+            style="dim" if v.label is None else label_colour(v.label, state.labels),
+        )
+        table.add_row(
+            v.stream,
+            label,
+            f"{v.confidence:.0%}" if v.label else "–",
+            "yes" if v.speech else "no",
+            str(max(v.seq, 0)),
+            f"{v.latency_ms:.0f} ms",
+            f"{v.dropped_samples / state.sample_rate_hz:.2f} s",
+        )
     return table
 
 
 def render(state: DashboardState) -> RenderableType:
     """The whole dashboard for one snapshot (pure: same state, same output)."""
-    header = Text(f"emostream · {state.source} · model {state.model} · window {state.window_s:g} s, "
-                  f"hop {state.hop_s:g} s", style="bold")
+    header = Text(
+        f"emostream · {state.source} · model {state.model} · window {state.window_s:g} s, "
+        f"hop {state.hop_s:g} s",
+        style="bold",
+    )
     parts: list[RenderableType] = [header]
     view = _focus(state)
     if view is None:
@@ -230,8 +248,17 @@ class _Track:
 class Dashboard:
     """Sink that keeps the dashboard's state and redraws it with ``rich.live.Live`` at ``refresh_hz``."""
 
-    def __init__(self, labels: Sequence[str], model: str, source: str, sample_rate_hz: int, window_s: float,
-                 hop_s: float, console: Console | None = None, refresh_hz: float = 10.0) -> None:
+    def __init__(
+        self,
+        labels: Sequence[str],
+        model: str,
+        source: str,
+        sample_rate_hz: int,
+        window_s: float,
+        hop_s: float,
+        console: Console | None = None,
+        refresh_hz: float = 10.0,
+    ) -> None:
         self.labels = tuple(labels)
         self.model = model
         self.source = source
@@ -325,8 +352,13 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         if self._live is None:
-            self._live = Live(get_renderable=lambda: render(self.snapshot()), console=self.console,
-                              refresh_per_second=self.refresh_hz, redirect_stdout=False, redirect_stderr=False)
+            self._live = Live(
+                get_renderable=lambda: render(self.snapshot()),
+                console=self.console,
+                refresh_per_second=self.refresh_hz,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
         return self
 

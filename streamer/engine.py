@@ -76,8 +76,10 @@ def classify(classifier: Any, jobs: list[WindowJob]) -> list[JobResult]:
     try:
         probs = np.asarray(classifier.predict(np.stack([j.logmel for j in jobs])), dtype=np.float32)
         if probs.shape[0] != len(jobs) or not np.all(np.isfinite(probs)):
-            raise ValueError(f"model returned {probs.shape} (finite: {bool(np.all(np.isfinite(probs)))}) "
-                             f"for a batch of {len(jobs)}")
+            raise ValueError(
+                f"model returned {probs.shape} (finite: {bool(np.all(np.isfinite(probs)))}) "
+                f"for a batch of {len(jobs)}"
+            )
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".strip()
         return [JobResult(job, None, message) for job in jobs]
@@ -244,8 +246,9 @@ ResultCallback = Callable[[JobResult], None]
 class Engine:
     """``submit(job, on_result)``; ``classifier.predict`` runs batched on one worker thread."""
 
-    def __init__(self, classifier: Any, config: EngineConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, classifier: Any, config: EngineConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.classifier = classifier
         self.config = config if config is not None else EngineConfig()
         self.worker: BatchWorker[tuple[WindowJob, ResultCallback]] = BatchWorker(

@@ -189,11 +189,11 @@ class IncrementalLogMel:
                 by_length.setdefault(r.n_samples, []).append(i)
         for n_samples, idx in by_length.items():
             n_new = cfg.frames_for(n_samples)
-            feats = self._batch([audios[i] for i in idx]) if n_new else None
+            new_frames = self._batch([audios[i] for i in idx]) if n_new else None
             for row, i in enumerate(idx):
                 state = states[i]
-                if feats is not None:
-                    state.ring.push(feats[row])
+                if new_frames is not None:
+                    state.ring.push(new_frames[row])
                 state._next_frame_sample += n_new * cfg.hop_samples
                 out[i] = state.ring.last(state.n_frames)
         return [w for w in out if w is not None]
@@ -209,7 +209,9 @@ class IncrementalLogMel:
         state._next_frame_sample = first_frame + state.n_frames * cfg.hop_samples
         state._valid = True
 
-    def window(self, state: StreamFrames, end_sample: int, read: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    def window(
+        self, state: StreamFrames, end_sample: int, read: Callable[[int, int], np.ndarray]
+    ) -> np.ndarray:
         """One stream, one window: ``read(start, end)`` returns that stream's audio ``[start, end)``."""
         req = state.request(end_sample)
         return self.compute([state], [req], [read(req.start_sample, req.end_sample)])[0]

@@ -136,8 +136,15 @@ class _Window:
 class _Stream:
     """Per-stream state. Push side: resampler, windower (under ``lock``); worker side: frames, VAD, smoother."""
 
-    def __init__(self, runtime: Runtime, stream_id: str, sample_rate_hz: int, channels: int,
-                 on_estimate: EstimateCallback | None, on_error: ErrorCallback | None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        stream_id: str,
+        sample_rate_hz: int,
+        channels: int,
+        on_estimate: EstimateCallback | None,
+        on_error: ErrorCallback | None,
+    ) -> None:
         self.stream_id = stream_id
         self.sample_rate_hz = sample_rate_hz
         self.channels = channels
@@ -279,8 +286,12 @@ class StreamHandle:
 class Runtime:
     """Many streams, one model worker thread; see the module docstring for the API."""
 
-    def __init__(self, classifier: Any, config: RuntimeConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        classifier: Any,
+        config: RuntimeConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.classifier = classifier
         self.config = config if config is not None else RuntimeConfig()
         self.clock = clock
@@ -292,7 +303,9 @@ class Runtime:
         self.window_samples: int = fc.window_samples
         hop = self.config.hop_s * fc.sample_rate_hz
         if abs(hop - round(hop)) > 1e-6:
-            raise ValueError(f"hop_s={self.config.hop_s} is not a whole number of samples at {fc.sample_rate_hz} Hz")
+            raise ValueError(
+                f"hop_s={self.config.hop_s} is not a whole number of samples at {fc.sample_rate_hz} Hz"
+            )
         self.hop_samples: int = round(hop)
         fc.hop_frames(self.hop_samples)  # raises unless the hop is a whole number of feature hops
         if self.hop_samples > self.window_samples:
@@ -301,15 +314,21 @@ class Runtime:
         self.hop_s: float = self.hop_samples / fc.sample_rate_hz
         self.ring_samples = round(self.config.ring_s * fc.sample_rate_hz)
         if self.ring_samples < self.window_samples + 2 * self.hop_samples:
-            raise ValueError(f"ring_s={self.config.ring_s} must hold a window plus two hops "
-                             f"({(self.window_samples + 2 * self.hop_samples) / fc.sample_rate_hz} s)")
+            raise ValueError(
+                f"ring_s={self.config.ring_s} must hold a window plus two hops "
+                f"({(self.window_samples + 2 * self.hop_samples) / fc.sample_rate_hz} s)"
+            )
         self.vad = Vad(self.config.vad, fc.sample_rate_hz, self.hop_samples)
         self.features = IncrementalLogMel(fc)
         self._lock = threading.Lock()
         self._sinks: tuple[Sink, ...] = ()
         self._streams: dict[str, _Stream] = {}
         self._worker: BatchWorker[_Window] = BatchWorker(
-            self.config.engine, self._process, on_error=self._batch_failed, name="emostream-runtime", clock=clock
+            self.config.engine,
+            self._process,
+            on_error=self._batch_failed,
+            name="emostream-runtime",
+            clock=clock,
         )
         self.reset()
 
@@ -356,16 +375,23 @@ class Runtime:
         with self._lock:
             self._sinks = tuple(s for s in self._sinks if s is not sink)
 
-    def open_stream(self, stream_id: str, sample_rate_hz: int, channels: int,
-                    on_estimate: EstimateCallback | None = None,
-                    on_error: ErrorCallback | None = None) -> StreamHandle:
+    def open_stream(
+        self,
+        stream_id: str,
+        sample_rate_hz: int,
+        channels: int,
+        on_estimate: EstimateCallback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> StreamHandle:
         if not isinstance(stream_id, str) or not stream_id:
             raise ValueError(f"stream_id must be a non-empty string, got {stream_id!r}")
         with self._lock:
             if stream_id in self._streams:
                 raise ValueError(f"stream {stream_id!r} is already open")
             if len(self._streams) >= self.config.max_streams:
-                raise StreamLimitError(f"{len(self._streams)} streams are open, the limit is {self.config.max_streams}")
+                raise StreamLimitError(
+                    f"{len(self._streams)} streams are open, the limit is {self.config.max_streams}"
+                )
             stream = _Stream(self, stream_id, sample_rate_hz, channels, on_estimate, on_error)
             self._streams[stream_id] = stream
         return StreamHandle(self, stream)
@@ -430,8 +456,13 @@ class Runtime:
                     outcome[id(w)] = (d, None, None)
         for w, result in zip(job_window, classify(self.classifier, jobs), strict=True):
             d = outcome[id(w)][0]
-            err = None if result.ok else ErrorEvent("inference_failed", f"model backend failed: {result.error}",
-                                                     w.stream.stream_id)
+            err = (
+                None
+                if result.ok
+                else ErrorEvent(
+                    "inference_failed", f"model backend failed: {result.error}", w.stream.stream_id
+                )
+            )
             outcome[id(w)] = (d, result.probs, err)
         for w in live:
             self._publish(w, *outcome[id(w)])
@@ -455,7 +486,9 @@ class Runtime:
             audios.append(audio)
         self.vad.process([w.stream.vad for w in ok], reqs, audios)
         done = {id(w) for w in ok}
-        return [self.vad.decide(w.stream.vad, w.hop_start, w.end_sample) if id(w) in done else None for w in rnd]
+        return [
+            self.vad.decide(w.stream.vad, w.hop_start, w.end_sample) if id(w) in done else None for w in rnd
+        ]
 
     def _features(self, windows: list[_Window], outcome: dict) -> list[np.ndarray | None]:
         """Log-mel of one round's speech windows (incremental where possible), batched."""
@@ -483,11 +516,15 @@ class Runtime:
         s.vad.reset()
         s.vad.next_sample = -(-max(s.ring.oldest_sample, w.end_sample) // c) * c
         message = f"audio of window {w.seq} was overwritten before it was analysed (worker behind): {exc}"
-        outcome[id(w)] = (SpeechDecision(False, 0.0, 0), None,
-                          ErrorEvent("audio_overwritten", message, s.stream_id))
+        outcome[id(w)] = (
+            SpeechDecision(False, 0.0, 0),
+            None,
+            ErrorEvent("audio_overwritten", message, s.stream_id),
+        )
 
-    def _publish(self, w: _Window, decision: SpeechDecision, probs: np.ndarray | None,
-                 error: ErrorEvent | None) -> None:
+    def _publish(
+        self, w: _Window, decision: SpeechDecision, probs: np.ndarray | None, error: ErrorEvent | None
+    ) -> None:
         s = w.stream
         try:
             s.ring.mark_read(w.end_sample)
@@ -538,7 +575,11 @@ class Runtime:
             if id(w) in self._finished_in_batch:
                 continue
             self._n_errors += 1
-            _call(w.stream.on_error, ErrorEvent("internal", f"{type(exc).__name__}: {exc}", w.stream.stream_id), self)
+            _call(
+                w.stream.on_error,
+                ErrorEvent("internal", f"{type(exc).__name__}: {exc}", w.stream.stream_id),
+                self,
+            )
             w.stream.finish(1)
 
 
@@ -585,9 +626,15 @@ def offline_window_probs(audio: np.ndarray, classifier: Any, hop_samples: int, b
     return np.concatenate(out)
 
 
-def replay_file(path: Path | str, classifier: Any, config: RuntimeConfig | None = None,
-                realtime: bool = False, speed: float = 1.0, block_ms: int = 20,
-                stream_id: str | None = None) -> Iterator[Estimate]:
+def replay_file(
+    path: Path | str,
+    classifier: Any,
+    config: RuntimeConfig | None = None,
+    realtime: bool = False,
+    speed: float = 1.0,
+    block_ms: int = 20,
+    stream_id: str | None = None,
+) -> Iterator[Estimate]:
     """Stream a sound file through a fresh Runtime and yield its estimates in order.
 
     As fast as possible by default; ``realtime`` paces the blocks at ``speed`` x real time.
@@ -601,8 +648,13 @@ def replay_file(path: Path | str, classifier: Any, config: RuntimeConfig | None 
     runtime = Runtime(classifier, config)
     runtime.start()
     try:
-        handle = runtime.open_stream(stream_id or Path(path).name, source.sample_rate_hz, source.channels,
-                                     on_estimate=events.put, on_error=events.put)
+        handle = runtime.open_stream(
+            stream_id or Path(path).name,
+            source.sample_rate_hz,
+            source.channels,
+            on_estimate=events.put,
+            on_error=events.put,
+        )
         for block, arrival_s in source.blocks():
             handle.push(block, arrival_time=arrival_s)
             yield from _drain(events)

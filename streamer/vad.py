@@ -159,8 +159,9 @@ class Vad:
         stop = end_sample if final else (end_sample // c) * c
         return VadRequest(state.next_sample, max(state.next_sample, stop), final)
 
-    def process(self, states: Sequence[VadState], requests: Sequence[VadRequest],
-                audios: Sequence[np.ndarray]) -> None:
+    def process(
+        self, states: Sequence[VadState], requests: Sequence[VadRequest], audios: Sequence[np.ndarray]
+    ) -> None:
         """Run the chunks of each request (one per stream), all streams in lockstep."""
         c = self.chunk_samples
         chunked: list[np.ndarray] = []
@@ -179,7 +180,11 @@ class Vad:
             probs = [self._energy(x) for x in chunked]
         for state, req, p in zip(states, requests, probs, strict=True):
             for k, prob in enumerate(p):
-                end = min(req.start_sample + (k + 1) * c, req.end_sample) if req.final else req.start_sample + (k + 1) * c
+                end = (
+                    min(req.start_sample + (k + 1) * c, req.end_sample)
+                    if req.final
+                    else req.start_sample + (k + 1) * c
+                )
                 state.record(end, float(prob))
 
     def decide(self, state: VadState, hop_start: int, end_sample: int) -> SpeechDecision:

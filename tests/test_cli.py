@@ -22,15 +22,29 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return code, out, err
 
 
-def run_cli(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamer", *argv], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def run_cli(
+    argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *argv], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.parametrize(
     "command, expected",
     [
-        ("live", ["microphone", "--list-devices", "--device", "--json", "--ws-port", "--compute-device", "emostream demo"]),
+        (
+            "live",
+            [
+                "microphone",
+                "--list-devices",
+                "--device",
+                "--json",
+                "--ws-port",
+                "--compute-device",
+                "emostream demo",
+            ],
+        ),
         ("demo", ["bundled", "real time", "--speed", "--json", "FILE"]),
         ("replay", ["as fast as", "--jsonl", "--realtime", "offline", "FILE"]),
         ("serve", ["WebSocket"]),
@@ -43,8 +57,9 @@ def test_help_texts(command: str, expected: list[str], capsys: pytest.CaptureFix
         assert word in out, f"{word!r} missing from `emostream {command} --help`"
 
 
-def test_bad_files_exit_1_with_a_clear_message(tmp_path: Path, tiny_model_dir: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_files_exit_1_with_a_clear_message(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("this is not audio\n")
     for argv, message in [
@@ -67,7 +82,9 @@ def test_bad_files_exit_1_with_a_clear_message(tmp_path: Path, tiny_model_dir: P
 
 
 @pytest.mark.skipif(DEFAULT_MODEL_DIR.is_dir(), reason="models/default is installed")
-def test_missing_default_model_says_how_to_get_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_default_model_says_how_to_get_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import numpy as np
     import soundfile as sf
 
@@ -92,8 +109,13 @@ def no_sound_env(tmp_path: Path) -> dict[str, str]:
     home.mkdir()
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DBUS_", "ALSA_"))}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(home / ".config"),
-               PULSE_SERVER="unix:/nonexistent/emostream-test/native", PULSE_RUNTIME_PATH=str(runtime / "pulse"))
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(runtime),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        PULSE_SERVER="unix:/nonexistent/emostream-test/native",
+        PULSE_RUNTIME_PATH=str(runtime / "pulse"),
+    )
     return env
 
 
@@ -124,9 +146,24 @@ def test_live_streams_from_a_microphone_and_says_so_when_it_vanishes(tiny_model_
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DBUS_"))}
         env.update(vm.env)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "live", "--json", "--device", vm.device_name,
-             "--model", str(tiny_model_dir), "--hop-s", "0.5", "--no-vad"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "streamer",
+                "live",
+                "--json",
+                "--device",
+                vm.device_name,
+                "--model",
+                str(tiny_model_dir),
+                "--hop-s",
+                "0.5",
+                "--no-vad",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         try:
             t = np.arange(16000 * 4) / 16000

@@ -19,23 +19,61 @@ def text_of(renderable: object, width: int = 100) -> str:
     return console.export_text()
 
 
-def estimate(stream: str, seq: int, label: str | None, probs: dict[str, float], latency_ms: float = 10.0,
-             dropped: int = 0) -> Estimate:
+def estimate(
+    stream: str,
+    seq: int,
+    label: str | None,
+    probs: dict[str, float],
+    latency_ms: float = 10.0,
+    dropped: int = 0,
+) -> Estimate:
     speech = label is not None
-    return Estimate(stream, seq, max(0.0, seq - 4.0), seq + 1.0, label, probs.get(label, 0.0) if label else 0.0,
-                    probs if speech else {}, probs if speech else {}, speech, 0.9 if speech else 0.0, latency_ms,
-                    "tiny", dropped)
+    return Estimate(
+        stream,
+        seq,
+        max(0.0, seq - 4.0),
+        seq + 1.0,
+        label,
+        probs.get(label, 0.0) if label else 0.0,
+        probs if speech else {},
+        probs if speech else {},
+        speech,
+        0.9 if speech else 0.0,
+        latency_ms,
+        "tiny",
+        dropped,
+    )
 
 
 SAD = {"neutral": 0.1, "happy": 0.15, "sad": 0.65, "angry": 0.05, "surprised": 0.05}
 
 
 def test_render_shows_label_percentages_bars_and_timeline() -> None:
-    view = StreamView(stream="mic", seq=7, label="sad", confidence=0.65, probs=tuple(SAD.items()), speech=True,
-                      speech_prob=0.9, t_end_s=8.0, latency_ms=12.0, dropped_samples=0,
-                      timeline=("happy", None, "sad", "surprised"), level_dbfs=-23.4)
-    state = DashboardState(LABELS, "tiny", "demo.flac", 16000, 5.0, 1.0, streams=(view,),
-                           latency_p50_ms=12.0, latency_p99_ms=31.0)
+    view = StreamView(
+        stream="mic",
+        seq=7,
+        label="sad",
+        confidence=0.65,
+        probs=tuple(SAD.items()),
+        speech=True,
+        speech_prob=0.9,
+        t_end_s=8.0,
+        latency_ms=12.0,
+        dropped_samples=0,
+        timeline=("happy", None, "sad", "surprised"),
+        level_dbfs=-23.4,
+    )
+    state = DashboardState(
+        LABELS,
+        "tiny",
+        "demo.flac",
+        16000,
+        5.0,
+        1.0,
+        streams=(view,),
+        latency_p50_ms=12.0,
+        latency_p99_ms=31.0,
+    )
     text = text_of(render(state))
     assert text == text_of(render(state))  # pure: same state, same picture
     assert "SAD" in text and "65%" in text
@@ -56,8 +94,16 @@ def test_no_speech_waiting_and_several_streams() -> None:
     dash = Dashboard(LABELS, "tiny", "serve", 16000, 5.0, 1.0, console=Console(file=io.StringIO()))
     dash.publish(estimate("a", 0, "sad", SAD))
     dash.publish(estimate("a", 1, None, {}))
-    dash.publish(estimate("b", 0, "happy", {"neutral": 0.1, "happy": 0.8, "sad": 0.05, "angry": 0.05,
-                                            "surprised": 0.0}, latency_ms=30.0, dropped=8000))
+    dash.publish(
+        estimate(
+            "b",
+            0,
+            "happy",
+            {"neutral": 0.1, "happy": 0.8, "sad": 0.05, "angry": 0.05, "surprised": 0.0},
+            latency_ms=30.0,
+            dropped=8000,
+        )
+    )
     dash.note_level("a", np.full(1600, 0.1, dtype=np.float32))
     dash.set_status("finished")
     text = text_of(render(dash.snapshot()))
@@ -70,11 +116,22 @@ def test_no_speech_waiting_and_several_streams() -> None:
 
 def test_live_refreshes_on_its_own() -> None:
     out = io.StringIO()
-    dash = Dashboard(LABELS, "tiny", "demo", 16000, 5.0, 1.0,
-                     console=Console(file=out, width=100, force_terminal=True, color_system=None), refresh_hz=50)
+    dash = Dashboard(
+        LABELS,
+        "tiny",
+        "demo",
+        16000,
+        5.0,
+        1.0,
+        console=Console(file=out, width=100, force_terminal=True, color_system=None),
+        refresh_hz=50,
+    )
     with dash:
-        dash.publish(estimate("mic", 0, "angry", {"neutral": 0.0, "happy": 0.0, "sad": 0.0, "angry": 1.0,
-                                                  "surprised": 0.0}))
+        dash.publish(
+            estimate(
+                "mic", 0, "angry", {"neutral": 0.0, "happy": 0.0, "sad": 0.0, "angry": 1.0, "surprised": 0.0}
+            )
+        )
     assert "ANGRY" in out.getvalue() and "100%" in out.getvalue()
 
 

@@ -110,8 +110,11 @@ def test_worker_survives_a_handler_error_and_drains_on_stop() -> None:
             raise ValueError("bad batch")
         seen.append(batch)
 
-    worker: BatchWorker[int] = BatchWorker(EngineConfig(max_batch=4, max_wait_ms=1e6), handle,
-                                           on_error=lambda batch, exc: errors.append(str(exc)))
+    worker: BatchWorker[int] = BatchWorker(
+        EngineConfig(max_batch=4, max_wait_ms=1e6),
+        handle,
+        on_error=lambda batch, exc: errors.append(str(exc)),
+    )
     worker.start()
     worker.submit_many([0, 1, 2, 3])  # full batch: handled at once, and fails
     worker.submit_many([4, 5])  # not due for a long time...

@@ -50,8 +50,9 @@ def test_frame_ring_keeps_newest_in_order() -> None:
         ring.last(1)
 
 
-def run_stream(cfg: FeatureConfig, audio: np.ndarray, hop: int, chunks: list[int], lags: list[int],
-               keep_all: bool = True) -> list[tuple[int, np.ndarray, bool]]:
+def run_stream(
+    cfg: FeatureConfig, audio: np.ndarray, hop: int, chunks: list[int], lags: list[int], keep_all: bool = True
+) -> list[tuple[int, np.ndarray, bool]]:
     """Push ``audio`` in ``chunks`` through ring + windower; compute the due windows after ``lags`` pushes."""
     ring = RingBuffer(len(audio) + 1)
     windower = Windower(cfg.window_samples, hop)
@@ -71,14 +72,20 @@ def run_stream(cfg: FeatureConfig, audio: np.ndarray, hop: int, chunks: list[int
             todo = pending if keep_all else pending[-1:]
             for end in todo:
                 req = state.request(end)
-                out.append((end, feats.compute([state], [req], [ring.read_range(req.start_sample, end)])[0],
-                            req.incremental))
+                out.append(
+                    (
+                        end,
+                        feats.compute([state], [req], [ring.read_range(req.start_sample, end)])[0],
+                        req.incremental,
+                    )
+                )
             pending = []
         i += 1
     for end in windower.flush():
         req = state.request(end)
-        out.append((end, feats.compute([state], [req], [ring.read_range(req.start_sample, end)])[0],
-                    req.incremental))
+        out.append(
+            (end, feats.compute([state], [req], [ring.read_range(req.start_sample, end)])[0], req.incremental)
+        )
     return out
 
 
@@ -91,8 +98,9 @@ def run_stream(cfg: FeatureConfig, audio: np.ndarray, hop: int, chunks: list[int
     seed=st.integers(0, 2**16),
     keep_all=st.booleans(),
 )
-def test_incremental_equals_whole_window(chunks: list[int], lags: list[int], hop_frames: int, n: int,
-                                         seed: int, keep_all: bool) -> None:
+def test_incremental_equals_whole_window(
+    chunks: list[int], lags: list[int], hop_frames: int, n: int, seed: int, keep_all: bool
+) -> None:
     cfg = SMALL
     audio = signal(n, seed)
     for end, window, _ in run_stream(cfg, audio, hop_frames * cfg.hop_samples, chunks, lags, keep_all):
@@ -137,7 +145,9 @@ def test_batched_across_streams_equals_one_by_one() -> None:
     feats = IncrementalLogMel(cfg)
     for end in range(hop, 12001, hop):
         reqs = [s.request(end) for s in states]
-        windows = feats.compute(states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)])
+        windows = feats.compute(
+            states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)]
+        )
         for a, w in zip(audios, windows, strict=True):
             np.testing.assert_allclose(w, reference(cfg, a, end), atol=TOL, rtol=0)
     with pytest.raises(ValueError, match="only one window"):

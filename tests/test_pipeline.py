@@ -57,6 +57,7 @@ def test_many_streams_at_once_each_get_their_own_estimates_in_order(classifier) 
     runtime.add_sink(everything)
     handles = {k: runtime.open_stream(k, SR, 1, on_estimate=per_stream[k].append) for k in audios}
     with runtime:
+
         def feed(k: str) -> None:
             rng = np.random.default_rng(hash(k) % 1000)
             x, pos = audios[k], 0
@@ -142,8 +143,9 @@ class FailsOnce:
 
 
 def test_backend_error_fails_one_batch_and_the_stream_goes_on(classifier) -> None:
-    runtime = Runtime(FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False),
-                                                           engine=EngineConfig(max_batch=1)))
+    runtime = Runtime(
+        FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False), engine=EngineConfig(max_batch=1))
+    )
     events: list[Estimate] = []
     errors: list[ErrorEvent] = []
     with runtime:

@@ -19,7 +19,18 @@ from streamer.vad import VadConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REQUIRED = {"type", "stream", "seq", "t_start_s", "t_end_s", "label", "confidence", "probs", "speech", "latency_ms"}
+REQUIRED = {
+    "type",
+    "stream",
+    "seq",
+    "t_start_s",
+    "t_end_s",
+    "label",
+    "confidence",
+    "probs",
+    "speech",
+    "latency_ms",
+}
 HOP_S = 1.0
 
 
@@ -42,8 +53,20 @@ def synthetic(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray
 
 
 def replay(path: Path, model: Path, out: Path) -> list[dict]:
-    cmd = [sys.executable, "-m", "streamer", "replay", str(path), "--model", str(model), "--no-vad",
-           "--hop-s", str(HOP_S), "--jsonl", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamer",
+        "replay",
+        str(path),
+        "--model",
+        str(model),
+        "--no-vad",
+        "--hop-s",
+        str(HOP_S),
+        "--jsonl",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "windows" in proc.stderr and "Traceback" not in proc.stderr
@@ -51,8 +74,9 @@ def replay(path: Path, model: Path, out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("rate, channels, seconds", [(44100, 2, 7.3), (16000, 1, 6.5)])
-def test_replay_equals_offline(tmp_path: Path, tiny_model_dir: Path, classifier, rate: int, channels: int,
-                               seconds: float) -> None:
+def test_replay_equals_offline(
+    tmp_path: Path, tiny_model_dir: Path, classifier, rate: int, channels: int, seconds: float
+) -> None:
     path = tmp_path / f"clip_{rate}_{channels}.wav"
     sf.write(path, synthetic(seconds, rate, channels, seed=rate), rate, subtype="FLOAT")
     events = replay(path, tiny_model_dir, tmp_path / "out.jsonl")
@@ -67,7 +91,9 @@ def test_replay_equals_offline(tmp_path: Path, tiny_model_dir: Path, classifier,
     window = classifier.feature_config.window_samples
     assert [e["seq"] for e in events] == list(range(len(ends)))
     assert [e["t_end_s"] for e in events] == pytest.approx([end / sr for end in ends], abs=1e-5)
-    assert [e["t_start_s"] for e in events] == pytest.approx([max(0, end - window) / sr for end in ends], abs=1e-5)
+    assert [e["t_start_s"] for e in events] == pytest.approx(
+        [max(0, end - window) / sr for end in ends], abs=1e-5
+    )
     for e in events:
         assert REQUIRED <= set(e), REQUIRED - set(e)
         assert e["type"] == "estimate" and e["stream"] == path.name and e["speech"] is True
@@ -100,8 +126,11 @@ def test_random_chunkings_give_identical_windows(classifier) -> None:
     first = runs[0]
     assert len(first) == len(window_ends(round(len(audio) * 16000 / rate), 16000))
     for other in runs[1:]:
-        assert [(e.seq, e.t_start_s, e.t_end_s) for e in other] == [(e.seq, e.t_start_s, e.t_end_s) for e in first]
+        assert [(e.seq, e.t_start_s, e.t_end_s) for e in other] == [
+            (e.seq, e.t_start_s, e.t_end_s) for e in first
+        ]
         for a, b in zip(first, other, strict=True):
             assert a.label == b.label
-            np.testing.assert_allclose([a.raw_probs[k] for k in a.raw_probs], [b.raw_probs[k] for k in a.raw_probs],
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                [a.raw_probs[k] for k in a.raw_probs], [b.raw_probs[k] for k in a.raw_probs], atol=1e-5
+            )

@@ -41,7 +41,9 @@ def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """About 3 s of espeak-ng speech at 16 kHz, between 1 s of silence before and after."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng): no synthetic speech to test with")
+        pytest.skip(
+            "espeak-ng is not installed (apt-get install espeak-ng): no synthetic speech to test with"
+        )
     wav = Path(tmp_path_factory.mktemp("espeak")) / "speech.wav"
     text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
     subprocess.run([exe, "-w", str(wav), "-s", "160", text], check=True, timeout=30, capture_output=True)
@@ -80,7 +82,9 @@ def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> No
     ends = [SR + 700, 2 * SR, 3 * SR + 100]  # different amounts of audio per stream in the same call
     for _ in range(2):
         reqs = [vad.request(s, e) for s, e in zip(states, ends, strict=True)]
-        vad.process(states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)])
+        vad.process(
+            states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)]
+        )
         ends = [e + SR for e in ends]
     for audio, state in zip(audios, states, strict=True):
         chunk_ends, probs = state.recent()
