@@ -12,12 +12,12 @@ click or breath in a silent second must not wake the classifier, while a word of
 hop (the default ratio 0.2) does. A hop with no chunk ending in it (hop shorter than a chunk)
 reuses the newest chunk's decision. At the end of a stream the partial last chunk is zero-padded.
 
-**Cost** (measured on this project's 2-core CI machine, onnxruntime 1.31, one intra-op thread):
-silero costs about 150-300 us per chunk run alone and about 70 us per chunk in batches of 64+
-streams, i.e. about 2-2.5 ms of CPU per stream per 1 s hop when batched (about 0.4-0.5 of a core
-for 200 streams), and 5-10 ms per hop unbatched. ``Vad.process`` therefore runs all streams of
-an engine batch in lockstep, one ONNX call per chunk position. For hundreds of streams on two
-cores, ``method="energy"`` costs about 1 us per chunk (numbers in docs/protocol.md).
+**Cost** (measured on this project's 2-core shared CI VM, onnxruntime 1.31, one intra-op thread; CPU
+per stream per 1 s hop): silero 6-15 ms for a stream run alone (190-350 us per chunk) and 2.5-4.5 ms
+when 64-200 streams are batched (70-150 us per chunk: a recurrent model batches across streams, not
+across time), i.e. 0.5-0.9 of a core for 200 streams; the energy gate about 0.1 ms. ``Vad.process``
+therefore runs all streams of an engine batch in lockstep, one ONNX call per chunk position; for
+more than about 50 streams on two cores, use ``method="energy"`` (table in docs/protocol.md).
 
 No I/O, no clock: the caller (``streamer.pipeline``) reads the audio each state asks for.
 """
