@@ -51,7 +51,7 @@ class BandAttention(nn.Module):
 class BandSplitBiLSTM(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> logits ``(B, n_classes)``."""
 
-    edges: list[int]
+    __constants__ = ["edges"]
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
