@@ -224,6 +224,8 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
             h.close_code = ws.close_code
     except (OSError, WebSocketException, TimeoutError) as exc:
         h.error = h.error or type(exc).__name__
+    except Exception as exc:  # a bug in this client: count it, do not hide it
+        h.error = h.error or f"client bug: {exc!r}"
 
 
 # ---- misbehaving clients --------------------------------------------------------------------------------

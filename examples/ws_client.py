@@ -95,7 +95,9 @@ def main() -> int:
     try:
         return asyncio.run(send_file(args.file, args.url, args.token, args.realtime))
     except InvalidStatus as exc:  # 401 (token), 403 (Origin), 404 (path), 503 (full)
-        print(f"ws_client: the server refused the connection: HTTP {exc.response.status_code}", file=sys.stderr)
+        print(
+            f"ws_client: the server refused the connection: HTTP {exc.response.status_code}", file=sys.stderr
+        )
     except (OSError, sf.LibsndfileError) as exc:
         print(f"ws_client: {exc}", file=sys.stderr)
     return 1

@@ -102,7 +102,7 @@ class Access:
         if self.token is None:
             return True
         expected = self.token.encode()
-        offered = [v[len("Bearer ") :] for v in headers.get_all("Authorization") if v.startswith("Bearer ")]
+        offered = [v[7:].strip() for v in headers.get_all("Authorization") if v[:7].lower() == "bearer "]
         offered += query.get("token", [])
         ok = False
         for candidate in offered:  # compare every candidate in constant time, no early exit

@@ -43,6 +43,7 @@ HEALTHY_S = 1.5  # audio seconds of the healthy stream
 HEALTHY_SPEED = 1.5  # x real time
 MAX_GAP_S = 1.5  # longest pause allowed between two of its estimates
 STRICT = ServerLimits(
+    max_connections=10,
     max_streams=4,
     max_subscribers=3,
     realtime_factor=3.0,
@@ -264,6 +265,25 @@ def test_too_many_subscribers_is_1013(strict: InProcessServer) -> None:
         return extra.close_code
 
     assert run_fault(strict, fault) == 1013
+
+
+def test_too_many_connections_is_503(strict: InProcessServer) -> None:
+    async def fault() -> list[int]:
+        held: list[ClientConnection] = []
+        statuses: list[int] = []
+        try:
+            for _ in range(STRICT.max_connections + 1):  # the healthy stream holds one
+                try:
+                    held.append(await connect(strict.url + "/ingest"))
+                except InvalidStatus as exc:
+                    statuses.append(exc.response.status_code)
+                    break
+        finally:
+            for ws in held:
+                await ws.close()
+        return statuses
+
+    assert run_fault(strict, fault) == [503]
 
 
 def test_unknown_path_is_404(strict: InProcessServer) -> None:
