@@ -168,7 +168,7 @@ class EmoServer:
         if url.path not in PATHS:
             return connection.respond(HTTPStatus.NOT_FOUND, f"unknown path; use one of {', '.join(PATHS)}\n")
         if not self.access.origin_ok(request.headers):
-            log.warning(
+            log.info(
                 "rejected a browser connection from Origin %r (not allowed)", request.headers.get("Origin")
             )
             return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed (see --allow-origin)\n")
