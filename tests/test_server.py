@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
 
 from models.windows import window_ends
+from streamer.hub import Outbox
 from streamer.server import exposure_warning, is_loopback
 
 HOP_S = 0.5
@@ -224,3 +225,17 @@ def test_warns_when_exposed_without_token() -> None:
     assert exposure_warning("0.0.0.0", "t") is None
     warning = exposure_warning("0.0.0.0", None)
     assert warning is not None and "WITHOUT a token" in warning
+
+
+def test_outbox_drops_oldest_and_reports_lag() -> None:
+    async def main() -> list[str | None]:
+        box = Outbox(3)
+        for i in range(5):
+            box.put(str(i))
+        box.close()
+        box.put("after close")  # ignored
+        return [await box.get() for _ in range(5)]
+
+    lag, *rest = asyncio.run(main())
+    assert lag is not None and json.loads(lag) == {"type": "lag", "dropped": 2, "dropped_total": 2}
+    assert rest == ["2", "3", "4", None]
