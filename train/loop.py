@@ -164,7 +164,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                   f"class weights {np.round(weights.numpy(), 2).tolist()}", highlight=False)
 
     def spec(meta: dict[str, Any]) -> ModelSpec:
-        return ModelSpec(fc, model_config, labels, meta)
+        # JSON-clean (tuples -> lists), so the checkpoint's meta equals the one embedded in the exports
+        return ModelSpec(fc, model_config, labels, json.loads(json.dumps(meta, default=str)))
 
     base_meta: dict[str, Any] = {
         "name": cfg.name or out.name,
@@ -193,6 +194,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         elapsed_before = float(state["elapsed_s"])
         finished = bool(state.get("finished", False))
         augmenter.stats.update(dict(state.get("augment_stats", {})))
+        train_windows.n_joined, train_windows.n_shifted = state.get("window_stats", [0, 0])
         console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val UA {best_ua:.3f} at {best_epoch})")
     elif cfg.resume:
         console.print(f"[yellow]no {out / 'last.pt'} to resume from; starting afresh[/yellow]")
@@ -263,7 +265,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                                                           "time": datetime.now(UTC).isoformat(timespec="seconds")}))
             torch.save({"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "best_ua": best_ua, "best_epoch": best_epoch, "bad_evals": bad_evals, "history": history,
-                        "elapsed_s": elapsed, "augment_stats": dict(augmenter.stats), "finished": finished},
+                        "elapsed_s": elapsed, "augment_stats": dict(augmenter.stats), "finished": finished,
+                        "window_stats": [train_windows.n_joined, train_windows.n_shifted]},
                        state_path)
             if cfg.patience and bad_evals >= cfg.patience:
                 console.print(f"early stop: no better validation UA for {bad_evals} validations")
@@ -275,7 +278,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     final_meta = {**best.spec.meta, "train_seconds": round(train_seconds, 1), "epochs_run": len(history),
                   "best_epoch": best_epoch, "augment_stats": dict(augmenter.stats),
                   "window_stats": {"joined": train_windows.n_joined, "shifted": train_windows.n_shifted}}
-    best_path = save_checkpoint(out / "best.pt", best.build(), ModelSpec(fc, model_config, labels, final_meta))
+    best_path = save_checkpoint(out / "best.pt", best.build(), spec(final_meta))
     model_dir = export_model(best_path, out / "model")
     classifier = load_classifier(model_dir, backend="onnx" if _has_onnxruntime() else "auto", threads=cfg.threads)
     test_clips = [clips[i] for i in split.test]

@@ -1,0 +1,70 @@
+"""train.metrics equals hand-computed WA, UA, macro-F1 and per-class scores on small confusion matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.metrics import compute_metrics, confusion_matrix, metrics_from_confusion
+
+
+def test_confusion_matrix_counts_rows_truth_columns_prediction() -> None:
+    cm = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_three_class_example_by_hand() -> None:
+    # truth a: 3 clips (2 right, 1 -> b); b: 1 clip (right); c: 4 clips (1 -> a, 3 right)
+    cm = np.array([[2, 1, 0], [0, 1, 0], [1, 0, 3]])
+    m = metrics_from_confusion(cm, ("a", "b", "c"))
+    assert m.n == 8
+    assert m.wa == pytest.approx(6 / 8)
+    recall = [2 / 3, 1.0, 3 / 4]
+    precision = [2 / 3, 1 / 2, 1.0]
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall, strict=True)]
+    assert m.ua == pytest.approx(np.mean(recall))
+    assert m.macro_f1 == pytest.approx(np.mean(f1))
+    for i, name in enumerate("abc"):
+        assert m.per_class[name].recall == pytest.approx(recall[i])
+        assert m.per_class[name].precision == pytest.approx(precision[i])
+        assert m.per_class[name].f1 == pytest.approx(f1[i])
+    assert [m.per_class[n].support for n in "abc"] == [3, 1, 4]
+
+
+def test_ua_differs_from_wa_on_imbalanced_data() -> None:
+    # 9 of class a all right, 1 of class b wrong: WA 0.9 but UA 0.5
+    m = compute_metrics([0] * 9 + [1], [0] * 10, ("a", "b"))
+    assert m.wa == pytest.approx(0.9)
+    assert m.ua == pytest.approx(0.5)
+    assert m.per_class["b"].f1 == 0.0
+    assert m.per_class["a"].precision == pytest.approx(0.9)
+    assert m.macro_f1 == pytest.approx((2 * 0.9 * 1.0 / 1.9 + 0.0) / 2)
+
+
+def test_classes_absent_from_truth_are_left_out_of_ua_but_predictions_into_them_are_errors() -> None:
+    # a 3-class model on a data set with only classes a and b; one b clip predicted as c
+    cm = np.array([[2, 0, 0], [0, 1, 1], [0, 0, 0]])
+    m = metrics_from_confusion(cm, ("a", "b", "c"))
+    assert m.ua == pytest.approx((1.0 + 0.5) / 2)
+    assert m.wa == pytest.approx(3 / 4)
+    assert m.macro_f1 == pytest.approx((1.0 + 2 * 1.0 * 0.5 / 1.5) / 2)
+    assert m.per_class["c"].support == 0
+
+
+def test_perfect_and_empty() -> None:
+    m = compute_metrics([0, 1, 2], [0, 1, 2], ("x", "y", "z"))
+    assert (m.wa, m.ua, m.macro_f1) == (1.0, 1.0, 1.0)
+    e = compute_metrics([], [], ("x", "y"))
+    assert (e.n, e.wa, e.ua) == (0, 0.0, 0.0)
+
+
+def test_to_dict_is_json_ready() -> None:
+    d = compute_metrics([0, 1], [1, 1], ("x", "y")).to_dict()
+    assert set(d) >= {"ua", "wa", "macro_f1", "n", "labels", "confusion", "per_class"}
+    assert d["confusion"] == [[0, 1], [0, 1]]
+    assert d["labels"] == ["x", "y"]
+
+
+def test_bad_indices_raise() -> None:
+    with pytest.raises(ValueError):
+        confusion_matrix([0, 3], [0, 1], 3)
