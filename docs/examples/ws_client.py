@@ -1,6 +1,6 @@
 """Send an audio file to `emostream serve` over WebSocket and print the estimates that come back.
 
-    python examples/ws_client.py speech.wav [--url ws://127.0.0.1:8765/ingest] [--token T] [--realtime]
+    python docs/examples/ws_client.py speech.wav [--url ws://127.0.0.1:8765/ingest] [--token T] [--realtime]
 
 The file is read with soundfile and sent as 16-bit PCM (pcm_s16le) in 40 ms frames, at its own
 sample rate and channel count (the server resamples and mixes down). Without --realtime the
