@@ -26,11 +26,27 @@ def test_default_model_on_held_out_speakers_beats_chance(tmp_path: Path) -> None
     parser = argparse.ArgumentParser()
     register_evaluate(parser.add_subparsers())
     report_path = tmp_path / "report.json"
-    args = parser.parse_args([
-        "evaluate", "--model", "default", "--data", str(DATA), "--datasets", "ravdess,urdu",
-        "--speakers", "test", "--max-clips", "60", "--report", str(report_path),
-        "--predictions", str(tmp_path / "p.csv"), "--cache", str(tmp_path / "cache"),
-    ])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            "--model",
+            "default",
+            "--data",
+            str(DATA),
+            "--datasets",
+            "ravdess,urdu",
+            "--speakers",
+            "test",
+            "--max-clips",
+            "60",
+            "--report",
+            str(report_path),
+            "--predictions",
+            str(tmp_path / "p.csv"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads(report_path.read_text())
     n_classes = len(load_classifier("default").labels)

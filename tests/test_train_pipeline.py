@@ -45,7 +45,11 @@ def synth_clip(code: str, actor: int, take: int) -> np.ndarray:
         spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1.0))
         x = np.fft.irfft(spec, n)
     else:
-        f0 = (280.0 if code == "03" else 120.0) * (1 + 0.04 * (actor % 5 - 2)) * (1 + 0.02 * np.sin(2 * np.pi * 4 * t))
+        f0 = (
+            (280.0 if code == "03" else 120.0)
+            * (1 + 0.04 * (actor % 5 - 2))
+            * (1 + 0.02 * np.sin(2 * np.pi * 4 * t))
+        )
         phase = 2 * np.pi * np.cumsum(f0) / SR
         x = sum(np.sin(k * phase) / k for k in range(1, 6))
     envelope = 0.5 * (1 - np.cos(2 * np.pi * rng.uniform(2.5, 4.0) * t))
@@ -68,10 +72,24 @@ def write_corpus(root: Path, takes: int = 5) -> Path:
 
 def config(data: Path, out: Path, cache: Path, **kw: object) -> TrainConfig:
     base = TrainConfig(
-        data_dir=str(data), datasets=("ravdess",), labels="neutral,happy,sad", arch="bandsplit_bilstm",
-        model_settings=MODEL, feature_settings=FEATURES, epochs=6, batch_size=16, lr=1e-2, warmup_epochs=1,
-        patience=0, seed=3, threads=1, out_dir=str(out), cache_dir=str(cache), name="synthetic",
-        command="pytest", windows=WindowConfig(p_join=0.3, max_shift_s=0.5),
+        data_dir=str(data),
+        datasets=("ravdess",),
+        labels="neutral,happy,sad",
+        arch="bandsplit_bilstm",
+        model_settings=MODEL,
+        feature_settings=FEATURES,
+        epochs=6,
+        batch_size=16,
+        lr=1e-2,
+        warmup_epochs=1,
+        patience=0,
+        seed=3,
+        threads=1,
+        out_dir=str(out),
+        cache_dir=str(cache),
+        name="synthetic",
+        command="pytest",
+        windows=WindowConfig(p_join=0.3, max_shift_s=0.5),
     )
     return replace(base, **kw)
 
@@ -129,9 +147,24 @@ def _evaluate(argv: list[str]) -> int:
 
 def test_evaluate_writes_report_and_predictions(run: dict, tmp_path: Path) -> None:
     rep, pred, png = tmp_path / "r.json", tmp_path / "p.csv", tmp_path / "c.png"
-    code = _evaluate(["--model", str(run["out"] / "model"), "--data", str(run["data"]), "--speakers", "test",
-                      "--report", str(rep), "--predictions", str(pred), "--confusion", str(png),
-                      "--cache", str(run["cache"])])
+    code = _evaluate(
+        [
+            "--model",
+            str(run["out"] / "model"),
+            "--data",
+            str(run["data"]),
+            "--speakers",
+            "test",
+            "--report",
+            str(rep),
+            "--predictions",
+            str(pred),
+            "--confusion",
+            str(png),
+            "--cache",
+            str(run["cache"]),
+        ]
+    )
     assert code == 0
     report = json.loads(rep.read_text())
     d = report["datasets"]["ravdess"]
@@ -139,16 +172,26 @@ def test_evaluate_writes_report_and_predictions(run: dict, tmp_path: Path) -> No
     assert d["n"] == 60 and d["labels"] == ["neutral", "happy", "sad"]
     assert set(report) >= {"datasets", "overall", "model", "command"}
     # the same model, the same clips: the CLI reproduces the end-of-training report
-    assert d["confusion"] == json.loads((run["out"] / "report.json").read_text())["datasets"]["ravdess"]["confusion"]
+    assert (
+        d["confusion"]
+        == json.loads((run["out"] / "report.json").read_text())["datasets"]["ravdess"]["confusion"]
+    )
     with pred.open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["path", "dataset", "speaker", "label", "pred", "p_neutral", "p_happy", "p_sad"]
-    assert len(rows) == 60 and {r["speaker"] for r in rows} == {"ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20"}
+    assert len(rows) == 60 and {r["speaker"] for r in rows} == {
+        "ravdess:17",
+        "ravdess:18",
+        "ravdess:19",
+        "ravdess:20",
+    }
     assert all(abs(sum(float(r[f"p_{x}"]) for x in ("neutral", "happy", "sad")) - 1) < 1e-3 for r in rows)
     assert png.stat().st_size > 1000
 
 
-def test_evaluate_on_an_unseen_folder_per_class_corpus_skips_unknown_labels(run: dict, tmp_path: Path) -> None:
+def test_evaluate_on_an_unseen_folder_per_class_corpus_skips_unknown_labels(
+    run: dict, tmp_path: Path
+) -> None:
     folder = tmp_path / "mine"
     for label, code in (("Happy", "03"), ("sad", "04"), ("Angry", "03")):
         for speaker in ("ann", "bob"):
@@ -156,8 +199,21 @@ def test_evaluate_on_an_unseen_folder_per_class_corpus_skips_unknown_labels(run:
             for take in range(2):
                 sf.write(folder / label / speaker / f"{take}.wav", synth_clip(code, 7, take), SR)
     rep = tmp_path / "r.json"
-    assert _evaluate(["--model", str(run["out"] / "model"), "--data", str(folder), "--report", str(rep),
-                      "--cache", str(run["cache"])]) == 0
+    assert (
+        _evaluate(
+            [
+                "--model",
+                str(run["out"] / "model"),
+                "--data",
+                str(folder),
+                "--report",
+                str(rep),
+                "--cache",
+                str(run["cache"]),
+            ]
+        )
+        == 0
+    )
     report = json.loads(rep.read_text())
     assert report["datasets"]["folder"]["n"] == 8
     assert report["skipped"] == {"folder": {"angry": 4}}
@@ -232,8 +288,9 @@ def _cli(register, argv: list[str]) -> int:  # type: ignore[no-untyped-def]
         (["--labels", "happy,grumpy"], "unknown label 'grumpy'"),
     ],
 )
-def test_train_cli_errors_are_clear(run: dict, tmp_path: Path, argv: list[str], message: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_errors_are_clear(
+    run: dict, tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["train", "--data", str(run["data"]), "--datasets", "ravdess", "--out", str(tmp_path / "o")]
     args += [a.replace("{missing}", str(tmp_path / "missing")) for a in argv]
     assert _cli(register_train, args) == 2
@@ -241,7 +298,9 @@ def test_train_cli_errors_are_clear(run: dict, tmp_path: Path, argv: list[str], 
 
 
 def test_python_dash_m_train_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "train", "train", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "train", "train", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "--datasets" in out.stdout and "--resume" in out.stdout
 
 
@@ -255,8 +314,23 @@ def test_replay_of_the_exported_model_equals_our_offline_windows(run: dict, tmp_
     sf.write(wav, audio, SR, subtype="FLOAT")
     exe = Path(sys.executable).with_name("emostream")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "models.cli"]
-    out = subprocess.run([*cmd, "replay", str(wav), "--model", str(run["out"] / "model"), "--no-vad",
-                          "--threads", "1", "--jsonl", str(jsonl)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            *cmd,
+            "replay",
+            str(wav),
+            "--model",
+            str(run["out"] / "model"),
+            "--no-vad",
+            "--threads",
+            "1",
+            "--jsonl",
+            str(jsonl),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     estimates = [json.loads(line) for line in jsonl.read_text().splitlines()]
     estimates = [e for e in estimates if e.get("type") == "estimate"]

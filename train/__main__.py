@@ -9,7 +9,9 @@ from train.cli import register_evaluate, register_train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Train or evaluate an emostream model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m train", description="Train or evaluate an emostream model."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     register_train(sub)
     register_evaluate(sub)

@@ -43,7 +43,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fixed)
 
 
@@ -55,8 +55,10 @@ def _noise_bank(sample_rate_hz: int, seed: int) -> dict[str, np.ndarray]:
     spectrum = np.fft.rfft(rng.standard_normal(n))
     spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))  # 1/f power
     pink = np.fft.irfft(spectrum, n)
-    return {name: (x / np.sqrt(np.mean(x**2))).astype(np.float32) for name, x in
-            (("white", white), ("pink", pink))}
+    return {
+        name: (x / np.sqrt(np.mean(x**2))).astype(np.float32)
+        for name, x in (("white", white), ("pink", pink))
+    }
 
 
 class Augmenter:

@@ -26,27 +26,45 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
     p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora to train on")
-    p.add_argument("--arch", default="bandsplit_bilstm",
-                   help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14")
-    p.add_argument("--model-settings", default="{}", metavar="JSON",
-                   help='architecture settings as JSON, e.g. \'{"channels": [24, 48]}\'')
-    p.add_argument("--labels", default="7class",
-                   help="a preset (7class, 8class, 4class) or comma-separated labels, e.g. neutral,happy,sad,angry")
-    p.add_argument("--map", default="", metavar="FROM=TO,...",
-                   help="extra label merges, e.g. calm=neutral (7class and 4class already merge calm into neutral)")
+    p.add_argument(
+        "--arch",
+        default="bandsplit_bilstm",
+        help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14",
+    )
+    p.add_argument(
+        "--model-settings",
+        default="{}",
+        metavar="JSON",
+        help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'",
+    )
+    p.add_argument(
+        "--labels",
+        default="7class",
+        help="a preset (7class, 8class, 4class) or comma-separated labels, e.g. neutral,happy,sad,angry",
+    )
+    p.add_argument(
+        "--map",
+        default="",
+        metavar="FROM=TO,...",
+        help="extra label merges, e.g. calm=neutral (7class and 4class already merge calm into neutral)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, report, model/)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle")
-    p.add_argument("--patience", type=int, default=8, help="early stop after N validations without a better val UA")
+    p.add_argument(
+        "--patience", type=int, default=8, help="early stop after N validations without a better val UA"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", choices=("hann", "hamming", "rectangular"), default="hann", help="STFT window")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
-    p.add_argument("--p-join", type=float, default=0.3, help="probability a window joins 2-3 same-speaker clips")
+    p.add_argument(
+        "--p-join", type=float, default=0.3, help="probability a window joins 2-3 same-speaker clips"
+    )
     p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
     p.add_argument("--max-clips", type=int, default=0, help="use at most N clips per corpus (0 = all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs on 120 clips per corpus")
@@ -80,15 +98,29 @@ def _run_train(args: argparse.Namespace) -> int:
         err.print(f"[red]emostream train: {exc}[/red]")
         return 2
     cfg = TrainConfig(
-        data_dir=str(args.data), datasets=datasets, labels=args.labels, label_map=args.map, arch=args.arch,
-        model_settings=settings, feature_settings={"window": args.window} if args.window != "hann" else {},
-        epochs=2 if args.quick else args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, schedule=args.schedule, patience=args.patience, seed=args.seed,
-        threads=args.threads, out_dir=str(args.out), resume=args.resume,
+        data_dir=str(args.data),
+        datasets=datasets,
+        labels=args.labels,
+        label_map=args.map,
+        arch=args.arch,
+        model_settings=settings,
+        feature_settings={"window": args.window} if args.window != "hann" else {},
+        epochs=2 if args.quick else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        patience=args.patience,
+        seed=args.seed,
+        threads=args.threads,
+        out_dir=str(args.out),
+        resume=args.resume,
         cache_dir=str(args.cache) if args.cache else "",
         max_clips_per_dataset=120 if args.quick and not args.max_clips else args.max_clips,
-        name=args.out.name, command=" ".join(["emostream", *map(shlex.quote, sys.argv[1:])]),
-        windows=WindowConfig(p_join=args.p_join), augment=AugmentConfig(enabled=not args.no_augment),
+        name=args.out.name,
+        command=" ".join(["emostream", *map(shlex.quote, sys.argv[1:])]),
+        windows=WindowConfig(p_join=args.p_join),
+        augment=AugmentConfig(enabled=not args.no_augment),
     )
     try:
         train(cfg, console)
@@ -111,18 +143,26 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default="default", help="model directory, .onnx/.ts/.pt file, or 'default'")
-    p.add_argument("--data", required=True, type=Path, help="corpora folder, a corpus, a folder per class, or a CSV")
+    p.add_argument(
+        "--data", required=True, type=Path, help="corpora folder, a corpus, a folder per class, or a CSV"
+    )
     p.add_argument("--datasets", default="", help="comma-separated corpora under --data (default: all found)")
     p.add_argument("--map", default="", metavar="FROM=TO,...", help="extra label mapping, e.g. calm=neutral")
-    p.add_argument("--speakers", choices=("test", "all"), default="test",
-                   help="test: only the model's held-out test speakers of corpora it trained on "
-                   "(every speaker of other corpora); all: every clip")
+    p.add_argument(
+        "--speakers",
+        choices=("test", "all"),
+        default="test",
+        help="test: only the model's held-out test speakers of corpora it trained on "
+        "(every speaker of other corpora); all: every clip",
+    )
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
     p.add_argument("--predictions", type=Path, default=None, help="output CSV, one row per clip")
     p.add_argument("--confusion", type=Path, default=None, help="output PNG of the confusion matrices")
     p.add_argument("--backend", choices=("auto", "onnx", "torchscript", "eager"), default="auto")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--max-clips", type=int, default=0, help="at most N clips per corpus (seeded choice; 0 = all)")
+    p.add_argument(
+        "--max-clips", type=int, default=0, help="at most N clips per corpus (seeded choice; 0 = all)"
+    )
     p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
     p.set_defaults(func=_run_evaluate)
 

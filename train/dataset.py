@@ -89,8 +89,9 @@ def progress_bar(console: Console | None = None, transient: bool = True) -> Prog
     )
 
 
-def _build_corpus_cache(clips: Sequence[Clip], sample_rate_hz: int, npy: Path, index: Path,
-                        console: Console | None) -> None:
+def _build_corpus_cache(
+    clips: Sequence[Clip], sample_rate_hz: int, npy: Path, index: Path, console: Console | None
+) -> None:
     """Decode ``clips`` into one int16 array plus an offsets index (written atomically)."""
     parts: list[np.ndarray] = []
     with progress_bar(console) as progress:
@@ -106,14 +107,18 @@ def _build_corpus_cache(clips: Sequence[Clip], sample_rate_hz: int, npy: Path, i
     with open(tmp_npy, "wb") as fh:
         np.save(fh, np.concatenate(parts) if parts else np.zeros(0, np.int16))
     tmp_idx = index.with_name(index.name + f".{os.getpid()}.tmp")
-    tmp_idx.write_text(json.dumps({"paths": [str(c.path) for c in clips], "offsets": offsets,
-                                   "sample_rate_hz": sample_rate_hz}))
+    tmp_idx.write_text(
+        json.dumps(
+            {"paths": [str(c.path) for c in clips], "offsets": offsets, "sample_rate_hz": sample_rate_hz}
+        )
+    )
     tmp_npy.replace(npy)
     tmp_idx.replace(index)
 
 
-def load_audio(clips: Sequence[Clip], sample_rate_hz: int, cache_dir: Path | None = None,
-               console: Console | None = None) -> list[np.ndarray]:
+def load_audio(
+    clips: Sequence[Clip], sample_rate_hz: int, cache_dir: Path | None = None, console: Console | None = None
+) -> list[np.ndarray]:
     """int16 mono audio of every clip at ``sample_rate_hz`` (views into memory-mapped cache files).
 
     One cache file per corpus; built on first use (with a progress bar), reused while the corpus's
@@ -163,8 +168,15 @@ class WindowConfig:
 class TrainWindows:
     """Training windows ``(B, window_samples)`` float32 with labels, built fresh (augmented) each epoch."""
 
-    def __init__(self, audio: Sequence[np.ndarray], labels: Sequence[int], speakers: Sequence[str],
-                 feature_config: FeatureConfig, window_config: WindowConfig, augmenter: Augmenter) -> None:
+    def __init__(
+        self,
+        audio: Sequence[np.ndarray],
+        labels: Sequence[int] | np.ndarray,
+        speakers: Sequence[str],
+        feature_config: FeatureConfig,
+        window_config: WindowConfig,
+        augmenter: Augmenter,
+    ) -> None:
         self.audio = audio
         self.labels = np.asarray(labels, dtype=np.int64)
         self.fc = feature_config
@@ -235,8 +247,9 @@ def time_shift(audio: np.ndarray, shift_samples: int, min_keep_samples: int) -> 
 def clip_windows(audio: np.ndarray, feature_config: FeatureConfig, hop_s: float = EVAL_HOP_S) -> np.ndarray:
     """The streamer's windows of one clip: ``(n_windows, window_samples)`` float32."""
     hop = round(hop_s * feature_config.sample_rate_hz)
-    _, windows = stream_windows(to_float(audio) if audio.dtype == np.int16 else audio,
-                                feature_config.window_samples, hop)
+    _, windows = stream_windows(
+        to_float(audio) if audio.dtype == np.int16 else audio, feature_config.window_samples, hop
+    )
     return windows
 
 
@@ -251,9 +264,14 @@ class Featuriser:
         return self.logmel(torch.as_tensor(waves, dtype=torch.float32))
 
 
-def clip_probabilities(audio: Sequence[np.ndarray], predict: Callable[[torch.Tensor], np.ndarray],
-                       feature_config: FeatureConfig, batch_windows: int = 64, hop_s: float = EVAL_HOP_S,
-                       on_clips: Callable[[int], None] | None = None) -> np.ndarray:
+def clip_probabilities(
+    audio: Sequence[np.ndarray],
+    predict: Callable[[torch.Tensor], np.ndarray],
+    feature_config: FeatureConfig,
+    batch_windows: int = 64,
+    hop_s: float = EVAL_HOP_S,
+    on_clips: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Per clip, the mean of its streamer windows' probabilities: ``(n_clips, n_classes)``.
 
     ``predict(logmel (B, n_mels, T)) -> probabilities (B, n_classes)``; the windows of consecutive

@@ -58,7 +58,9 @@ def map_to_model(clips: Sequence[Clip], labels: Sequence[str], mapping: dict[str
     return Targets(kept, np.asarray(targets, dtype=np.int64), {k: dict(v) for k, v in skipped.items()})
 
 
-def score(clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+def score(
+    clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
     """The report's ``datasets`` and ``overall`` sections (metrics of argmax predictions)."""
     labels = tuple(labels)
     preds = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
@@ -72,8 +74,11 @@ def score(clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels:
             sub = np.array(present)
             restricted_pred = sub[probs[idx][:, sub].argmax(axis=1)]
             remap = {c: k for k, c in enumerate(present)}
-            r = compute_metrics([remap[t] for t in targets[idx]], [remap[p] for p in restricted_pred],
-                                [labels[c] for c in present])
+            r = compute_metrics(
+                [remap[t] for t in targets[idx]],
+                [remap[p] for p in restricted_pred],
+                [labels[c] for c in present],
+            )
             entry["restricted"] = {k: v for k, v in r.to_dict().items() if k != "per_class"}
         entry["speakers"] = sorted({clips[i].speaker for i in idx})
         datasets[corpus] = entry
@@ -83,46 +88,81 @@ def score(clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels:
     return {"datasets": datasets, "overall": overall}
 
 
-def write_predictions(path: Path, clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray,
-                      labels: Sequence[str]) -> None:
+def write_predictions(
+    path: Path, clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+) -> None:
     """One row per clip: ``path, dataset, speaker, label, pred, p_<label>...``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "dataset", "speaker", "label", "pred", *[f"p_{name}" for name in labels]])
         for clip, target, p in zip(clips, targets, probs, strict=True):
-            writer.writerow([str(clip.path), clip.corpus, clip.speaker, labels[int(target)],
-                             labels[int(p.argmax())], *[f"{x:.5f}" for x in p]])
+            writer.writerow(
+                [
+                    str(clip.path),
+                    clip.corpus,
+                    clip.speaker,
+                    labels[int(target)],
+                    labels[int(p.argmax())],
+                    *[f"{x:.5f}" for x in p],
+                ]
+            )
 
 
-def predict_clips(classifier: Classifier | Callable[[Any], np.ndarray], clips: Sequence[Clip],
-                  feature_config: FeatureConfig, cache_dir: Path | None = None,
-                  console: Console | None = None, batch_windows: int = 64) -> np.ndarray:
+def predict_clips(
+    classifier: Classifier | Callable[[Any], np.ndarray],
+    clips: Sequence[Clip],
+    feature_config: FeatureConfig,
+    cache_dir: Path | None = None,
+    console: Console | None = None,
+    batch_windows: int = 64,
+) -> np.ndarray:
     """Mean streamer-window probabilities ``(n_clips, n_classes)`` of every clip, with a progress bar."""
     predict = classifier.predict if isinstance(classifier, Classifier) else classifier
     audio = load_audio(clips, feature_config.sample_rate_hz, cache_dir, console)
     with progress_bar(console) as progress:
         task = progress.add_task(f"evaluating {len(clips)} clips", total=len(clips))
-        return clip_probabilities(audio, predict, feature_config, batch_windows, EVAL_HOP_S,
-                                  on_clips=lambda n: progress.advance(task, n))
+        return clip_probabilities(
+            audio,
+            predict,
+            feature_config,
+            batch_windows,
+            EVAL_HOP_S,
+            on_clips=lambda n: progress.advance(task, n),
+        )
 
 
-def evaluate_classifier(classifier: Classifier, clips: Sequence[Clip], mapping: dict[str, str],
-                        out_json: Path | None = None, out_csv: Path | None = None, out_png: Path | None = None,
-                        cache_dir: Path | None = None, console: Console | None = None,
-                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_classifier(
+    classifier: Classifier,
+    clips: Sequence[Clip],
+    mapping: dict[str, str],
+    out_json: Path | None = None,
+    out_csv: Path | None = None,
+    out_png: Path | None = None,
+    cache_dir: Path | None = None,
+    console: Console | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score ``classifier`` on ``clips``; write the report JSON, predictions CSV and confusion PNG when asked."""
     labels = classifier.labels
     t = map_to_model(clips, labels, mapping)
     start = time.perf_counter()
     probs = predict_clips(classifier, t.clips, classifier.feature_config, cache_dir, console)
     report = score(t.clips, t.targets, probs, labels)
-    report["model"] = {"name": classifier.name, "path": str(classifier.path), "backend": classifier.backend,
-                       "labels": list(labels), "arch": classifier.model_config.arch}
+    report["model"] = {
+        "name": classifier.name,
+        "path": str(classifier.path),
+        "backend": classifier.backend,
+        "labels": list(labels),
+        "arch": classifier.model_config.arch,
+    }
     report["label_map"] = dict(mapping)
     report["skipped"] = t.skipped
-    report["windowing"] = {"window_s": classifier.feature_config.window_s, "hop_s": EVAL_HOP_S,
-                           "clip_prediction": "mean of the streamer windows' probabilities"}
+    report["windowing"] = {
+        "window_s": classifier.feature_config.window_s,
+        "hop_s": EVAL_HOP_S,
+        "clip_prediction": "mean of the streamer windows' probabilities",
+    }
     report["eval_seconds"] = round(time.perf_counter() - start, 1)
     report.update(extra or {})
     if out_json is not None:
@@ -134,7 +174,8 @@ def evaluate_classifier(classifier: Classifier, clips: Sequence[Clip], mapping: 
         from train.metrics import metrics_from_confusion
 
         ms: dict[str, Metrics] = {
-            name: metrics_from_confusion(np.array(d["confusion"]), labels) for name, d in report["datasets"].items()
+            name: metrics_from_confusion(np.array(d["confusion"]), labels)
+            for name, d in report["datasets"].items()
         }
         out_png.parent.mkdir(parents=True, exist_ok=True)
         plot_confusion(ms, str(out_png), title=f"{classifier.name} ({classifier.model_config.arch})")
@@ -160,8 +201,9 @@ def find_clips(data: Path, datasets: Sequence[str] | None) -> tuple[list[Clip], 
             return clips, [report.summary()]
         missing = [name for name in names if not (data / name).is_dir()]
         raise FileNotFoundError(f"no folder for {', '.join(missing)} under {data}")
-    if data.is_dir() and any((data / name).is_dir() for name in ("ravdess", "tess", "nemo", "urdu", "cremad",
-                                                                   "emodb", "savee")):
+    if data.is_dir() and any(
+        (data / name).is_dir() for name in ("ravdess", "tess", "nemo", "urdu", "cremad", "emodb", "savee")
+    ):
         clips, reports = load_corpora(data, None)
         return clips, [r.summary() for r in reports.values()]
     layout = detect_corpus(data)
@@ -232,8 +274,14 @@ def run(args: Any) -> int:
         return 1
     console.print(f"evaluating {classifier.name} ({classifier.backend}) on {len(clips)} clips ({how})")
     report = evaluate_classifier(
-        classifier, clips, mapping, Path(args.report), Path(args.predictions) if args.predictions else None,
-        Path(args.confusion) if args.confusion else None, Path(args.cache) if args.cache else None, console,
+        classifier,
+        clips,
+        mapping,
+        Path(args.report),
+        Path(args.predictions) if args.predictions else None,
+        Path(args.confusion) if args.confusion else None,
+        Path(args.cache) if args.cache else None,
+        console,
         extra={"command": " ".join(["emostream", *map(shlex.quote, sys.argv[1:])]), "speakers": how},
     )
     print_summary(report, console)
@@ -244,14 +292,20 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     """A small Rich table of UA / WA / macro-F1 per data set."""
     from rich.table import Table
 
-    table = Table(title="held-out scores" if report.get("speakers", "").startswith(("the", "default")) else "scores")
+    table = Table(title=f"scores ({report.get('speakers', 'all speakers')})")
     for col in ("data set", "n", "UA %", "WA %", "macro-F1 %", "restricted UA %"):
         table.add_column(col, justify="right")
     rows = [*report["datasets"].items(), ("overall", report["overall"])]
     for name, d in rows:
         r = d.get("restricted")
-        table.add_row(name, str(d["n"]), f"{100 * d['ua']:.1f}", f"{100 * d['wa']:.1f}",
-                      f"{100 * d['macro_f1']:.1f}", f"{100 * r['ua']:.1f}" if r else "")
+        table.add_row(
+            name,
+            str(d["n"]),
+            f"{100 * d['ua']:.1f}",
+            f"{100 * d['wa']:.1f}",
+            f"{100 * d['macro_f1']:.1f}",
+            f"{100 * r['ua']:.1f}" if r else "",
+        )
     console.print(table)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:

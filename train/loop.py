@@ -29,7 +29,14 @@ from torch import nn
 from models.arch import build_model, count_parameters
 from models.arch.config import ModelConfig
 from models.features import FeatureConfig, LogMel
-from models.modelfile import ModelSpec, export_model, load_checkpoint, load_classifier, save_checkpoint
+from models.modelfile import (
+    ModelSpec,
+    export_model,
+    load_checkpoint,
+    load_classifier,
+    onnxruntime_available,
+    save_checkpoint,
+)
 from train.augment import AugmentConfig, Augmenter
 from train.corpora import load_corpora
 from train.dataset import (
@@ -41,7 +48,7 @@ from train.dataset import (
     load_audio,
     progress_bar,
 )
-from train.evaluate import evaluate_classifier, map_to_model
+from train.evaluate import evaluate_classifier, map_to_model, print_summary
 from train.labels import resolve_label_set
 from train.metrics import compute_metrics
 from train.splits import default_holdout
@@ -93,17 +100,22 @@ class TrainConfig:
         return d
 
 
-def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
-                                                   pct_start=warmup / total, anneal_strategy="cos")
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup / total, anneal_strategy="cos"
+        )
     if cfg.schedule == "cosine":
+
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle or cosine")
 
@@ -122,8 +134,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     label_set = resolve_label_set(cfg.labels, cfg.label_map)
     labels = label_set.labels
     all_clips, load_reports = load_corpora(Path(cfg.data_dir), list(cfg.datasets))
-    for report in load_reports.values():
-        console.print(report.summary(), highlight=False)
+    for load_report in load_reports.values():
+        console.print(load_report.summary(), highlight=False)
     mapped = map_to_model(all_clips, labels, label_set.mapping)
     clips, targets = mapped.clips, mapped.targets
     if cfg.max_clips_per_dataset:
@@ -131,22 +143,35 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         keep = []
         for corpus in dict.fromkeys(c.corpus for c in clips):
             idx = [i for i, c in enumerate(clips) if c.corpus == corpus]
-            keep += sorted(rng0.choice(idx, size=min(len(idx), cfg.max_clips_per_dataset), replace=False).tolist())
+            keep += sorted(
+                rng0.choice(idx, size=min(len(idx), cfg.max_clips_per_dataset), replace=False).tolist()
+            )
         keep.sort()
         clips, targets = [clips[i] for i in keep], targets[keep]
     split = default_holdout(clips, cfg.seed)
     speakers = {part: sorted({clips[i].speaker for i in getattr(split, part)}) for part in ("val", "test")}
-    console.print(f"labels: {', '.join(labels)} (map {label_set.mapping or 'none'}); skipped {mapped.skipped or 'none'}")
-    console.print(f"clips: train {len(split.train)}, val {len(split.val)} ({', '.join(speakers['val'])}), "
-                  f"test {len(split.test)} ({', '.join(speakers['test'])})", highlight=False)
+    console.print(
+        f"labels: {', '.join(labels)} (map {label_set.mapping or 'none'}); skipped {mapped.skipped or 'none'}"
+    )
+    console.print(
+        f"clips: train {len(split.train)}, val {len(split.val)} ({', '.join(speakers['val'])}), "
+        f"test {len(split.test)} ({', '.join(speakers['test'])})",
+        highlight=False,
+    )
     if not split.train or not split.val:
         raise ValueError("the split left no training or no validation clips; add speakers or corpora")
 
     fc = FeatureConfig(**cfg.feature_settings)
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
-    train_windows = TrainWindows([audio[i] for i in split.train], targets[split.train],
-                                 [clips[i].speaker for i in split.train], fc, cfg.windows, augmenter)
+    train_windows = TrainWindows(
+        [audio[i] for i in split.train],
+        targets[split.train],
+        [clips[i].speaker for i in split.train],
+        fc,
+        cfg.windows,
+        augmenter,
+    )
     val_audio, val_targets = [audio[i] for i in split.val], targets[split.val]
     val_corpora = [clips[i].corpus for i in split.val]
 
@@ -160,8 +185,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
     scheduler = _schedule(optimizer, cfg, steps_per_epoch)
-    console.print(f"model: {cfg.arch} {model_config.settings or '(defaults)'}, {count_parameters(model):,} parameters; "
-                  f"class weights {np.round(weights.numpy(), 2).tolist()}", highlight=False)
+    console.print(
+        f"model: {cfg.arch} {model_config.settings or '(defaults)'}, {count_parameters(model):,} parameters; "
+        f"class weights {np.round(weights.numpy(), 2).tolist()}",
+        highlight=False,
+    )
 
     def spec(meta: dict[str, Any]) -> ModelSpec:
         # JSON-clean (tuples -> lists), so the checkpoint's meta equals the one embedded in the exports
@@ -189,13 +217,19 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_ua, best_epoch = int(state["epoch"]), float(state["best_ua"]), int(state["best_epoch"])
+        start_epoch, best_ua, best_epoch = (
+            int(state["epoch"]),
+            float(state["best_ua"]),
+            int(state["best_epoch"]),
+        )
         bad_evals, history = int(state["bad_evals"]), list(state["history"])
         elapsed_before = float(state["elapsed_s"])
         finished = bool(state.get("finished", False))
         augmenter.stats.update(dict(state.get("augment_stats", {})))
         train_windows.n_joined, train_windows.n_shifted = state.get("window_stats", [0, 0])
-        console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val UA {best_ua:.3f} at {best_epoch})")
+        console.print(
+            f"resumed from {out / 'last.pt'} after epoch {start_epoch} (best val UA {best_ua:.3f} at {best_epoch})"
+        )
     elif cfg.resume:
         console.print(f"[yellow]no {out / 'last.pt'} to resume from; starting afresh[/yellow]")
 
@@ -233,8 +267,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                 progress.advance(task)
             progress.remove_task(task)
             train_s = time.time() - epoch_start
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_acc": correct / seen,
-                                      "lr": scheduler.get_last_lr()[0], "train_s": round(train_s, 1)}
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": total_loss / seen,
+                "train_acc": correct / seen,
+                "lr": scheduler.get_last_lr()[0],
+                "train_s": round(train_s, 1),
+            }
 
             # validation: the validation speakers' clips, windowed as the streamer windows them
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -244,30 +283,72 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                 per_corpus = {}
                 for corpus in dict.fromkeys(val_corpora):
                     idx = [i for i, c in enumerate(val_corpora) if c == corpus]
-                    per_corpus[corpus] = round(compute_metrics(val_targets[idx], probs[idx].argmax(1), labels).ua, 4)
-                record.update({"val_ua": m.ua, "val_wa": m.wa, "val_macro_f1": m.macro_f1, "val_ua_per_corpus": per_corpus})
+                    per_corpus[corpus] = round(
+                        compute_metrics(val_targets[idx], probs[idx].argmax(1), labels).ua, 4
+                    )
+                record.update(
+                    {
+                        "val_ua": m.ua,
+                        "val_wa": m.wa,
+                        "val_macro_f1": m.macro_f1,
+                        "val_ua_per_corpus": per_corpus,
+                    }
+                )
                 improved = m.ua > best_ua
                 if improved:
                     best_ua, best_epoch, bad_evals = m.ua, epoch + 1, 0
-                    save_checkpoint(out / "best.pt", model, spec({**base_meta, "epoch": epoch + 1, "metrics": record,
-                                                                  "time": datetime.now(UTC).isoformat(timespec="seconds")}))
+                    save_checkpoint(
+                        out / "best.pt",
+                        model,
+                        spec(
+                            {
+                                **base_meta,
+                                "epoch": epoch + 1,
+                                "metrics": record,
+                                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                            }
+                        ),
+                    )
                 else:
                     bad_evals += 1
                 console.print(
                     f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.3f}  train acc {record['train_acc']:.3f}  "
                     f"val UA {m.ua:.3f} WA {m.wa:.3f} {per_corpus}  {'*' if improved else ' '}  "
-                    f"{train_s:.0f}+{time.time() - epoch_start - train_s:.0f} s", highlight=False)
+                    f"{train_s:.0f}+{time.time() - epoch_start - train_s:.0f} s",
+                    highlight=False,
+                )
             history.append(record)
 
             elapsed = elapsed_before + time.time() - t0
             finished = epoch + 1 == cfg.epochs or bool(cfg.patience and bad_evals >= cfg.patience)
-            save_checkpoint(out / "last.pt", model, spec({**base_meta, "epoch": epoch + 1, "metrics": record,
-                                                          "time": datetime.now(UTC).isoformat(timespec="seconds")}))
-            torch.save({"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "best_ua": best_ua, "best_epoch": best_epoch, "bad_evals": bad_evals, "history": history,
-                        "elapsed_s": elapsed, "augment_stats": dict(augmenter.stats), "finished": finished,
-                        "window_stats": [train_windows.n_joined, train_windows.n_shifted]},
-                       state_path)
+            save_checkpoint(
+                out / "last.pt",
+                model,
+                spec(
+                    {
+                        **base_meta,
+                        "epoch": epoch + 1,
+                        "metrics": record,
+                        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                    }
+                ),
+            )
+            torch.save(
+                {
+                    "epoch": epoch + 1,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best_ua": best_ua,
+                    "best_epoch": best_epoch,
+                    "bad_evals": bad_evals,
+                    "history": history,
+                    "elapsed_s": elapsed,
+                    "augment_stats": dict(augmenter.stats),
+                    "finished": finished,
+                    "window_stats": [train_windows.n_joined, train_windows.n_shifted],
+                },
+                state_path,
+            )
             if cfg.patience and bad_evals >= cfg.patience:
                 console.print(f"early stop: no better validation UA for {bad_evals} validations")
                 break
@@ -275,36 +356,52 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- export best.pt, score it on the test speakers
     best = load_checkpoint(out / "best.pt")
-    final_meta = {**best.spec.meta, "train_seconds": round(train_seconds, 1), "epochs_run": len(history),
-                  "best_epoch": best_epoch, "augment_stats": dict(augmenter.stats),
-                  "window_stats": {"joined": train_windows.n_joined, "shifted": train_windows.n_shifted}}
+    final_meta = {
+        **best.spec.meta,
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "augment_stats": dict(augmenter.stats),
+        "window_stats": {"joined": train_windows.n_joined, "shifted": train_windows.n_shifted},
+    }
     best_path = save_checkpoint(out / "best.pt", best.build(), spec(final_meta))
     model_dir = export_model(best_path, out / "model")
-    classifier = load_classifier(model_dir, backend="onnx" if _has_onnxruntime() else "auto", threads=cfg.threads)
+    classifier = load_classifier(
+        model_dir, backend="onnx" if onnxruntime_available() else "auto", threads=cfg.threads
+    )
     test_clips = [clips[i] for i in split.test]
     report = evaluate_classifier(
-        classifier, test_clips, label_set.mapping, None, out / "predictions.csv", out / "confusion.png",
-        cache_dir, console,
-        extra={"command": cfg.command, "speakers": "the model's recorded test speakers", "train": {
-            "seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
-            "epochs_run": len(history), "best_epoch": best_epoch, "best_val_ua": best_ua,
-            "augment_stats": dict(augmenter.stats), "window_stats": final_meta["window_stats"],
-            "history": history, "split": base_meta["split"], "n_clips": base_meta["n_clips"],
-            "machine": f"{platform.processor() or platform.machine()}, torch threads {cfg.threads}",
-            "config": cfg.to_dict()}},
+        classifier,
+        test_clips,
+        label_set.mapping,
+        None,
+        out / "predictions.csv",
+        out / "confusion.png",
+        cache_dir,
+        console,
+        extra={
+            "command": cfg.command,
+            "speakers": "the model's recorded test speakers",
+            "train": {
+                "seconds": round(train_seconds, 1),
+                "wall_seconds": round(time.time() - started, 1),
+                "epochs_run": len(history),
+                "best_epoch": best_epoch,
+                "best_val_ua": best_ua,
+                "augment_stats": dict(augmenter.stats),
+                "window_stats": final_meta["window_stats"],
+                "history": history,
+                "split": base_meta["split"],
+                "n_clips": base_meta["n_clips"],
+                "machine": f"{platform.processor() or platform.machine()}, torch threads {cfg.threads}",
+                "config": cfg.to_dict(),
+            },
+        },
     )
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    from train.evaluate import print_summary
-
     print_summary(report, console)
-    console.print(f"trained {len(history)} epochs in {train_seconds / 60:.1f} min; best epoch {best_epoch} "
-                  f"(val UA {best_ua:.3f}); model -> {model_dir}")
+    console.print(
+        f"trained {len(history)} epochs in {train_seconds / 60:.1f} min; best epoch {best_epoch} "
+        f"(val UA {best_ua:.3f}); model -> {model_dir}"
+    )
     return report
-
-
-def _has_onnxruntime() -> bool:
-    from models.modelfile import onnxruntime_available
-
-    return onnxruntime_available()
-
-

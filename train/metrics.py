@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 
-def confusion_matrix(y_true: np.ndarray | list[int], y_pred: np.ndarray | list[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: np.ndarray | list[int], y_pred: np.ndarray | list[int], n_classes: int
+) -> np.ndarray:
     """``(n_classes, n_classes)`` int64 counts, rows = truth, columns = prediction."""
     t = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(y_pred, dtype=np.int64)
@@ -69,7 +71,9 @@ def metrics_from_confusion(confusion: np.ndarray, labels: tuple[str, ...] | list
     """WA, UA, macro-F1 and per-class scores of a confusion matrix (conventions in the module docstring)."""
     cm = np.asarray(confusion, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
-        raise ValueError(f"confusion must be square with one row per label, got {cm.shape} for {len(labels)} labels")
+        raise ValueError(
+            f"confusion must be square with one row per label, got {cm.shape} for {len(labels)} labels"
+        )
     n = int(cm.sum())
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
@@ -94,8 +98,9 @@ def metrics_from_confusion(confusion: np.ndarray, labels: tuple[str, ...] | list
     )
 
 
-def compute_metrics(y_true: np.ndarray | list[int], y_pred: np.ndarray | list[int],
-                    labels: tuple[str, ...] | list[str]) -> Metrics:
+def compute_metrics(
+    y_true: np.ndarray | list[int], y_pred: np.ndarray | list[int], labels: tuple[str, ...] | list[str]
+) -> Metrics:
     """``metrics_from_confusion`` of the predictions."""
     return metrics_from_confusion(confusion_matrix(y_true, y_pred, len(labels)), labels)
 
@@ -120,8 +125,15 @@ def plot_confusion(metrics_by_name: dict[str, Metrics], path: str, title: str = 
         for i in ticks:
             for j in ticks:
                 if m.confusion[i, j]:
-                    ax.text(j, i, str(m.confusion[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(m.confusion[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
         ax.set_title(f"{name}: UA {100 * m.ua:.1f} %, n={m.n}", fontsize=9)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
