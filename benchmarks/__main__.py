@@ -1,0 +1,239 @@
+"""``python -m benchmarks``: latency and throughput of emostream, side by side with the reference-style pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("out") / "benchmarks"
+TARGETS = {"single_stream_p99_ms": 15.0, "capacity_streams": 200, "capacity_ratio": 20.0}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Measure emostream against the reference-style pipeline on this machine, and write the figures.
+
+  1. features  seconds of audio per second: whole-window LogMel (batched), incremental per-hop
+               log-mel (streamer.frames), librosa melspectrogram + power_to_db per window
+  2. engine    per backend (eager, torchscript, onnx) and batch size 1..64: latency p50/p99,
+               windows/s; FLOPs per window; achieved FLOP/s as a fraction of the fp32 matmul
+               peak measured in the same run (torch.mm 2048x2048, all threads, best of 5)
+  3. e2e       one real-time stream (20 ms frames) into a real `emostream serve` on loopback:
+               latency_ms p50/p99 as the server reports it and as the client measures it
+  4. capacity  most concurrent real-time streams with p99 <= 500 ms, nothing dropped or missing,
+               by exponential search then bisection; server and load-generator CPU at that N
+  5. baseline  3 and 4 again against benchmarks.baseline (librosa + eager PyTorch per window, no
+               batching), the same model weights and the same load generator; our ratio to it
+
+Every timing warms up first, repeats, and reports percentiles; the machine (CPU model, cores,
+torch/onnxruntime versions, OS, load average) is printed and stored. The load generator runs
+on the same machine as the server and its CPU use is reported. CUDA paths run when torch sees
+a GPU (or with --device cuda) and are skipped otherwise.""",
+        epilog="--quick (under 2 minutes) checks that the harness works; its figures mean nothing. "
+        "Run the full benchmark on a quiet machine: about 10-15 minutes.",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: short trials, few batch sizes, capped search")
+    p.add_argument("--json", type=Path, default=DEFAULT_OUT / "benchmark.json", help="all figures (JSON)")
+    p.add_argument("--md", type=Path, default=DEFAULT_OUT / "benchmark.md", help="Markdown summary for the README")
+    p.add_argument("--plot", type=Path, default=DEFAULT_OUT / "latency.png", help="latency vs streams (PNG)")
+    p.add_argument("--model", default="default",
+                   help="'default' (models/default; an untrained stand-in of the same architecture while it "
+                   "is missing) or a model directory / file")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="only this device (default: the CPU, and CUDA when torch sees a GPU)")
+    p.add_argument("--hop-s", type=float, default=1.0, help="seconds between a stream's windows (default 1)")
+    p.add_argument("--max-p99-ms", type=float, default=500.0, help="capacity criterion (default 500)")
+    p.add_argument("--frame-ms", type=float, default=20.0, help="audio per WebSocket message (default 20)")
+    p.add_argument("--single-s", type=float, default=None, help="single-stream run length (default 30; quick 4)")
+    p.add_argument("--trial-s", type=float, default=None, help="capacity trial length (default 20; quick 3)")
+    p.add_argument("--max-streams", type=int, default=2048, help="upper end of the capacity search")
+    p.add_argument("--client-procs", type=int, default=None,
+                   help="load-generator processes (default: one per 200 streams)")
+    p.add_argument("--vad", choices=("none", "energy", "silero"), default="none",
+                   help="our server's speech gate (default none: every window classified, as the baseline does)")
+    p.add_argument("--backend", default="auto", help="our server's inference backend (default auto)")
+    p.add_argument("--skip", default="", help="comma-separated stages to leave out: features,engine,ours,baseline")
+    return p
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[str]) -> dict[str, Any]:
+    """Single stream and capacity for our server and the baseline server on one device."""
+    from benchmarks.capacity import SearchSettings, run_capacity
+    from benchmarks.e2e import ServerProcess, baseline_command, ours_command, single_stream, warm_up
+
+    quick = args.quick
+    single_s = args.single_s or (4.0 if quick else 30.0)
+    trial_s = args.trial_s or (3.0 if quick else 20.0)
+    search = (SearchSettings(start=1, growth=4.0, max_n=args.max_streams, max_trials=3) if quick
+              else SearchSettings(start=1, growth=2.0, max_n=args.max_streams, max_trials=20))
+    out: dict[str, Any] = {"single_stream": {}, "capacity": {}}
+    commands = {
+        "ours": ours_command(model_path, args.hop_s, vad=args.vad, backend=args.backend, device=device,
+                             max_streams=args.max_streams + 64),
+        "baseline": baseline_command(model_path, args.hop_s, device=device),
+    }
+    for name, cmd in commands.items():
+        if name in skip:
+            continue
+        t0 = time.monotonic()
+        log(f"[{name} server, {device}] {shlex.join(cmd[1:])}")
+        with ServerProcess(cmd, name) as server:
+            warm_up(server, args.hop_s, n_streams=2 if quick else 8, duration_s=2.0 if quick else 5.0)
+            server.wait_idle()
+            single = single_stream(server, duration_s=single_s, hop_s=args.hop_s, frame_ms=args.frame_ms,
+                                   max_p99_ms=args.max_p99_ms)
+            out["single_stream"][name] = single
+            log(f"  {name}: single stream: latency_ms p50 {single['server_p50_ms']:.1f} / p99 "
+                f"{single['server_p99_ms']:.1f} ms (client-measured {single['client_p50_ms']:.1f} / "
+                f"{single['client_p99_ms']:.1f} ms), {single['received_estimates']}/{single['expected_estimates']} "
+                f"estimates")
+            out["capacity"][name] = run_capacity(
+                server, hop_s=args.hop_s, trial_s=trial_s, max_p99_ms=args.max_p99_ms, frame_ms=args.frame_ms,
+                client_procs=args.client_procs, search=search, log=log,
+            )
+            out["capacity"][name]["server_command"] = shlex.join(cmd[1:])
+            log(f"  {name}: capacity {out['capacity'][name]['capacity_streams']} streams "
+                f"({time.monotonic() - t0:.0f} s)")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.engine_bench import prepare_model, run_engine
+    from benchmarks.features_bench import run_features
+    from benchmarks.machine import describe_machine, devices_present, matmul_peak_gflops
+
+    t_start = time.monotonic()
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - {"features", "engine", "ours", "baseline"}
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown --skip stage(s): {', '.join(sorted(unknown))}")
+    machine = describe_machine()
+    log(f"machine: {machine.one_line()}")
+    devices = devices_present(args.device)
+    if "cuda" not in devices:
+        log("CUDA: torch sees no GPU here; CUDA paths skipped")
+    model = prepare_model(args.model)
+    log(f"model: {model.name} ({model.arch}, {model.parameters:,} parameters) at {model.path}"
+        f"{' [untrained stand-in: models/default is not there yet]' if model.standin else ''}")
+    result: dict[str, Any] = {
+        "schema": "emostream-benchmark/1",
+        "quick": bool(args.quick),
+        "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine.to_dict(),
+        "machine_line": machine.one_line(),
+        "model": model.to_dict(),
+        "settings": {"hop_s": args.hop_s, "max_p99_ms": args.max_p99_ms, "frame_ms": args.frame_ms,
+                     "vad": args.vad, "backend": args.backend, "max_streams": args.max_streams,
+                     "client_procs": args.client_procs or "auto (1 per 200 streams)"},
+        "device": devices[0],
+        "devices": {},
+    }
+    if "features" not in skip:
+        log("[features] ...")
+        feats = run_features(hop_s=args.hop_s, quick=args.quick)
+        for row in feats["rows"]:
+            log(f"  {row['name']}, batch {row['batch']}: p50 {row['p50_ms']:.2f} ms, "
+                f"{row['audio_s_per_s']:.0f} x real time")
+        result["features"] = feats["rows"]
+        result["features_torch_threads"] = feats["torch_threads"]
+    else:
+        result["features"], result["features_torch_threads"] = [], torch.get_num_threads()
+    for device in devices:
+        dev: dict[str, Any] = {}
+        peak = matmul_peak_gflops(device)
+        dev["matmul_peak"] = peak
+        log(f"[{device}] fp32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s (median {peak['median_gflops']:.1f})")
+        if "engine" not in skip:
+            log(f"[engine, {device}] ...")
+            eng = run_engine(model.path, device, quick=args.quick, peak_gflops=peak["peak_gflops"])
+            for row in eng["rows"]:
+                log(f"  {row['backend']:11s} batch {row['batch']:3d}: p50 {row['p50_ms']:8.2f} ms, p99 "
+                    f"{row['p99_ms']:8.2f} ms, {row['windows_per_s']:7.0f} windows/s, "
+                    f"{100 * row['fraction_of_peak']:5.1f} % of peak")
+            for backend, why in eng["skipped"].items():
+                log(f"  {backend}: skipped ({why})")
+            dev["engine"] = eng
+        dev.update(_servers(args, model.path, device, skip))
+        result["devices"][device] = dev
+    _headline(result)
+    result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    return result
+
+
+def _headline(result: dict[str, Any]) -> None:
+    """The top-level figures, for the first device (the CPU unless --device cuda)."""
+    dev = result["devices"][result["device"]]
+    eng = dev.get("engine", {})
+    single, cap = dev["single_stream"], dev["capacity"]
+    ours_1, base_1 = single.get("ours", {}), single.get("baseline", {})
+    ours_cap, base_cap = cap.get("ours", {}), cap.get("baseline", {})
+    result["single_stream_p50_ms"] = float(ours_1.get("server_p50_ms", float("nan")))
+    result["single_stream_p99_ms"] = float(ours_1.get("server_p99_ms", float("nan")))
+    result["single_stream_client_p50_ms"] = ours_1.get("client_p50_ms")
+    result["single_stream_client_p99_ms"] = ours_1.get("client_p99_ms")
+    result["baseline_single_stream_p50_ms"] = base_1.get("server_p50_ms")
+    result["baseline_single_stream_p99_ms"] = base_1.get("server_p99_ms")
+    result["capacity_streams"] = int(ours_cap.get("capacity_streams", 0))
+    result["capacity_bounded"] = ours_cap.get("bounded")
+    result["baseline_capacity_streams"] = int(base_cap.get("capacity_streams", 0))
+    result["capacity_ratio"] = (result["capacity_streams"] / result["baseline_capacity_streams"]
+                                if result["baseline_capacity_streams"] > 0 else None)
+    result["server_cpu_cores_at_capacity"] = ours_cap.get("server_cpu_cores_at_capacity")
+    result["client_cpu_cores_at_capacity"] = ours_cap.get("client_cpu_cores_at_capacity")
+    result["machine_cpu_cores_at_capacity"] = ours_cap.get("machine_cpu_cores_at_capacity")
+    result["baseline_server_cpu_cores_at_capacity"] = base_cap.get("server_cpu_cores_at_capacity")
+    result["model_gflop_per_window"] = float(eng.get("gflop_per_window", float("nan")))
+    result["peak_gflops"] = float(dev["matmul_peak"]["peak_gflops"])
+    result["engine_best_fraction_of_peak"] = float(eng.get("best_fraction_of_peak", float("nan")))
+    result["engine"] = eng.get("rows", [])
+    targets = {}
+    for key, bound in TARGETS.items():
+        value = result[key]
+        met = None if value is None or value != value else (value <= bound if key.endswith("_ms") else value >= bound)
+        targets[key] = {"target": ("<= " if key.endswith("_ms") else ">= ") + f"{bound:g}", "value": value, "met": met}
+    result["targets"] = targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from benchmarks.report import check_result, plot_latency, write_json, write_markdown
+
+    result = run(args)
+    write_json(result, args.json)
+    write_markdown(result, args.md)
+    plot_latency(result, args.plot)
+    log("")
+    log(f"single stream: p50 {result['single_stream_p50_ms']:.1f} ms, p99 {result['single_stream_p99_ms']:.1f} ms; "
+        f"capacity {result['capacity_streams']} streams vs baseline {result['baseline_capacity_streams']} "
+        f"(ratio {result['capacity_ratio'] if result['capacity_ratio'] is None else round(result['capacity_ratio'], 1)})"
+        f"; {result['model_gflop_per_window']:.3f} GFLOP/window, peak {result['peak_gflops']:.1f} GFLOP/s, "
+        f"engine best {100 * result['engine_best_fraction_of_peak']:.1f} % of peak")
+    for key, t in result["targets"].items():
+        log(f"target {key} {t['target']}: {t['value']} -> {'met' if t['met'] else 'NOT met'}")
+    if result["quick"]:
+        log("(--quick: a smoke run; the figures are not meaningful)")
+    log(f"wrote {args.json}, {args.md}, {args.plot} in {result['elapsed_s']:.0f} s")
+    problems = check_result(result)
+    if problems:
+        log("result is incomplete: " + "; ".join(problems))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

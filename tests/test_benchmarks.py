@@ -1,0 +1,175 @@
+"""The benchmark harness: the capacity search, the baseline's features and windows, and one --quick run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.capacity import SearchSettings, Trial, search_capacity
+from benchmarks.machine import Repeats, percentiles_ms, time_calls
+from benchmarks.report import REQUIRED_KEYS, check_result
+from models.features import FeatureConfig, LogMel
+from models.windows import window_ends
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- capacity search
+
+
+def fake_trial(latency_ms, bound_ms: float = 500.0, calls: list[int] | None = None):
+    """A trial whose p99 is ``latency_ms(n)``; it passes when that is within the bound."""
+
+    def trial(n: int) -> Trial:
+        if calls is not None:
+            calls.append(n)
+        p99 = latency_ms(n)
+        return Trial(n=n, ok=p99 <= bound_ms, p50_ms=p99 / 2, p99_ms=p99)
+
+    return trial
+
+
+@pytest.mark.parametrize("slope_ms", [0.5, 3.0, 7.7, 41.0, 250.0])
+def test_search_finds_the_exact_capacity_with_zero_tolerance(slope_ms: float) -> None:
+    true_capacity = math.floor((500.0 - 2.0) / slope_ms)  # largest n with 2 + slope*n <= 500
+    calls: list[int] = []
+    found = search_capacity(fake_trial(lambda n: 2.0 + slope_ms * n, calls=calls),
+                            SearchSettings(rel_tol=0.0, max_trials=100))
+    assert found.capacity == true_capacity
+    assert found.bounded and found.first_fail == true_capacity + 1
+    assert len(calls) == len(set(calls)), "no load is tried twice"
+    # exponential then bisection: about 2 log2(capacity) trials, not a linear scan
+    assert len(calls) <= 2 * math.ceil(math.log2(true_capacity + 2)) + 2
+
+
+def test_search_with_tolerance_never_overstates_and_stays_within_it() -> None:
+    for true_capacity in (1, 2, 3, 17, 100, 255, 256, 257, 999):
+        found = search_capacity(fake_trial(lambda n, c=true_capacity: 100.0 if n <= c else 900.0),
+                                SearchSettings(rel_tol=0.05))
+        assert found.capacity <= true_capacity
+        assert true_capacity - found.capacity <= max(1, math.floor(0.05 * found.capacity))
+        assert [t.n for t in found.trials][:2] == [1, 2]
+
+
+def test_search_reports_a_lower_bound_when_nothing_fails() -> None:
+    found = search_capacity(fake_trial(lambda n: 1.0), SearchSettings(max_n=300))
+    assert found.capacity == 300 and not found.bounded
+    assert found.trials[-1].n == 300
+
+
+def test_search_when_even_one_stream_fails() -> None:
+    found = search_capacity(fake_trial(lambda n: 1e4), SearchSettings())
+    assert found.capacity == 0 and found.first_fail == 1 and len(found.trials) == 1
+
+
+def test_search_respects_max_trials_and_keeps_the_best_so_far() -> None:
+    calls: list[int] = []
+    found = search_capacity(fake_trial(lambda n: 2.0 + 3.0 * n, calls=calls),
+                            SearchSettings(start=1, growth=4.0, max_trials=3))
+    assert calls == [1, 4, 16] and found.capacity == 16 and not found.bounded
+
+
+def test_search_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        SearchSettings(growth=1.0)
+    with pytest.raises(ValueError):
+        SearchSettings(start=0)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+def test_percentiles_and_time_calls() -> None:
+    stats = percentiles_ms([0.001 * i for i in range(1, 101)])
+    assert stats["n"] == 100 and 50.0 <= stats["p50_ms"] <= 51.0 and 99.0 <= stats["p99_ms"] <= 100.0
+    assert percentiles_ms([])["n"] == 0
+    calls = []
+    times = time_calls(lambda: calls.append(1), Repeats(warmup=2, min_repeats=5, max_repeats=7, budget_s=0.0))
+    assert len(times) == 5 and len(calls) == 7  # 2 untimed warm-up calls
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+def test_reference_log_mel_equals_ours() -> None:
+    """The baseline feeds the model the same features as emostream, computed the reference way (librosa)."""
+    pytest.importorskip("librosa")
+    from benchmarks.baseline import reference_log_mel
+
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    window = (0.1 * rng.standard_normal(cfg.window_samples)).astype(np.float32)
+    ours = LogMel(cfg)(torch.from_numpy(window)[None])[0].numpy()
+    theirs = reference_log_mel(window, cfg)
+    assert theirs.shape == ours.shape == (cfg.n_mels, cfg.n_frames)
+    np.testing.assert_allclose(theirs, ours, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_baseline_windows_match_the_streamer_policy(seed: int) -> None:
+    """Random chunkings give a window at every hop (and a final one on flush), each = fit_window of the audio."""
+    from benchmarks.baseline import _Stream
+    from models.windows import stream_windows
+
+    rng = np.random.default_rng(seed)
+    window_samples, hop_samples = 400, 100
+    audio = rng.standard_normal(int(rng.integers(1, 1500))).astype(np.float32)
+    stream = _Stream("s", window_samples, hop_samples, outbox=None)  # type: ignore[arg-type]
+    jobs, pos = [], 0
+    while pos < len(audio):
+        n = int(rng.integers(1, 260))
+        jobs += stream.push(audio[pos : pos + n], 0.0)
+        pos += n
+    jobs += stream.flush(0.0)
+    ends, windows = stream_windows(audio, window_samples, hop_samples)
+    assert [j.end_sample for j in jobs] == ends == window_ends(len(audio), hop_samples)
+    assert [j.seq for j in jobs] == list(range(len(jobs)))
+    for job, expected in zip(jobs, windows, strict=True):
+        np.testing.assert_array_equal(job.window, expected)
+
+
+# ----------------------------------------------------------------------------- one quick run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json), "--md", str(out_md),
+         "--plot", str(out_png)],
+        cwd=REPO, capture_output=True, text=True, timeout=880,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout
+    r = json.loads(out_json.read_text())
+    assert check_result(r) == [], check_result(r)
+    assert set(REQUIRED_KEYS) <= set(r)
+    assert r["quick"] is True
+    assert 0 < r["single_stream_p50_ms"] <= r["single_stream_p99_ms"] < 60_000
+    assert r["capacity_streams"] >= 0 and r["baseline_capacity_streams"] >= 0
+    if r["baseline_capacity_streams"]:
+        assert r["capacity_ratio"] == pytest.approx(r["capacity_streams"] / r["baseline_capacity_streams"])
+    assert 0.01 < r["model_gflop_per_window"] < 20
+    assert r["peak_gflops"] > 0 and 0 < r["engine_best_fraction_of_peak"] <= 1.0
+    backends = {row["backend"] for row in r["engine"]}
+    assert {"eager", "torchscript", "onnx"} <= backends
+    for row in r["engine"]:
+        assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] and row["windows_per_s"] > 0
+    names = " ".join(row["name"] for row in r["features"])
+    assert "LogMel" in names and "incremental" in names and "librosa" in names
+    assert all(row["audio_s_per_s"] > 0 for row in r["features"])
+    for key in ("cpu_model", "logical_cores", "torch_version", "onnxruntime_version", "os"):
+        assert r["machine"][key]
+    caps = r["devices"][r["device"]]["capacity"]
+    assert caps["ours"]["trials"] and caps["baseline"]["trials"]
+    md = out_md.read_text()
+    assert "| emostream | reference-style baseline | ratio |" in md and r["machine"]["cpu_model"] in md
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
