@@ -63,6 +63,12 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
     p.add_argument(
+        "--augment",
+        default="{}",
+        metavar="JSON",
+        help='augmentation settings (train.augment.AugmentConfig) as JSON, e.g. \'{"p_noise": 0.2}\'',
+    )
+    p.add_argument(
         "--p-join", type=float, default=0.3, help="probability a window joins 2-3 same-speaker clips"
     )
     p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
@@ -92,9 +98,11 @@ def _run_train(args: argparse.Namespace) -> int:
                 raise ValueError(f"no {corpus_format(name).name}/ folder under {args.data}")
         resolve_label_set(args.labels, args.map)
         settings = json.loads(args.model_settings)
-        if not isinstance(settings, dict):
-            raise ValueError("--model-settings must be a JSON object")
-    except (ValueError, json.JSONDecodeError) as exc:
+        augment = json.loads(args.augment)
+        if not isinstance(settings, dict) or not isinstance(augment, dict):
+            raise ValueError("--model-settings and --augment must be JSON objects")
+        augment_config = AugmentConfig.from_dict({**augment, "enabled": not args.no_augment})
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
         err.print(f"[red]emostream train: {exc}[/red]")
         return 2
     cfg = TrainConfig(
@@ -120,7 +128,7 @@ def _run_train(args: argparse.Namespace) -> int:
         name=args.out.name,
         command=" ".join(["emostream", *map(shlex.quote, sys.argv[1:])]),
         windows=WindowConfig(p_join=args.p_join),
-        augment=AugmentConfig(enabled=not args.no_augment),
+        augment=augment_config,
     )
     try:
         train(cfg, console)
