@@ -198,10 +198,12 @@ class LogMel(nn.Module):
         self.register_buffer("window", analysis_window(cfg), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        filterbank, window = self.filterbank, self.window
+        assert isinstance(filterbank, torch.Tensor) and isinstance(window, torch.Tensor)  # buffers, for mypy
         return log_mel(
             waveform,
-            self.filterbank,
-            self.window,
+            filterbank,
+            window,
             self.n_fft,
             self.hop_samples,
             self.log_floor,

@@ -130,8 +130,9 @@ class Checkpoint:
     path: Path
 
     def build(self) -> nn.Module:
-        """The eager model with the checkpoint's weights, in eval mode."""
-        model = build_model(self.spec.model_config)
+        """The eager model with the checkpoint's weights, in eval mode (pretrained files named in the
+        settings are not read: the state dict replaces them, and a serving machine need not have them)."""
+        model = build_model(self.spec.model_config, load_weights=False)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -303,6 +304,8 @@ def _read_onnx_spec(path: Path) -> ModelSpec:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others from protobuf
         raise ModelFileError(path, f"not a readable ONNX model (corrupt or truncated?): {type(exc).__name__}") from None
+    if not proto.graph.node:  # protobuf parses an empty file as an empty model
+        raise ModelFileError(path, "not a readable ONNX model (corrupt or truncated?): it holds no graph")
     meta = {p.key: p.value for p in proto.metadata_props}
     if ONNX_METADATA_KEY not in meta:
         raise ModelFileError(path, f"ONNX file has no '{ONNX_METADATA_KEY}' metadata (not an emostream export)")

@@ -9,6 +9,8 @@ from torch import nn
 from models.arch.config import ModelConfig
 
 ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14")
+# Architectures whose settings may name pretrained weights read at construction (``load_weights``).
+PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14")
 
 
 def _builder(arch: str) -> Callable[[ModelConfig], nn.Module]:
@@ -35,9 +37,16 @@ def _builder(arch: str) -> Callable[[ModelConfig], nn.Module]:
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """Build the architecture that ``cfg.arch`` names, with its settings."""
-    return _builder(cfg.arch)(cfg)
+def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
+    """Build the architecture that ``cfg.arch`` names, with its settings.
+
+    ``load_weights=False`` when a state dict will be loaded next (a checkpoint): pretrained weight files
+    named in the settings are then neither read nor required to exist.
+    """
+    builder = _builder(cfg.arch)
+    if cfg.arch in PRETRAINED_ARCHITECTURES:
+        return builder(cfg, load_weights=load_weights)  # type: ignore[call-arg]
+    return builder(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:
