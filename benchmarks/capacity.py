@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.e2e import ServerProcess, run_load
+from benchmarks.e2e import LoadResult, ServerProcess, run_load
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +99,25 @@ def run_capacity(
     frame_ms: float = 20.0,
     client_procs: int | None = None,
     search: SearchSettings | None = None,
+    known: Mapping[int, LoadResult] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The search against a running server; before each trial the server is left to go idle."""
+    """The search against a running server; before each trial the server is left to go idle.
+
+    ``known`` holds runs already made (e.g. the single-stream run as n=1): they count as trials.
+    """
 
     def trial(n: int) -> Trial:
-        if not server.alive():
-            log(f"  {server.name}: the server died; restarting it")
-            server.start()
-        server.wait_idle()
         t0 = time.monotonic()
-        res = run_load(server, n, duration_s=trial_s, hop_s=hop_s, frame_ms=frame_ms,
-                       client_procs=client_procs, prefix=f"cap{n}", max_p99_ms=max_p99_ms)
+        if known and n in known:
+            res = known[n]
+        else:
+            if not server.alive():
+                log(f"  {server.name}: the server died; restarting it")
+                server.start()
+            server.wait_idle()
+            res = run_load(server, n, duration_s=trial_s, hop_s=hop_s, frame_ms=frame_ms,
+                           client_procs=client_procs, prefix=f"cap{n}", max_p99_ms=max_p99_ms)
         summary = res.summary(max_p99_ms)
         if not server.alive():
             summary["problems"].append("server died")
@@ -120,7 +127,8 @@ def run_capacity(
                   p99_ms=res.p99_ms(), detail=summary)
         log(f"  {server.name}: {n:5d} streams: p50 {t.p50_ms:7.1f} ms, p99 {t.p99_ms:7.1f} ms, server CPU "
             f"{res.server_cpu_cores:.2f} cores, client CPU {res.client_cpu_cores:.2f} cores, "
-            f"{'ok' if t.ok else 'FAIL: ' + '; '.join(summary['problems'])} ({time.monotonic() - t0:.0f} s)")
+            f"{'ok' if t.ok else 'FAIL: ' + '; '.join(summary['problems'])} ({time.monotonic() - t0:.0f} s)"
+            f"{' [a load-generator process saturated its core: use more --client-procs]' if summary['client_saturated'] else ''}")
         return t
 
     found = search_capacity(trial, search)
@@ -134,6 +142,8 @@ def run_capacity(
         "frame_ms": frame_ms,
         "server_cpu_cores_at_capacity": at.detail["server_cpu_cores"] if at else None,
         "client_cpu_cores_at_capacity": at.detail["client_cpu_cores"] if at else None,
+        "client_procs_at_capacity": at.detail["client_procs"] if at else None,
+        "client_saturated_in_any_trial": any(t.detail.get("client_saturated", False) for t in found.trials),
         "machine_cpu_cores_at_capacity": at.detail["machine_cpu_cores"] if at else None,
         "p99_ms_at_capacity": at.p99_ms if at else None,
         "trials": [t.to_dict() for t in found.trials],

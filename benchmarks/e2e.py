@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,10 @@ FAILURE_KINDS = ("throttled", "lag", "window_error", "error")
 class ServerProcess:
     """A server subprocess that prints ``... listening on ws://HOST:PORT`` to stderr once it listens."""
 
-    def __init__(self, command: list[str], name: str, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, command: list[str], name: str, start_timeout_s: float = 120.0,
+                 env: dict[str, str] | None = None) -> None:
         self.command = command
+        self.env = dict(env or {})
         self.name = name
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
@@ -64,7 +68,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self._listening = threading.Event()
         self.url = ""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      env=env)
         threading.Thread(target=self._drain, name=f"{self.name}-stderr", daemon=True).start()
@@ -114,15 +118,60 @@ class ServerProcess:
         self.stop()
 
 
+class CpuSampler:
+    """Samples the server's CPU seconds and the whole machine's busy CPU seconds every ``period_s``."""
+
+    def __init__(self, server: ServerProcess, period_s: float = 0.1) -> None:
+        self.server = server
+        self.period_s = period_s
+        self.samples: list[tuple[float, float, float]] = []  # (time.time(), server cpu s, machine busy s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    @staticmethod
+    def _machine_busy_s() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), self.server.cpu_s(), self._machine_busy_s()))
+            except Exception:  # the server exited: keep the samples so far
+                return
+            self._stop.wait(self.period_s)
+
+    def start(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def rates(self, t_a: float, t_b: float) -> tuple[float, float]:
+        """(server cores, machine cores) used on average between the samples nearest ``t_a`` and ``t_b``."""
+        inside = [x for x in self.samples if t_a <= x[0] <= t_b]
+        if len(inside) < 2:
+            inside = self.samples[:1] + self.samples[-1:] if len(self.samples) >= 2 else []
+        if len(inside) < 2:
+            return 0.0, 0.0
+        (ta, sa, ma), (tb, sb, mb) = inside[0], inside[-1]
+        dt = max(tb - ta, 1e-9)
+        return (sb - sa) / dt, (mb - ma) / dt
+
+
 def ours_command(model: Path, hop_s: float, *, vad: str = "none", backend: str = "auto",
-                 device: str = "cpu", max_streams: int = 4096) -> list[str]:
+                 device: str = "cpu", max_streams: int = 4096, extra: Sequence[str] = ()) -> list[str]:
     """``emostream serve`` on a free loopback port, limits opened wide enough for the capacity search."""
     cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1", "--port", "0",
            "--model", str(model), "--hop-s", str(hop_s), "--backend", backend, "--device", device,
            "--limit-max-streams", str(max_streams), "--limit-max-connections", str(max_streams + 64),
            "--limit-idle-timeout-s", "300"]
     cmd += ["--no-vad"] if vad == "none" else ["--vad", vad]
-    return cmd
+    return cmd + list(extra)
 
 
 def baseline_command(model: Path, hop_s: float, device: str = "cpu") -> list[str]:
@@ -152,7 +201,8 @@ class LoadResult:
     send_lateness_p99_ms: float = 0.0
     send_lateness_max_ms: float = 0.0
     server_cpu_cores: float = 0.0
-    client_cpu_cores: float = 0.0
+    client_cpu_cores: float = 0.0  # all load-generator processes together
+    client_proc_cpu_cores: list[float] = field(default_factory=list)  # each one (1.0: it saturated a core)
     machine_cpu_cores: float = 0.0  # everything, all processes, over the same interval
     late_start_s: float = 0.0  # how much later than planned the slowest client process began
     cores: int = 1
@@ -194,6 +244,7 @@ class LoadResult:
         d = {k: v for k, v in asdict(self).items() if k not in ("server_latency_ms", "client_latency_ms")}
         d.update(self.latency())
         d["missing_estimates"] = self.missing_estimates
+        d["client_saturated"] = any(c > 0.9 for c in self.client_proc_cpu_cores)
         d["problems"] = self.problems(max_p99_ms)
         d["ok"] = not d["problems"]
         return d
@@ -212,6 +263,24 @@ def load_clip_frames(frame_samples: int) -> list[bytes]:
     n = len(audio) // frame_samples
     pcm = np.ascontiguousarray(audio[: n * frame_samples], dtype="<i2")
     return [pcm[i * frame_samples : (i + 1) * frame_samples].tobytes() for i in range(n)]
+
+
+def ws_frame(payload: bytes, text: bool = False) -> bytes:
+    """One complete client-to-server WebSocket frame (FIN, binary or text), encoded once and reused.
+
+    Clients must mask their frames (RFC 6455 5.3); the all-zero masking key is a valid key that leaves
+    the payload as is, so the frame can be built once and written straight to the transport: the
+    load generator then costs one ``transport.write`` per message instead of websockets' framing.
+    """
+    n = len(payload)
+    head = bytes([0x81 if text else 0x82])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + payload
 
 
 @dataclass
@@ -258,7 +327,7 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
 
     frame_samples = round(args.frame_ms * SAMPLE_RATE_HZ / 1000)
     frame_s = frame_samples / SAMPLE_RATE_HZ
-    frames = load_clip_frames(frame_samples)
+    frames = [ws_frame(f) for f in load_clip_frames(frame_samples)]
     n_send = round(args.duration_s / frame_s)
     conns = [_Conn(i, f"{args.prefix}-{i}") for i in range(args.first, args.first + args.streams)]
     start = {"type": "start", "sample_rate": SAMPLE_RATE_HZ, "encoding": "pcm_s16le", "channels": 1}
@@ -291,37 +360,33 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
         c.send_times = []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     lateness: list[float] = []
-    pending = sorted(live, key=lambda c: c.t0)
-    tick_s = min(0.005, frame_s / 4)
-    while pending:
+    # frame k of a stream is sent once its audio exists, at t0 + (k + 1) * frame_s: a heap of due times
+    due = [(c.t0 + frame_s, c.index, c) for c in live]
+    heapq.heapify(due)
+    stop = ws_frame(b'{"type":"stop"}', text=True)
+    while due:
+        # wake at most every TICK_S and send everything due: hundreds of streams cost a few wake-ups
+        # per frame period instead of one per frame (a frame goes out up to TICK_S late, measured)
+        wait = due[0][0] - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(max(wait, args.tick_ms / 1e3))
         now = time.perf_counter()
-        still = []
-        for c in pending:
-            # frame k is sent once its audio exists: at t0 + (k + 1) * frame_s
-            while c.next_frame < n_send and c.t0 + (c.next_frame + 1) * frame_s <= now:
-                due = c.t0 + (c.next_frame + 1) * frame_s
-                try:
-                    await c.ws.send(frames[(c.index * 137 + c.next_frame) % len(frames)])
-                except Exception as exc:
-                    c.error = f"{type(exc).__name__}: {exc}"
-                    break
+        while due and due[0][0] <= now:
+            t_due, _, c = heapq.heappop(due)
+            try:
+                write = c.ws.transport.write
+                write(frames[(c.index * 137 + c.next_frame) % len(frames)])
                 sent = time.perf_counter()
                 c.send_times.append(sent)
-                lateness.append(sent - due)
+                lateness.append(sent - t_due)
                 c.next_frame += 1
-            if c.error:
-                continue
-            if c.next_frame < n_send:
-                still.append(c)
-            else:
-                try:
-                    await c.ws.send('{"type":"stop"}')
-                except Exception as exc:
-                    c.error = f"{type(exc).__name__}: {exc}"
-        pending = still
-        if pending:
-            nxt = min(c.t0 + (c.next_frame + 1) * frame_s for c in pending)
-            await asyncio.sleep(max(0.0, min(tick_s, nxt - time.perf_counter())))
+                if c.next_frame < n_send:
+                    heapq.heappush(due, (c.t0 + (c.next_frame + 1) * frame_s, c.index, c))
+                else:
+                    write(stop)
+            except Exception as exc:
+                c.error = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0)  # let the receivers run between bursts
     cpu1, wall1 = time.process_time(), time.perf_counter()
     # after stop: the final estimates and `end`, then the server closes
     done, _ = await asyncio.wait(receivers, timeout=args.drain_s) if receivers else (set(), set())
@@ -359,6 +424,8 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
         "late_start_s": late_start_s,
         "cpu_s": cpu1 - cpu0,
         "wall_s": wall1 - wall0,
+        "t_start": t_start + offset,  # time.time() of the first frame and after the last
+        "t_end": wall1 + offset,
     }
 
 
@@ -376,6 +443,7 @@ def client_main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-at", type=float, required=True, help="time.time() when streaming starts")
     p.add_argument("--spread", type=int, default=1, help="1: stagger stream starts over one hop")
     p.add_argument("--drain-s", type=float, default=10.0)
+    p.add_argument("--tick-ms", type=float, default=5.0, help="the sender wakes at most this often")
     args = p.parse_args(argv)
     out = asyncio.run(_client(args))
     sys.stdout.write(json.dumps(out))
@@ -398,7 +466,7 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
 
     procs_n = client_procs or auto_client_procs(n_streams)
     procs_n = max(1, min(procs_n, n_streams))
-    connect_s = 5.0 + 0.02 * n_streams  # to start every client process and open every connection
+    connect_s = 2.5 + 0.01 * n_streams  # to start every client process and open every connection
     start_at = time.time() + connect_s
     drain_s = 5.0 + 2 * max_p99_ms / 1e3
     clients = []
@@ -411,21 +479,19 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
                "--start-at", repr(start_at), "--spread", str(int(spread)), "--drain-s", str(drain_s)]
         clients.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         first += n
-    # CPU over the streaming interval only: from start_at (+1 s of ramp) to start_at + duration
-    t_a = start_at + min(1.0, duration_s / 4)
-    t_b = start_at + duration_s
-    time.sleep(max(0.0, t_a - time.time()))
-    cpu_a, wall_a = server.cpu_s(), time.perf_counter()
-    psutil.cpu_percent(None)
-    time.sleep(max(0.0, t_b - time.time()))
-    cpu_b, wall_b = server.cpu_s(), time.perf_counter()
-    machine_pct = psutil.cpu_percent(None)
+    sampler = CpuSampler(server).start()
     outs = []
-    for c in clients:
-        out, err = c.communicate(timeout=duration_s + drain_s + connect_s + 120)
-        if c.returncode != 0:
-            raise RuntimeError(f"load client failed (exit {c.returncode}):\n{err[-3000:]}")
-        outs.append(json.loads(out))
+    try:
+        for c in clients:
+            out, err = c.communicate(timeout=duration_s + drain_s + connect_s + 120)
+            if c.returncode != 0:
+                raise RuntimeError(f"load client failed (exit {c.returncode}):\n{err[-3000:]}")
+            outs.append(json.loads(out))
+    finally:
+        sampler.stop()
+    # CPU over the interval every client was streaming, less the first hop (the streams' staggered start)
+    t_a = max(o["t_start"] for o in outs) + min(hop_s, duration_s / 4)
+    t_b = min(o["t_end"] for o in outs)
     cores = psutil.cpu_count() or 1
     res = LoadResult(n_streams=n_streams, duration_s=duration_s, frame_ms=frame_ms, hop_s=hop_s,
                      client_procs=procs_n, cores=cores)
@@ -440,10 +506,10 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
             res.failures[k] = res.failures.get(k, 0) + v
         res.send_lateness_p99_ms = max(res.send_lateness_p99_ms, o["send_lateness_p99_ms"])
         res.send_lateness_max_ms = max(res.send_lateness_max_ms, o["send_lateness_max_ms"])
-        res.client_cpu_cores += o["cpu_s"] / max(o["wall_s"], 1e-9)
+        res.client_proc_cpu_cores.append(o["cpu_s"] / max(o["wall_s"], 1e-9))
+        res.client_cpu_cores += res.client_proc_cpu_cores[-1]
         res.late_start_s = max(res.late_start_s, o["late_start_s"])
-    res.server_cpu_cores = (cpu_b - cpu_a) / max(wall_b - wall_a, 1e-9)
-    res.machine_cpu_cores = machine_pct / 100.0 * cores
+    res.server_cpu_cores, res.machine_cpu_cores = sampler.rates(t_a, t_b)
     return res
 
 
@@ -453,11 +519,10 @@ def warm_up(server: ServerProcess, hop_s: float, n_streams: int = 4, duration_s:
 
 
 def single_stream(server: ServerProcess, *, duration_s: float, hop_s: float, frame_ms: float = 20.0,
-                  max_p99_ms: float = 500.0) -> dict[str, Any]:
+                  max_p99_ms: float = 500.0) -> LoadResult:
     """One real-time stream: the latency figures of item 3 (server-measured and client-measured)."""
-    res = run_load(server, 1, duration_s=duration_s, hop_s=hop_s, frame_ms=frame_ms, prefix="single",
-                   client_procs=1, max_p99_ms=max_p99_ms)
-    return res.summary(max_p99_ms)
+    return run_load(server, 1, duration_s=duration_s, hop_s=hop_s, frame_ms=frame_ms, prefix="single",
+                    client_procs=1, max_p99_ms=max_p99_ms)
 
 
 if __name__ == "__main__":
