@@ -22,10 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
 Measure emostream against the reference-style pipeline on this machine, and write the figures.
 
   1. features  seconds of audio per second: whole-window LogMel (batched), incremental per-hop
-               log-mel (streamer.frames), librosa melspectrogram + power_to_db per window
-  2. engine    per backend (eager, torchscript, onnx) and batch size 1..64: latency p50/p99,
-               windows/s; FLOPs per window; achieved FLOP/s as a fraction of the fp32 matmul
-               peak measured in the same run (torch.mm 2048x2048, all threads, best of 5)
+               log-mel (streamer.frames), librosa melspectrogram + power_to_db per window;
+               torch at 1 thread and at all cores
+  2. engine    per backend (eager, torchscript, onnx), at all cores and at 1 thread, and batch
+               size 1..64: latency p50/p99, windows/s; FLOPs per window; achieved FLOP/s as a
+               fraction of the fp32 matmul peak measured in the same run (torch.mm 2048x2048,
+               all threads, best of 5, before and after the engine runs; the better is kept)
   3. e2e       one real-time stream (20 ms frames) into a real `emostream serve` on loopback:
                latency_ms p50/p99 as the server reports it and as the client measures it
   4. capacity  most concurrent real-time streams with p99 <= 500 ms, nothing dropped or missing,
@@ -38,7 +40,8 @@ torch/onnxruntime versions, OS, load average) is printed and stored. The load ge
 on the same machine as the server and its CPU use is reported. CUDA paths run when torch sees
 a GPU (or with --device cuda) and are skipped otherwise.""",
         epilog="--quick (under 2 minutes) checks that the harness works; its figures mean nothing. "
-        "Run the full benchmark on a quiet machine: about 10-15 minutes.",
+        "Run the full benchmark on a quiet machine: about 15-20 minutes. To try a server setting, e.g. "
+        "single-threaded inference: --serve-args \"--threads 1\" --serve-env OMP_NUM_THREADS=1.",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: short trials, few batch sizes, capped search")
     p.add_argument("--json", type=Path, default=DEFAULT_OUT / "benchmark.json", help="all figures (JSON)")
@@ -54,6 +57,9 @@ a GPU (or with --device cuda) and are skipped otherwise.""",
     p.add_argument("--frame-ms", type=float, default=20.0, help="audio per WebSocket message (default 20)")
     p.add_argument("--single-s", type=float, default=None, help="single-stream run length (default 60; quick 4)")
     p.add_argument("--trial-s", type=float, default=None, help="capacity trial length (default 20; quick 3)")
+    p.add_argument("--ramp-s", type=float, default=None,
+                   help="seconds each stream runs before its windows are timed (default: the model's window, "
+                   "5 s: the start-up windows are padded and computed from scratch; quick 0)")
     p.add_argument("--max-streams", type=int, default=2048, help="upper end of the capacity search")
     p.add_argument("--client-procs", type=int, default=None,
                    help="load-generator processes (default: one per 200 streams)")
@@ -78,8 +84,7 @@ def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[
     from benchmarks.e2e import ServerProcess, baseline_command, ours_command, single_stream, warm_up
 
     quick = args.quick
-    single_s = args.single_s or (4.0 if quick else 60.0)
-    trial_s = args.trial_s or (3.0 if quick else 20.0)
+    single_s, trial_s, ramp_s = args.single_s, args.trial_s, args.ramp_s
     search = (SearchSettings(start=1, growth=4.0, max_n=args.max_streams, max_trials=3) if quick
               else SearchSettings(start=1, growth=2.0, max_n=args.max_streams, max_trials=20))
     out: dict[str, Any] = {"single_stream": {}, "capacity": {}}
@@ -98,8 +103,8 @@ def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[
         with ServerProcess(cmd, name, env=envs[name]) as server:
             warm_up(server, args.hop_s, n_streams=2 if quick else 8, duration_s=2.0 if quick else 5.0)
             server.wait_idle()
-            single_run = single_stream(server, duration_s=single_s, hop_s=args.hop_s, frame_ms=args.frame_ms,
-                                       max_p99_ms=args.max_p99_ms)
+            single_run = single_stream(server, duration_s=ramp_s + single_s, hop_s=args.hop_s,
+                                       frame_ms=args.frame_ms, max_p99_ms=args.max_p99_ms, ramp_s=ramp_s)
             single = single_run.summary(args.max_p99_ms)
             out["single_stream"][name] = single
             log(f"  {name}: single stream: latency_ms p50 {single['server_p50_ms']:.1f} / p99 "
@@ -108,6 +113,7 @@ def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[
                 f"estimates")
             out["capacity"][name] = run_capacity(
                 server, hop_s=args.hop_s, trial_s=trial_s, max_p99_ms=args.max_p99_ms, frame_ms=args.frame_ms,
+                ramp_s=ramp_s,
                 client_procs=args.client_procs, search=search, known={1: single_run}, log=log,
             )
             out["capacity"][name]["server_command"] = (env_text + " " if env_text else "") + shlex.join(cmd[1:])
@@ -136,6 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = prepare_model(args.model)
     log(f"model: {model.name} ({model.arch}, {model.parameters:,} parameters) at {model.path}"
         f"{' [untrained stand-in: models/default is not there yet]' if model.standin else ''}")
+    args.single_s = args.single_s or (4.0 if args.quick else 60.0)
+    args.trial_s = args.trial_s or (3.0 if args.quick else 20.0)
+    args.ramp_s = args.ramp_s if args.ramp_s is not None else (0.0 if args.quick else model.window_s)
     result: dict[str, Any] = {
         "schema": "emostream-benchmark/1",
         "quick": bool(args.quick),
@@ -145,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine_line": machine.one_line(),
         "model": model.to_dict(),
         "settings": {"hop_s": args.hop_s, "max_p99_ms": args.max_p99_ms, "frame_ms": args.frame_ms,
+                     "single_s": args.single_s, "trial_s": args.trial_s, "ramp_s": args.ramp_s,
                      "vad": args.vad, "backend": args.backend, "serve_args": args.serve_args,
                      "serve_env": list(args.serve_env),
                      "max_streams": args.max_streams,
@@ -154,28 +164,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if "features" not in skip:
         log("[features] ...")
-        feats = run_features(hop_s=args.hop_s, quick=args.quick)
+        all_threads = torch.get_num_threads()
+        feats = run_features(hop_s=args.hop_s, quick=args.quick,
+                             thread_counts=(1,) if args.quick or all_threads == 1 else (1, all_threads))
         for row in feats["rows"]:
-            log(f"  {row['name']}, batch {row['batch']}: p50 {row['p50_ms']:.2f} ms, "
+            log(f"  {row['name']}, batch {row['batch']}, {row['threads']} thread(s): p50 {row['p50_ms']:.2f} ms, "
                 f"{row['audio_s_per_s']:.0f} x real time")
         result["features"] = feats["rows"]
-        result["features_torch_threads"] = feats["torch_threads"]
     else:
-        result["features"], result["features_torch_threads"] = [], torch.get_num_threads()
+        result["features"] = []
     for device in devices:
         dev: dict[str, Any] = {}
         peak = matmul_peak_gflops(device)
         log(f"[{device}] fp32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s (median {peak['median_gflops']:.1f})")
         if "engine" not in skip:
             log(f"[engine, {device}] ...")
-            eng = run_engine(model.path, device, quick=args.quick, peak_gflops=peak["peak_gflops"])
+            threads: tuple[int | None, ...] = (None,) if args.quick or torch.get_num_threads() == 1 else (None, 1)
+            eng = run_engine(model.path, device, quick=args.quick, peak_gflops=peak["peak_gflops"],
+                             thread_counts=threads)
             again = matmul_peak_gflops(device)  # once more after: on a shared machine take the better
             if again["peak_gflops"] > peak["peak_gflops"]:
                 log(f"[{device}] fp32 matmul peak measured again: {again['peak_gflops']:.1f} GFLOP/s")
                 peak = again
                 rescale_to_peak(eng, peak["peak_gflops"])
             for row in eng["rows"]:
-                log(f"  {row['backend']:11s} batch {row['batch']:3d}: p50 {row['p50_ms']:8.2f} ms, p99 "
+                log(f"  {row['backend']:11s} {row['threads']} thr batch {row['batch']:3d}: p50 {row['p50_ms']:8.2f} ms, p99 "
                     f"{row['p99_ms']:8.2f} ms, {row['windows_per_s']:7.0f} windows/s, "
                     f"{100 * row['fraction_of_peak']:5.1f} % of peak")
             for backend, why in eng["skipped"].items():

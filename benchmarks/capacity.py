@@ -97,6 +97,7 @@ def run_capacity(
     trial_s: float,
     max_p99_ms: float,
     frame_ms: float = 20.0,
+    ramp_s: float = 0.0,
     client_procs: int | None = None,
     search: SearchSettings | None = None,
     known: Mapping[int, LoadResult] | None = None,
@@ -116,8 +117,8 @@ def run_capacity(
                 log(f"  {server.name}: the server died; restarting it")
                 server.start()
             server.wait_idle()
-            res = run_load(server, n, duration_s=trial_s, hop_s=hop_s, frame_ms=frame_ms,
-                           client_procs=client_procs, prefix=f"cap{n}", max_p99_ms=max_p99_ms)
+            res = run_load(server, n, duration_s=ramp_s + trial_s, hop_s=hop_s, frame_ms=frame_ms,
+                           client_procs=client_procs, prefix=f"cap{n}", max_p99_ms=max_p99_ms, ramp_s=ramp_s)
         summary = res.summary(max_p99_ms)
         if not server.alive():
             summary["problems"].append("server died")
@@ -139,6 +140,7 @@ def run_capacity(
         "first_fail_streams": found.first_fail,
         "criterion": f"p99 latency (server and client) <= {max_p99_ms:g} ms, no audio dropped, no estimate missing",
         "trial_s": trial_s,
+        "ramp_s": ramp_s,
         "frame_ms": frame_ms,
         "server_cpu_cores_at_capacity": at.detail["server_cpu_cores"] if at else None,
         "client_cpu_cores_at_capacity": at.detail["client_cpu_cores"] if at else None,

@@ -191,6 +191,7 @@ class LoadResult:
     frame_ms: float
     hop_s: float
     client_procs: int
+    ramp_s: float
     server_latency_ms: list[float] = field(default_factory=list)
     client_latency_ms: list[float] = field(default_factory=list)
     expected_estimates: int = 0
@@ -300,7 +301,7 @@ class _Conn:
     error: str = ""
 
 
-async def _receive(conn: _Conn, frame_samples: int) -> None:
+async def _receive(conn: _Conn, frame_samples: int, ramp_s: float) -> None:
     try:
         async for raw in conn.ws:
             now = time.perf_counter()
@@ -308,9 +309,12 @@ async def _receive(conn: _Conn, frame_samples: int) -> None:
             kind = msg.get("type")
             if kind == "estimate":
                 conn.seqs.add(int(msg["seq"]))
-                conn.server_latency_ms.append(float(msg["latency_ms"]))
                 conn.max_dropped = max(conn.max_dropped, int(msg.get("dropped_samples", 0)))
-                last_frame = (round(float(msg["t_end_s"]) * SAMPLE_RATE_HZ) - 1) // frame_samples
+                t_end_s = float(msg["t_end_s"])
+                if t_end_s <= ramp_s:  # the stream's ramp: counted (missing, dropped), not timed
+                    continue
+                conn.server_latency_ms.append(float(msg["latency_ms"]))
+                last_frame = (round(t_end_s * SAMPLE_RATE_HZ) - 1) // frame_samples
                 if 0 <= last_frame < len(conn.send_times):
                     conn.client_latency_ms.append((now - conn.send_times[last_frame]) * 1e3)
             elif kind == "end":
@@ -349,7 +353,7 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*(open_one(c) for c in conns))
     live = [c for c in conns if not c.error]
     for c in live:
-        receivers.append(asyncio.create_task(_receive(c, frame_samples)))
+        receivers.append(asyncio.create_task(_receive(c, frame_samples, args.ramp_s)))
     # stream i starts its first frame at start_at + i/total of one hop: windows fall due spread over the hop
     offset = time.time() - time.perf_counter()
     t_start = args.start_at - offset
@@ -443,6 +447,8 @@ def client_main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-at", type=float, required=True, help="time.time() when streaming starts")
     p.add_argument("--spread", type=int, default=1, help="1: stagger stream starts over one hop")
     p.add_argument("--drain-s", type=float, default=10.0)
+    p.add_argument("--ramp-s", type=float, default=0.0,
+                   help="leave windows ending in a stream's first RAMP_S seconds out of the latency figures")
     p.add_argument("--tick-ms", type=float, default=5.0, help="the sender wakes at most this often")
     args = p.parse_args(argv)
     out = asyncio.run(_client(args))
@@ -460,8 +466,13 @@ def auto_client_procs(n_streams: int, streams_per_proc: int = 200) -> int:
 
 def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s: float = 1.0,
              frame_ms: float = 20.0, client_procs: int | None = None, prefix: str = "bench",
-             max_p99_ms: float = 500.0, spread: bool = True) -> LoadResult:
-    """N real-time streams against a running server, from ``client_procs`` processes (auto: 1 per 200)."""
+             max_p99_ms: float = 500.0, spread: bool = True, ramp_s: float = 0.0) -> LoadResult:
+    """N real-time streams against a running server, from ``client_procs`` processes (auto: 1 per 200).
+
+    Each stream sends ``duration_s`` of audio. Windows ending in its first ``ramp_s`` seconds (the start-up
+    windows, padded and computed from scratch) count for missing estimates and dropped audio but are left
+    out of the latency figures and of the CPU averages: those describe the steady state.
+    """
     import psutil
 
     procs_n = client_procs or auto_client_procs(n_streams)
@@ -476,7 +487,8 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
         cmd = [sys.executable, "-m", "benchmarks.e2e", "client", "--url", server.url + "/ingest",
                "--streams", str(n), "--first", str(first), "--total", str(n_streams), "--prefix", prefix,
                "--duration-s", str(duration_s), "--frame-ms", str(frame_ms), "--hop-s", str(hop_s),
-               "--start-at", repr(start_at), "--spread", str(int(spread)), "--drain-s", str(drain_s)]
+               "--start-at", repr(start_at), "--spread", str(int(spread)), "--drain-s", str(drain_s),
+               "--ramp-s", str(ramp_s)]
         clients.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         first += n
     sampler = CpuSampler(server).start()
@@ -489,12 +501,12 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
             outs.append(json.loads(out))
     finally:
         sampler.stop()
-    # CPU over the interval every client was streaming, less the first hop (the streams' staggered start)
-    t_a = max(o["t_start"] for o in outs) + min(hop_s, duration_s / 4)
+    # CPU over the interval every client was streaming, after the ramp and the streams' staggered start
+    t_a = max(o["t_start"] for o in outs) + min(ramp_s + hop_s, duration_s / 2)
     t_b = min(o["t_end"] for o in outs)
     cores = psutil.cpu_count() or 1
     res = LoadResult(n_streams=n_streams, duration_s=duration_s, frame_ms=frame_ms, hop_s=hop_s,
-                     client_procs=procs_n, cores=cores)
+                     client_procs=procs_n, ramp_s=ramp_s, cores=cores)
     for o in outs:
         res.server_latency_ms += o["server_latency_ms"]
         res.client_latency_ms += o["client_latency_ms"]
@@ -519,10 +531,10 @@ def warm_up(server: ServerProcess, hop_s: float, n_streams: int = 4, duration_s:
 
 
 def single_stream(server: ServerProcess, *, duration_s: float, hop_s: float, frame_ms: float = 20.0,
-                  max_p99_ms: float = 500.0) -> LoadResult:
+                  max_p99_ms: float = 500.0, ramp_s: float = 0.0) -> LoadResult:
     """One real-time stream: the latency figures of item 3 (server-measured and client-measured)."""
     return run_load(server, 1, duration_s=duration_s, hop_s=hop_s, frame_ms=frame_ms, prefix="single",
-                    client_procs=1, max_p99_ms=max_p99_ms)
+                    client_procs=1, max_p99_ms=max_p99_ms, ramp_s=ramp_s)
 
 
 if __name__ == "__main__":

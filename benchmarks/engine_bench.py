@@ -36,11 +36,12 @@ class ModelUnderTest:
     name: str
     arch: str
     parameters: int
+    window_s: float
     standin: bool  # True: an untrained stand-in of the default architecture
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "name": self.name, "arch": self.arch, "parameters": self.parameters,
-                "untrained_standin": self.standin}
+                "window_s": self.window_s, "untrained_standin": self.standin}
 
 
 def _export_standin(out_dir: Path) -> None:
@@ -92,6 +93,7 @@ def prepare_model(model: str) -> ModelUnderTest:
         name=clf.name,
         arch=clf.model_config.arch,
         parameters=sum(p.numel() for p in module.parameters()),
+        window_s=clf.feature_config.window_s,
         standin=standin,
     )
 
@@ -198,25 +200,36 @@ def bench_backend(
     return rows
 
 
-def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float) -> dict[str, Any]:
-    """Every backend at every batch size on one device, with the model's FLOPs per window."""
+def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float,
+               thread_counts: Sequence[int | None] = (None,)) -> dict[str, Any]:
+    """Every backend at every batch size on one device, with the model's FLOPs per window.
+
+    ``thread_counts``: CPU threads for the backend (None: its default, all cores); each adds a set of rows.
+    """
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     eager = load_classifier(model_path, backend="eager", device="cpu")
     cfg = eager.feature_config
     flops = count_model_flops(eager.module, cfg.n_mels, cfg.n_frames)  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for backend in BACKENDS:
-        try:
-            clf = load_classifier(model_path, backend=backend, device=device)
-        except (ModelFileError, ValueError) as exc:
-            skipped[backend] = str(exc)
-            continue
-        if device.startswith("cuda") and clf.device != "cuda":
-            skipped[backend] = "no CUDA execution provider for this backend"
-            continue
-        rows.extend(bench_backend(clf, batch_sizes, quick=quick, flop_per_window=flops["flop_per_window"],
-                                  peak_gflops=peak_gflops))
+    default_threads = torch.get_num_threads()
+    for threads in thread_counts if device == "cpu" else (None,):
+        for backend in BACKENDS:
+            try:
+                clf = load_classifier(model_path, backend=backend, device=device, threads=threads)
+            except (ModelFileError, ValueError) as exc:
+                skipped[backend] = str(exc)
+                continue
+            if device.startswith("cuda") and clf.device != "cuda":
+                skipped[backend] = "no CUDA execution provider for this backend"
+                continue
+            try:
+                for row in bench_backend(clf, batch_sizes, quick=quick, flop_per_window=flops["flop_per_window"],
+                                         peak_gflops=peak_gflops):
+                    row["threads"] = threads or default_threads
+                    rows.append(row)
+            finally:
+                torch.set_num_threads(default_threads)  # load_classifier sets torch's global thread count
     best = max(rows, key=lambda r: r["windows_per_s"]) if rows else None
     return {
         "device": device,

@@ -81,8 +81,24 @@ def _incremental(cfg: FeatureConfig, hop_s: float, batch: int, quick: bool) -> t
     return "models.features.log_mel on one hop of new frames", time_calls(one, reps)
 
 
-def run_features(*, hop_s: float, quick: bool, batch: int = 32) -> dict[str, Any]:
-    """The three feature paths on the CPU (the streamer computes features on the CPU)."""
+def run_features(*, hop_s: float, quick: bool, batch: int = 32,
+                 thread_counts: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    """The three feature paths on the CPU (the streamer computes features on the CPU), with torch
+    limited to each of ``thread_counts`` threads in turn (librosa/numpy FFTs are single-threaded)."""
+    default_threads = torch.get_num_threads()
+    rows: list[dict[str, Any]] = []
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for row in _run_features(hop_s=hop_s, quick=quick, batch=batch, with_librosa=threads == thread_counts[0]):
+                row["threads"] = threads if "librosa" not in row["name"] else 1
+                rows.append(row)
+    finally:
+        torch.set_num_threads(default_threads)
+    return {"hop_s": hop_s, "window_s": FeatureConfig().window_s, "rows": rows}
+
+
+def _run_features(*, hop_s: float, quick: bool, batch: int, with_librosa: bool) -> list[dict[str, Any]]:
     cfg = FeatureConfig()
     torch_reps = Repeats.pick(quick)
     rows: list[dict[str, Any]] = []
@@ -98,9 +114,10 @@ def run_features(*, hop_s: float, quick: bool, batch: int = 32) -> dict[str, Any
     for b in (1, batch):
         impl, times = _incremental(cfg, hop_s, b, quick)
         rows.append(_row(f"incremental per-hop log-mel ({impl})", times, b * hop_s, hop_s, cfg.window_s, "hop", b))
-    one_window = _audio(cfg.window_s, cfg.sample_rate_hz, seed=2)
-    times = time_calls(lambda: reference_log_mel(one_window, cfg),
-                       Repeats.pick(quick, warmup=2, full=(10, 300, 3.0), smoke=(3, 20, 0.3)))
-    rows.append(_row("librosa melspectrogram + power_to_db per window (reference)", times, cfg.window_s,
-                     hop_s, cfg.window_s, "window", 1))
-    return {"hop_s": hop_s, "window_s": cfg.window_s, "torch_threads": torch.get_num_threads(), "rows": rows}
+    if with_librosa:
+        one_window = _audio(cfg.window_s, cfg.sample_rate_hz, seed=2)
+        times = time_calls(lambda: reference_log_mel(one_window, cfg),
+                           Repeats.pick(quick, warmup=2, full=(10, 300, 3.0), smoke=(3, 20, 0.3)))
+        rows.append(_row("librosa melspectrogram + power_to_db per window (reference)", times, cfg.window_s,
+                         hop_s, cfg.window_s, "window", 1))
+    return rows

@@ -56,7 +56,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"Model: `{r['model']['name']}` ({r['model']['arch']}, {r['model']['parameters']:,} parameters"
         f"{', untrained stand-in of the same size' if r['model']['untrained_standin'] else ''}), "
         f"{r['model_gflop_per_window']:.3f} GFLOP per 5 s window. Hop {r['settings']['hop_s']:g} s, "
-        f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD: {r['settings']['vad']}. "
+        f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD: {r['settings']['vad']}; "
+        f"each stream runs {r['settings']['ramp_s']:g} s before its windows are timed, then "
+        f"{r['settings']['single_s']:g} s (single stream) or {r['settings']['trial_s']:g} s (capacity trials); "
+        f"our server: `{r['devices'][r['device']]['capacity'].get('ours', {}).get('server_command', 'n/a')}`. "
         f"Command: `{r['command']}`.",
         "",
         "| | emostream | reference-style baseline | ratio |",
@@ -77,23 +80,24 @@ def markdown(r: dict[str, Any]) -> str:
         f"Model engine ({r['device']}, `Classifier.predict`; fp32 matmul peak measured in the same run: "
         f"{r['peak_gflops']:.1f} GFLOP/s; best {100 * r['engine_best_fraction_of_peak']:.1f} % of it):",
         "",
-        "| backend | batch | p50 ms | p99 ms | windows/s | GFLOP/s | % of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | threads | batch | p50 ms | p99 ms | windows/s | GFLOP/s | % of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["engine"]:
-        lines.append(f"| {row['backend']} | {row['batch']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+        lines.append(f"| {row['backend']} | {row.get('threads', '')} | {row['batch']} | {row['p50_ms']:.2f} | "
+                     f"{row['p99_ms']:.2f} | "
                      f"{row['windows_per_s']:.0f} | {row['gflops']:.1f} | {100 * row['fraction_of_peak']:.1f} |")
     lines += [
         "",
-        f"Features (CPU, {r['features_torch_threads']} torch threads; x real time = seconds of audio per second; "
-        f"streams = real-time streams one core set could feed at hop {r['settings']['hop_s']:g} s):",
+        "Features (CPU; x real time = seconds of audio per second of one call's wall time; streams = "
+        f"real-time streams those threads could feed at hop {r['settings']['hop_s']:g} s, features alone):",
         "",
-        "| feature path | batch | p50 ms | x real time | streams |",
-        "|---|---:|---:|---:|---:|",
+        "| feature path | threads | batch | p50 ms | x real time | streams |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in r["features"]:
-        lines.append(f"| {row['name']} | {row['batch']} | {row['p50_ms']:.2f} | {row['audio_s_per_s']:.0f} | "
-                     f"{row['streams_at_hop']:.0f} |")
+        lines.append(f"| {row['name']} | {row.get('threads', '')} | {row['batch']} | {row['p50_ms']:.2f} | "
+                     f"{row['audio_s_per_s']:.0f} | {row['streams_at_hop']:.0f} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -131,14 +135,17 @@ def plot_latency(result: dict[str, Any], path: Path) -> None:
         if bad:
             ax.plot([t["n"] for t in bad], [max(t["p99_ms"], 0.1) for t in bad], "x", color="black",
                     markersize=9, label=None)
-    ax.axhline(result["settings"]["max_p99_ms"], color="gray", linestyle=":", linewidth=1)
-    ax.text(ax.get_xlim()[0] if ax.lines else 1, result["settings"]["max_p99_ms"] * 1.08,
-            f"p99 bound {result['settings']['max_p99_ms']:g} ms", color="gray", fontsize=8)
+    bound = result["settings"]["max_p99_ms"]
+    ax.axhline(bound, color="gray", linestyle=":", linewidth=1)
+    ax.text(0.99, bound * 1.08, f"p99 bound {bound:g} ms", color="gray", fontsize=8, ha="right",
+            transform=ax.get_yaxis_transform())
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("concurrent real-time streams (x: trial failed)")
     ax.set_ylabel("latency, ms (last sample in -> estimate out)")
-    title = f"Latency vs load, hop {result['settings']['hop_s']:g} s, {result['device']}"
+    caps = {k: dev["capacity"][k]["capacity_streams"] for k in styles if k in dev["capacity"]}
+    title = (f"Latency vs load, hop {result['settings']['hop_s']:g} s, {result['device']}: capacity "
+             + ", ".join(f"{styles[k][0]} {v}" for k, v in caps.items()))
     if result["quick"]:
         title += " (quick smoke run)"
     ax.set_title(title, fontsize=10)
