@@ -7,6 +7,8 @@ while ``models/default/`` is not there yet, an untrained ``bandsplit_bilstm`` at
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -54,24 +56,14 @@ def _export_standin(out_dir: Path) -> None:
     mc = ModelConfig(arch="bandsplit_bilstm", n_classes=len(STANDIN_LABELS), n_mels=FeatureConfig().n_mels)
     model = build_model(mc).eval()
     spec = ModelSpec(FeatureConfig(), mc, STANDIN_LABELS, {"name": "untrained-standin"})
-    ckpt = save_checkpoint(out_dir.parent / (out_dir.name + ".pt"), model, spec)
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")  # two runs at once must not mix files
+    ckpt = save_checkpoint(tmp / "trained.pt", model, spec)
+    export_model(ckpt, tmp)
+    ckpt.unlink()
     try:
-        export_model(ckpt, out_dir)
-    except ValueError as exc:
-        # TorchScript cannot read the string annotation `edges: list[int]` (PEP 563) on this torch;
-        # until models/arch/bandsplit_bilstm.py spells it typing.List[int], patch it for this export only.
-        if "list[int]" not in str(exc):
-            raise
-        import typing
-
-        from models.arch.bandsplit_bilstm import BandSplitBiLSTM
-
-        old = BandSplitBiLSTM.__annotations__.get("edges")
-        BandSplitBiLSTM.__annotations__["edges"] = typing.List[int]  # noqa: UP006
-        try:
-            export_model(ckpt, out_dir)
-        finally:
-            BandSplitBiLSTM.__annotations__["edges"] = old
+        tmp.rename(out_dir)
+    except OSError:  # another run finished first: use its (identical) export
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_model(model: str) -> ModelUnderTest:
