@@ -190,6 +190,12 @@ def _export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> N
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # The legacy exporter is chosen on purpose (the dynamo exporter fails on a dynamic time axis):
+        # silence exactly its deprecation notices.
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning,
+                                module=r"torch\.onnx.*")
         with quiet_jit():
             torch.onnx.export(
                 model,

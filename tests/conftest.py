@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,8 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Pat
         for p in model.head.parameters():
             p.mul_(5.0)
     model_dir = out_dir / "model"
-    save_checkpoint(model_dir / "checkpoint.pt", model, spec)  # enough for the eager backend
-    try:
-        export_model(model_dir / "checkpoint.pt", model_dir)  # adds model.ts and model.onnx
-    except Exception as exc:  # an architecture that cannot be exported yet: test on the eager backend
-        for name in ("model.ts", "model.onnx"):
-            (model_dir / name).unlink(missing_ok=True)
-        warnings.warn(f"tiny test model: export failed ({type(exc).__name__}: {exc}); using checkpoint.pt only",
-                      stacklevel=1)
+    save_checkpoint(model_dir / "checkpoint.pt", model, spec)
+    export_model(model_dir / "checkpoint.pt", model_dir)  # adds model.ts and model.onnx
     return model_dir
 
 

@@ -396,3 +396,10 @@ def test_cnn14_classifier_loads_pretrained_and_freezes(tmp_path: Path) -> None:
     trainable = {name.split(".")[1] for name, p in model.backbone.named_parameters(prefix="backbone") if p.requires_grad}
     assert trainable == {"conv_block4", "conv_block5", "conv_block6", "fc1"}
     assert model.head.weight.requires_grad
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_unknown_setting_is_refused_by_name(arch: str) -> None:
+    cfg = ModelConfig(arch, 3, 64, {"no_such_setting": 1})
+    with pytest.raises(ValueError, match="no_such_setting"):
+        build_model(cfg)

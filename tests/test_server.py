@@ -204,7 +204,7 @@ def test_example_client_prints_estimates(server: ServeProcess, tmp_path: Path) -
     wav = tmp_path / "clip.wav"
     sf.write(wav, synth_audio(seconds, 22050, channels=2), 22050, subtype="PCM_16")
     out = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "ws_client.py"), str(wav), "--url", server.url + "/ingest"],
+        [sys.executable, str(REPO / "docs" / "examples" / "ws_client.py"), str(wav), "--url", server.url + "/ingest"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from torch import nn
 
@@ -13,28 +16,29 @@ ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt
 PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14")
 
 
-def _builder(arch: str) -> Callable[[ModelConfig], nn.Module]:
-    if arch == "bandsplit_bilstm":
-        from models.arch.bandsplit_bilstm import BandSplitBiLSTM
+# arch name -> (module, class); each module also defines DEFAULTS, the settings it accepts.
+_CLASSES: dict[str, tuple[str, str]] = {
+    "bandsplit_bilstm": ("models.arch.bandsplit_bilstm", "BandSplitBiLSTM"),
+    "panns_bandsplit": ("models.arch.panns_bandsplit", "PannsBandSplit"),
+    "cnn_bilstm_attn": ("models.arch.cnn_bilstm_attn", "CnnBiLSTMAttn"),
+    "acnt": ("models.arch.acnt", "ACNT"),
+    "cnn14": ("models.arch.cnn14", "Cnn14Classifier"),
+}
 
-        return BandSplitBiLSTM
-    if arch == "panns_bandsplit":
-        from models.arch.panns_bandsplit import PannsBandSplit
 
-        return PannsBandSplit
-    if arch == "cnn_bilstm_attn":
-        from models.arch.cnn_bilstm_attn import CnnBiLSTMAttn
+def _module(arch: str) -> ModuleType:
+    if arch not in _CLASSES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return importlib.import_module(_CLASSES[arch][0])
 
-        return CnnBiLSTMAttn
-    if arch == "acnt":
-        from models.arch.acnt import ACNT
 
-        return ACNT
-    if arch == "cnn14":
-        from models.arch.cnn14 import Cnn14Classifier
+def default_settings(arch: str) -> dict[str, Any]:
+    """The settings an architecture accepts, with their defaults."""
+    return dict(_module(arch).DEFAULTS)
 
-        return Cnn14Classifier
-    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+
+def _builder(arch: str) -> Callable[..., nn.Module]:
+    return getattr(_module(arch), _CLASSES[arch][1])
 
 
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
@@ -44,6 +48,12 @@ def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
     named in the settings are then neither read nor required to exist.
     """
     builder = _builder(cfg.arch)
+    unknown = set(cfg.settings) - set(default_settings(cfg.arch))
+    if unknown:
+        raise ValueError(
+            f"unknown {cfg.arch} settings: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(default_settings(cfg.arch)))}"
+        )
     if cfg.arch in PRETRAINED_ARCHITECTURES:
         return builder(cfg, load_weights=load_weights)  # type: ignore[call-arg]
     return builder(cfg)
@@ -53,4 +63,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "ModelConfig", "build_model", "count_parameters"]
+__all__ = ["ARCHITECTURES", "ModelConfig", "build_model", "count_parameters", "default_settings"]
