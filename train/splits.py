@@ -69,7 +69,7 @@ def check_speaker_disjoint(clips: Sequence[Clip], parts: Mapping[str, Collection
         if seen_clips & set(indices):
             raise ValueError(f"clips in two parts, {part} and an earlier one")
         seen_clips |= set(indices)
-        for speaker in speakers_of(clips, indices):
+        for speaker in sorted(speakers_of(clips, indices)):
             if seen.setdefault(speaker, part) != part:
                 raise ValueError(f"speaker {speaker} is in both {seen[speaker]} and {part}")
 
