@@ -175,25 +175,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["features"] = []
     for device in devices:
         dev: dict[str, Any] = {}
-        peak = matmul_peak_gflops(device)
-        log(f"[{device}] fp32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s (median {peak['median_gflops']:.1f})")
+        all_threads = torch.get_num_threads()
+        thread_counts: tuple[int | None, ...] = (
+            (None,) if args.quick or all_threads == 1 or device != "cpu" else (None, 1))
+        peaks = {t or all_threads: matmul_peak_gflops(device, threads=t) for t in thread_counts}
+        peak = peaks[all_threads]
+        log(f"[{device}] fp32 matmul peak: " + ", ".join(
+            f"{p['peak_gflops']:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()))
         if "engine" not in skip:
             log(f"[engine, {device}] ...")
-            threads: tuple[int | None, ...] = (None,) if args.quick or torch.get_num_threads() == 1 else (None, 1)
             eng = run_engine(model.path, device, quick=args.quick, peak_gflops=peak["peak_gflops"],
-                             thread_counts=threads)
-            again = matmul_peak_gflops(device)  # once more after: on a shared machine take the better
-            if again["peak_gflops"] > peak["peak_gflops"]:
-                log(f"[{device}] fp32 matmul peak measured again: {again['peak_gflops']:.1f} GFLOP/s")
-                peak = again
-                rescale_to_peak(eng, peak["peak_gflops"])
+                             thread_counts=thread_counts,
+                             thread_peaks_gflops={t: p["peak_gflops"] for t, p in peaks.items()})
+            for t in list(peaks):  # once more after: on a shared machine keep the better of the two
+                again = matmul_peak_gflops(device, threads=t)
+                if again["peak_gflops"] > peaks[t]["peak_gflops"]:
+                    log(f"[{device}] fp32 matmul peak at {t} thread(s) measured again: "
+                        f"{again['peak_gflops']:.1f} GFLOP/s")
+                    peaks[t] = again
+            peak = peaks[all_threads]
+            rescale_to_peak(eng, peak["peak_gflops"], {t: p["peak_gflops"] for t, p in peaks.items()})
             for row in eng["rows"]:
-                log(f"  {row['backend']:11s} {row['threads']} thr batch {row['batch']:3d}: p50 {row['p50_ms']:8.2f} ms, p99 "
-                    f"{row['p99_ms']:8.2f} ms, {row['windows_per_s']:7.0f} windows/s, "
+                log(f"  {row['backend']:11s} {row['threads']} thr batch {row['batch']:3d}: p50 {row['p50_ms']:8.2f} ms, "
+                    f"p99 {row['p99_ms']:8.2f} ms, {row['windows_per_s']:7.0f} windows/s, "
                     f"{100 * row['fraction_of_peak']:5.1f} % of peak")
             for backend, why in eng["skipped"].items():
                 log(f"  {backend}: skipped ({why})")
             dev["engine"] = eng
+        dev["matmul_peak_by_threads"] = {str(t): p for t, p in peaks.items()}
         dev["matmul_peak"] = peak
         dev.update(_servers(args, model.path, device, skip))
         result["devices"][device] = dev

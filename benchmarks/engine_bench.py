@@ -193,10 +193,13 @@ def bench_backend(
 
 
 def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float,
-               thread_counts: Sequence[int | None] = (None,)) -> dict[str, Any]:
+               thread_counts: Sequence[int | None] = (None,),
+               thread_peaks_gflops: dict[int, float] | None = None) -> dict[str, Any]:
     """Every backend at every batch size on one device, with the model's FLOPs per window.
 
     ``thread_counts``: CPU threads for the backend (None: its default, all cores); each adds a set of rows.
+    ``fraction_of_peak`` is against the machine's peak ``peak_gflops`` (all threads);
+    ``fraction_of_thread_peak`` against the matmul peak at the row's own thread count, when given.
     """
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     eager = load_classifier(model_path, backend="eager", device="cpu")
@@ -219,6 +222,8 @@ def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float
                 for row in bench_backend(clf, batch_sizes, quick=quick, flop_per_window=flops["flop_per_window"],
                                          peak_gflops=peak_gflops):
                     row["threads"] = threads or default_threads
+                    thread_peak = (thread_peaks_gflops or {}).get(row["threads"])
+                    row["fraction_of_thread_peak"] = row["gflops"] / thread_peak if thread_peak else None
                     rows.append(row)
             finally:
                 torch.set_num_threads(default_threads)  # load_classifier sets torch's global thread count
@@ -235,9 +240,11 @@ def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float
     }
 
 
-def rescale_to_peak(engine: dict[str, Any], peak_gflops: float) -> None:
-    """Recompute every fraction of peak in a ``run_engine`` result for a better peak measurement."""
+def rescale_to_peak(engine: dict[str, Any], peak_gflops: float, thread_peaks_gflops: dict[int, float]) -> None:
+    """Recompute every fraction of peak in a ``run_engine`` result for better peak measurements."""
     engine["peak_gflops"] = peak_gflops
     for row in engine["rows"]:
         row["fraction_of_peak"] = row["gflops"] / peak_gflops if peak_gflops > 0 else 0.0
+        thread_peak = thread_peaks_gflops.get(row["threads"])
+        row["fraction_of_thread_peak"] = row["gflops"] / thread_peak if thread_peak else None
     engine["best_fraction_of_peak"] = engine["best"]["fraction_of_peak"] if engine["best"] else 0.0

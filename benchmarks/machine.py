@@ -161,8 +161,10 @@ def describe_machine() -> Machine:
     )
 
 
-def matmul_peak_gflops(device: str = "cpu", size: int = 2048, repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """The fp32 ``torch.mm`` rate of one ``size`` x ``size`` product, all threads, best of ``repeats``.
+def matmul_peak_gflops(device: str = "cpu", size: int = 2048, repeats: int = 8, warmup: int = 1,
+                       threads: int | None = None) -> dict[str, Any]:
+    """The fp32 ``torch.mm`` rate of one ``size`` x ``size`` product, best of ``repeats``; on the CPU with
+    ``threads`` torch threads (None: all, torch's default).
 
     The best (not the median) is the peak: on a shared machine the slower runs measure the neighbours.
     """
@@ -170,12 +172,19 @@ def matmul_peak_gflops(device: str = "cpu", size: int = 2048, repeats: int = 5, 
     a = torch.randn(size, size, generator=gen).to(device)
     b = torch.randn(size, size, generator=gen).to(device)
     out = torch.empty(size, size, device=device)
-    times = time_calls(lambda: torch.mm(a, b, out=out), Repeats(warmup, repeats, repeats, 0.0), device)
+    default_threads = torch.get_num_threads()
+    if threads and device == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        used_threads = torch.get_num_threads()
+        times = time_calls(lambda: torch.mm(a, b, out=out), Repeats(warmup, repeats, repeats, 0.0), device)
+    finally:
+        torch.set_num_threads(default_threads)
     flop = 2.0 * size**3
     return {
         "device": device,
         "size": size,
-        "threads": torch.get_num_threads(),
+        "threads": used_threads,
         "repeats": repeats,
         "peak_gflops": flop / min(times) / 1e9,
         "median_gflops": flop / statistics.median(times) / 1e9,
