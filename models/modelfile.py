@@ -462,6 +462,11 @@ def _load_onnx(path: Path, device: str, threads: int | None) -> OnnxClassifier:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    # No spinning between runs: a streaming server calls the model in small batches, and spinning
+    # threads take the CPU from the event loop and the feature extractor.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
