@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models.arch.config import ModelConfig
+from models.arch.layers import conv_stack
 
 DEFAULTS: dict = {
     "channels": [16, 32, 64, 128],
@@ -124,12 +125,8 @@ class ACNT(nn.Module):
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
         channels = [int(c) for c in s["channels"]]
-        blocks = []
-        in_ch = 1
-        for out_ch in channels:
-            blocks.append(ResidualBlock(in_ch, out_ch, float(s["cnn_dropout"])))
-            in_ch = out_ch
-        self.blocks = nn.Sequential(*blocks)
+        dropout = float(s["cnn_dropout"])
+        self.blocks, in_ch = conv_stack(channels, lambda i, o: ResidualBlock(i, o, dropout))
         n_freq = cfg.n_mels // 2 ** len(channels)
         if n_freq < 1:
             raise ValueError(f"n_mels={cfg.n_mels} is too small for {len(channels)} 2x2 poolings")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from models.arch.config import ModelConfig
-from models.arch.layers import AttentionPool
+from models.arch.layers import AttentionPool, conv_stack
 
 DEFAULTS: dict = {
     "channels": [32, 64],
@@ -42,12 +42,8 @@ class CnnBiLSTMAttn(nn.Module):
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
         channels = [int(c) for c in s["channels"]]
-        blocks = []
-        in_ch = 1
-        for out_ch in channels:
-            blocks.append(ReluBnBlock(in_ch, out_ch, float(s["conv_dropout"])))
-            in_ch = out_ch
-        self.blocks = nn.Sequential(*blocks)
+        dropout = float(s["conv_dropout"])
+        self.blocks, in_ch = conv_stack(channels, lambda i, o: ReluBnBlock(i, o, dropout))
         n_freq = cfg.n_mels // 2 ** len(channels)
         if n_freq < 1:
             raise ValueError(f"n_mels={cfg.n_mels} is too small for {len(channels)} 2x2 poolings")

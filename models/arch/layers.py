@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,6 +21,16 @@ def band_edges(n_mels: int, fractions: list[float]) -> list[int]:
     if any(b - a < 4 for a, b in zip(edges[:-1], edges[1:], strict=True)):
         raise ValueError(f"every band needs >= 4 mel bins, got edges {edges}")
     return edges
+
+
+def conv_stack(channels: list[int], make_block: Callable[[int, int], nn.Module]) -> tuple[nn.Sequential, int]:
+    """Blocks from 1 input channel through ``channels`` in turn; returns the stack and its output channels."""
+    blocks = []
+    in_ch = 1
+    for out_ch in channels:
+        blocks.append(make_block(in_ch, out_ch))
+        in_ch = out_ch
+    return nn.Sequential(*blocks), in_ch
 
 
 class ConvBlock(nn.Module):
