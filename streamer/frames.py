@@ -10,7 +10,8 @@ after ``next_frame_sample`` (the first grid frame not yet computed): the audio
 Two ways to produce a window, and the rule that picks one (``StreamFrames.request``):
 
 - **scratch**: ``LogMel(fit_window(audio[max(0, e - W):e]))``, the reference computation itself
-  (``models.windows.fit_window`` is THE padding policy). Used for start-up windows (``e < W``,
+  (``models.windows.fit_window`` is THE padding policy), except that frames lying wholly in a
+  start-up window's zero padding are filled with the log-mel of silence instead of computed. Used for start-up windows (``e < W``,
   zeros before the audio: frames straddling the zero/audio boundary come out exactly as training
   computes them), for a window off the grid (the flush window at the last sample), and after a
   gap (history overwritten or missing). Its frames that start at or after sample 0 are grid frames
@@ -149,6 +150,21 @@ class IncrementalLogMel:
     def __init__(self, cfg: FeatureConfig) -> None:
         self.cfg = cfg
         self.logmel = LogMel(cfg).eval()
+        # A frame of zeros through the same LogMel: what every frame wholly inside the zero
+        # padding of a start-up window comes to, bit for bit.
+        self._silence: np.ndarray = self._batch([np.zeros(cfg.n_fft, dtype=np.float32)])[0, :, 0].copy()
+
+    def _silent_frames(self, n_audio: int) -> int:
+        """Leading frames of a scratch window over ``n_audio`` samples that see only padding zeros.
+
+        A start-up window (``n_audio < window_samples``) has ``pad = window_samples - n_audio``
+        zeros first; frame ``j`` (samples ``[j*hop, j*hop + n_fft)``) is all zeros when
+        ``j*hop + n_fft <= pad``. Those are not computed: 1 s into a stream, 393 of 497 frames.
+        """
+        pad = self.cfg.window_samples - n_audio
+        if pad < self.cfg.n_fft:
+            return 0
+        return min(self.cfg.n_frames - 1, (pad - self.cfg.n_fft) // self.cfg.hop_samples + 1)
 
     @torch.inference_mode()
     def _batch(self, waves: list[np.ndarray]) -> np.ndarray:
@@ -176,11 +192,17 @@ class IncrementalLogMel:
                 raise ValueError(f"request needs {req.n_samples} samples, got audio of shape {audio.shape}")
         out: list[np.ndarray | None] = [None] * len(states)
         cfg = self.cfg
-        scratch = [i for i, r in enumerate(requests) if not r.incremental]
-        if scratch:
-            feats = self._batch([fit_window(audios[i], cfg.window_samples) for i in scratch])
-            for row, i in enumerate(scratch):
-                window = feats[row]  # (n_mels, n_frames)
+        scratch_by_skip: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            if not r.incremental:
+                scratch_by_skip.setdefault(self._silent_frames(r.n_samples), []).append(i)
+        for skip, idx in scratch_by_skip.items():
+            fitted = [fit_window(audios[i], cfg.window_samples)[skip * cfg.hop_samples :] for i in idx]
+            feats = self._batch(fitted)  # (n, n_mels, n_frames - skip)
+            for row, i in enumerate(idx):
+                window = np.empty((cfg.n_mels, cfg.n_frames), dtype=np.float32)
+                window[:, :skip] = self._silence[:, None]
+                window[:, skip:] = feats[row]
                 out[i] = window
                 self._seed(states[i], requests[i], window)
         by_length: dict[int, list[int]] = {}

@@ -223,12 +223,13 @@ class StreamHandle:
 
     def push(self, samples: np.ndarray, arrival_time: float | None = None) -> int:
         arrival_s = self._runtime.clock() if arrival_time is None else float(arrival_time)
+        samples = np.asarray(samples)
         s = self._stream
         with s.lock:
             if s.closed or s.flushed:
                 raise RuntimeError(f"stream {s.stream_id!r} is {'closed' if s.closed else 'flushed'}")
             mono = s.resampler.process(samples)
-            if not np.all(np.isfinite(mono)):
+            if samples.dtype.kind != "i" and not np.all(np.isfinite(mono)):  # integers always are
                 raise ValueError("audio contains NaN or infinite samples")
             s.ring.push(mono)
             windows = self._windows(s.windower.push(len(mono)), arrival_s, final=False)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeGuard
 import numpy as np
 
 from streamer.limits import ServerLimits
-from streamer.resample import decode_pcm
+from streamer.resample import INT16_SCALE, decode_pcm
 
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}  # encoding -> bytes per sample
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
@@ -182,19 +182,33 @@ def parse_control(text: str | bytes, limits: ServerLimits = DEFAULT_LIMITS) -> C
     raise ProtocolError("unknown_type", f'"type" must be "start" or "stop", got {_short(kind)}')
 
 
-def decode_audio(data: bytes | bytearray | memoryview, start: StartMessage) -> np.ndarray:
-    """One binary message -> ``(frames, channels)`` float32 in [-1, 1) for s16, as sent for f32."""
-    n_bytes = len(memoryview(data).cast("B"))
+def audio_frames(data: bytes | bytearray | memoryview, start: StartMessage) -> np.ndarray:
+    """One binary message -> ``(frames, channels)`` samples as sent, checked, without a float copy.
+
+    ``pcm_s16le``: an int16 view of the message (the pipeline scales it when it mixes to mono);
+    ``f32le``: float32, NaN/inf refused. The hot path of /ingest: one length check, one view.
+    """
+    n_bytes = len(data) if isinstance(data, bytes | bytearray) else len(memoryview(data).cast("B"))
     if n_bytes % start.frame_bytes != 0:
         raise ProtocolError(
             "bad_frame_length",
             f"{n_bytes} bytes is not a whole number of {start.frame_bytes}-byte frames "
             f"({start.encoding}, {start.channels} channel(s))",
         )
+    if start.encoding == "pcm_s16le":
+        return np.frombuffer(data, dtype="<i2").reshape(-1, start.channels)
     try:
         return decode_pcm(data, start.encoding, start.channels)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ProtocolError("bad_samples", str(exc)) from None
+
+
+def decode_audio(data: bytes | bytearray | memoryview, start: StartMessage) -> np.ndarray:
+    """One binary message -> ``(frames, channels)`` float32 in [-1, 1) for s16, as sent for f32."""
+    frames = audio_frames(data, start)
+    if frames.dtype.kind == "i":
+        return frames.astype(np.float32) * np.float32(INT16_SCALE)
+    return frames
 
 
 # ---- server -> client messages (besides ReadyEvent, Estimate and ErrorEvent of streamer.events) ----

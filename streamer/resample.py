@@ -43,8 +43,8 @@ def to_mono_float32(chunk: np.ndarray, channels: int) -> np.ndarray:
     sounddevice callback reuse their input buffer).
     """
     x = np.asarray(chunk)
-    if x.dtype == np.int16:
-        x = x.astype(np.float32) * np.float32(INT16_SCALE)
+    if x.dtype.kind == "i" and x.dtype.itemsize == 2:  # int16 in either byte order
+        x = np.multiply(x, np.float32(INT16_SCALE), dtype=np.float32)
     elif x.dtype in (np.float32, np.float64):
         x = x.astype(np.float32, copy=True)
     else:

@@ -21,7 +21,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from streamer.protocol import (
     SubscribedMessage,
     ThrottledMessage,
     WindowErrorMessage,
-    decode_audio,
+    audio_frames,
     parse_control,
 )
 
@@ -56,6 +56,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKEN_ENV = "EMOSTREAM_TOKEN"
 PATHS = ("/ingest", "/feed")
+DEFAULT_GIL_SWITCH_MS = 0.5  # measured: 144 streams, p50 latency 1555 ms at Python's 5 ms, 148 ms at 0.5 ms
 LISTENING_LINE = "emostream serve: listening on ws://{host}:{port}"  # tests and the soak wait for it
 
 
@@ -330,6 +331,47 @@ async def pump(outbox: Outbox, ws: ServerConnection) -> None:
         await ws.send(message)
 
 
+class IdleWatchdog:
+    """The idle timeout of one connection: cancels its task once a ``recv`` has waited ``timeout_s``.
+
+    One timer per connection, re-armed lazily when it fires early, instead of an ``asyncio.timeout``
+    (a timer scheduled and cancelled) around every message: at 50 messages a second per stream
+    that was a tenth of the event loop's time. Must be created inside the task it guards.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.waiting = False  # the task is awaiting a message now
+        self.waiting_since = self.loop.time()
+        self.fired = False
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = self.loop.call_at(self.waiting_since + timeout_s, self._check)
+
+    def _check(self) -> None:
+        due = self.waiting_since + self.timeout_s
+        now = self.loop.time()
+        if not self.waiting or now < due:
+            self._timer = self.loop.call_at(max(due, now + 0.05 * self.timeout_s), self._check)
+            return
+        self._timer = None
+        self.fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def take_timeout(self) -> bool:
+        """In the guarded task's ``except CancelledError``: True (and the cancel withdrawn) if it was ours."""
+        if not self.fired or self._task is None:
+            return False
+        self.fired = False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class IngestSession:
     """One /ingest connection: start -> audio... -> [stop], with estimates flowing back meanwhile."""
 
@@ -347,13 +389,22 @@ class IngestSession:
         self._throttled_unreported = 0
         self._last_report_s = -float("inf")
         self._closed = False  # the runtime's stream is closed
+        self._watchdog: IdleWatchdog | None = None
 
     async def _recv(self) -> str | bytes:
+        watchdog = self._watchdog
+        if watchdog is None:
+            watchdog = self._watchdog = IdleWatchdog(self.limits.idle_timeout_s)
+        watchdog.waiting_since = watchdog.loop.time()
+        watchdog.waiting = True
         try:
-            async with asyncio.timeout(self.limits.idle_timeout_s):
-                message = await self.ws.recv()
-        except TimeoutError:
-            raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s") from None
+            message = await self.ws.recv()
+        except asyncio.CancelledError:
+            if watchdog.take_timeout():
+                raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s") from None
+            raise
+        finally:
+            watchdog.waiting = False
         if len(message) > self.limits.max_message_bytes:
             raise ProtocolError(
                 "too_big",
@@ -362,6 +413,13 @@ class IngestSession:
         return message
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.close()
+
+    async def _run(self) -> None:
         first = await self._recv()
         if isinstance(first, bytes):
             raise ProtocolError("no_start", 'send {"type":"start",...} before audio')
@@ -427,7 +485,7 @@ class IngestSession:
                     if isinstance(control, StartMessage):
                         raise ProtocolError("duplicate_start", "this connection has already started a stream")
                     break
-                samples = decode_audio(message, start)
+                samples = audio_frames(message, start)
                 n = int(samples.shape[0])
                 self.received_frames += n
                 allowed = bucket.take(n, loop.time())
@@ -577,10 +635,42 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="browser Origin allowed to connect, e.g. https://app.example (repeatable; requests with any other "
         "Origin header get 403; clients without an Origin header are not browsers and are allowed)",
     )
+    tuning = p.add_argument_group("server tuning (measured in the README's benchmark section)")
+    tuning.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="asyncio event loop: uvloop (libuv, less CPU per message) or the standard one; "
+        "default auto: uvloop when it is installed",
+    )
+    tuning.add_argument(
+        "--gil-switch-ms",
+        type=float,
+        default=DEFAULT_GIL_SWITCH_MS,
+        metavar="MS",
+        help="Python's thread switch interval in this process (default %(default)s; Python's own is 5). "
+        "The network thread runs Python without pause under load; a short interval hands the interpreter "
+        "lock back to the model thread sooner after each of its native calls",
+    )
     add_limit_options(p)
     _add_runtime_options(p)
     p.set_defaults(func=run_serve)
     return p
+
+
+def loop_runner(event_loop: str = "auto") -> Callable[[Coroutine[Any, Any, None]], None]:
+    """``uvloop.run`` or ``asyncio.run`` as asked (``auto``: uvloop when installed); ValueError if unavailable."""
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"unknown event loop {event_loop!r}")
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise ValueError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            return uvloop.run
+    return asyncio.run
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -601,6 +691,9 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)  # its debug lines would show ?token=
     try:
         limits = limits_from_args(args)
+        run_loop = loop_runner(args.event_loop)
+        if not (0 < args.gil_switch_ms < 1000):
+            raise ValueError(f"--gil-switch-ms must be between 0 and 1000, got {args.gil_switch_ms:g}")
     except ValueError as exc:
         print(f"emostream serve: {exc}", file=sys.stderr)
         return 2
@@ -608,6 +701,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if (warning := exposure_warning(args.host, token)) is not None:
         log.warning(warning)
     runtime = _build_runtime(args, limits)
+    sys.setswitchinterval(args.gil_switch_ms / 1000.0)
     server = EmoServer(runtime, limits, Access(token, tuple(args.allow_origin)))
 
     async def main() -> None:
@@ -631,7 +725,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     runtime.start()
     try:
-        asyncio.run(main())
+        run_loop(main())
     except OSError as exc:
         print(f"emostream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

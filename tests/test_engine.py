@@ -41,6 +41,35 @@ def test_batcher_policy_is_deterministic() -> None:
         EngineConfig(max_wait_ms=-1.0)
 
 
+def test_adaptive_batcher_waits_only_when_more_windows_are_due() -> None:
+    cfg = EngineConfig(max_batch=16, max_wait_ms=20.0, adaptive=True, rate_tau_s=1.0)
+    slow: Batcher[int] = Batcher(cfg)
+    for i in range(10):  # one window a second (a single stream): never held back
+        slow.push(i, now_s=float(i))
+        assert slow.ready(float(i)), slow.rate_per_s
+        assert slow.pop(float(i)) == [i]
+    assert 0.5 < slow.rate_per_s < 1.6
+
+    busy: Batcher[int] = Batcher(cfg)
+    t = 0.0
+    for i in range(1750):  # 175 windows/s for 10 s: 3.5 expected within 20 ms, so batches of 4
+        t = i / 175.0
+        busy.push(i, now_s=t)
+        busy.pop(t, force=True)
+    assert busy.rate_per_s == pytest.approx(175.0, rel=0.05)
+    for k, dt in enumerate((0.004, 0.008, 0.012)):
+        busy.push(k, now_s=t + dt)
+        assert not busy.ready(t + dt)  # waiting for the batch to fill ...
+    assert busy.due_s() == pytest.approx(t + 0.024)  # ... at most max_wait after the first
+    busy.push(3, now_s=t + 0.016)
+    assert busy.ready(t + 0.016)  # the 4th: due at once
+    assert busy.pop(t + 0.016) == [0, 1, 2, 3]
+
+    fixed: Batcher[int] = Batcher(EngineConfig(max_batch=16, max_wait_ms=20.0))
+    fixed.push(1, now_s=0.0)
+    assert not fixed.ready(0.0) and fixed.ready(0.02)  # not adaptive: always the full wait
+
+
 def test_batched_equals_one_by_one(tiny_model_dir: Path) -> None:
     clf = load_classifier(tiny_model_dir)
     jobs = [job(i) for i in range(6)]

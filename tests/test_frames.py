@@ -167,3 +167,20 @@ def test_gap_in_history_falls_back_to_scratch() -> None:
             assert req.incremental
         window = feats.compute([state], [req], [audio[req.start_sample : end]])[0]
         np.testing.assert_allclose(window, reference(cfg, audio, end), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("end", [1, 160, 511, 512, 513, 672, 833, 16000, 79999])
+def test_start_up_window_skips_only_all_zero_frames(end: int) -> None:
+    """Start-up windows fill the frames wholly in the zero padding instead of computing them: same values."""
+    cfg = FeatureConfig()
+    audio = signal(end, 11) + 0.01  # no exact zeros in the audio itself
+    ilm = IncrementalLogMel(cfg)
+    state = StreamFrames(cfg)
+    window = ilm.window(state, end, lambda a, b: audio[a:b])
+    ref = reference(cfg, audio, end)
+    np.testing.assert_allclose(window, ref, atol=TOL, rtol=0)
+    skipped = ilm._silent_frames(end)
+    pad = cfg.window_samples - end
+    all_zero = sum(1 for j in range(cfg.n_frames) if j * cfg.hop_samples + cfg.n_fft <= pad)
+    assert skipped == min(all_zero, cfg.n_frames - 1)  # the last frame is always computed
+    np.testing.assert_array_equal(window[:, :skipped], ref[:, :skipped])  # log of the floor, exactly

@@ -175,7 +175,12 @@ def test_origin_allow_list(token_server: ServeProcess) -> None:
     asyncio.run(main())
 
 
-def test_sigterm_closes_connections_with_1001(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "event_loop"), [(signal.SIGTERM, "auto"), (signal.SIGINT, "asyncio")], ids=["sigterm-uvloop", "sigint-asyncio"]
+)
+def test_signal_closes_connections_with_1001(tiny_model_dir: Path, sig: signal.Signals, event_loop: str) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM, on either event loop: 1001 to every client, then exit 0."""
+
     async def main(srv: ServeProcess) -> tuple[StreamResult, StreamResult, int]:
         ingest, feed = StreamResult(), StreamResult()
         audio = synth_audio(20.0, 16000)
@@ -186,12 +191,12 @@ def test_sigterm_closes_connections_with_1001(tiny_model_dir: Path) -> None:
                 if feed.estimates:
                     break
                 await asyncio.sleep(0.1)
-            rc = await asyncio.to_thread(srv.terminate, signal.SIGTERM)
+            rc = await asyncio.to_thread(srv.terminate, sig)
             ingest = await streamer
             await feed_reader
         return ingest, feed, rc
 
-    with ServeProcess(["--model", str(tiny_model_dir), *FAST]) as srv:
+    with ServeProcess(["--model", str(tiny_model_dir), *FAST, "--event-loop", event_loop]) as srv:
         ingest, feed, rc = asyncio.run(main(srv))
     assert feed.estimates, srv.output
     assert ingest.close_code == 1001
@@ -216,6 +221,17 @@ def test_example_client_prints_estimates(server: ServeProcess, tmp_path: Path) -
     assert len(estimates) == expected_estimates(seconds)
     assert '"type": "end"' in lines[-1]
     assert "closed: 1000" in out.stderr
+
+
+def test_bad_tuning_options_are_refused() -> None:
+    for bad in (["--gil-switch-ms", "0"], ["--gil-switch-ms", "5000"], ["--max-wait-ms", "-1"], ["--max-batch", "0"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "models.cli", "serve", "--port", "0", *bad],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )
+        assert out.returncode in (1, 2), (bad, out.stderr)
+        assert "emostream" in out.stderr and ("must be" in out.stderr), (bad, out.stderr)
+        assert "Traceback" not in out.stderr
 
 
 def test_warns_when_exposed_without_token() -> None:

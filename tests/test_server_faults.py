@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,28 @@ def test_idle_ingest_is_closed(strict: InProcessServer) -> None:
     result = run_fault(strict, fault)
     assert_error(result, "idle_timeout", 1008)
     assert result.ready is not None
+
+
+def test_slow_but_steady_ingest_outlives_the_idle_timeout(strict: InProcessServer) -> None:
+    """The idle timer restarts with every message: gaps of half the limit, for three limits, stay open."""
+
+    async def fault() -> StreamResult:
+        result = StreamResult()
+        async with connect(strict.url + "/ingest") as ws:
+            await ws.send(json.dumps(START))
+            reader = asyncio.create_task(collect(ws, result, 3 * STRICT.idle_timeout_s + 10))
+            t_end = time.monotonic() + 3 * STRICT.idle_timeout_s
+            while time.monotonic() < t_end:
+                await ws.send(ONE_FRAME)
+                await asyncio.sleep(STRICT.idle_timeout_s / 2)
+            await ws.send(json.dumps({"type": "stop"}))
+            await reader
+        return result
+
+    result = run_fault(strict, fault)
+    assert result.error is None, result.error
+    assert result.end is not None and result.close_code == 1000
+    assert result.end["received_frames"] >= 6 * len(ONE_FRAME) // 2
 
 
 def test_connection_that_never_starts_is_closed(strict: InProcessServer) -> None:
