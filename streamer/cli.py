@@ -9,6 +9,8 @@ with ``streamer.server`` (``emostream serve``).
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
 import sys
 import threading
 import time
@@ -30,6 +32,31 @@ class CliExit(SystemExit):
 def _error(prog: str, message: str, code: int = EXIT_ERROR) -> CliExit:
     print(f"{prog}: {message}", file=sys.stderr, flush=True)
     return CliExit(code)
+
+
+def stops_on_sigterm(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with SIGTERM raising ``KeyboardInterrupt``, as Ctrl-C does.
+
+    So ``kill`` (or a service manager) stops a command the way Ctrl-C does: the audio source
+    stops, the windows already heard are published, the JSON-lines output is flushed and closed,
+    exit code 0. The previous handler comes back afterwards (in-process callers, tests).
+    """
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return command(args)
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            return command(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return run
 
 
 # ---- options and runtime shared by every command --------------------------------------------------
@@ -249,6 +276,7 @@ def register_live(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_live)
 
 
+@stops_on_sigterm
 def run_live(args: argparse.Namespace) -> int:
     prog = "emostream live"
     from streamer import mic
@@ -410,6 +438,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
 
+@stops_on_sigterm
 def run_demo(args: argparse.Namespace) -> int:
     prog = "emostream demo"
     from streamer.filesource import FileSource, SourceError
@@ -472,6 +501,7 @@ def register_replay(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_replay)
 
 
+@stops_on_sigterm
 def run_replay(args: argparse.Namespace) -> int:
     prog = "emostream replay"
     from streamer.filesource import FileSource, SourceError
@@ -489,6 +519,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise _error(prog, f"cannot write {args.jsonl}: {exc}") from None
     labels: Counter[str] = Counter()
     n_windows = n_speech = 0
+    interrupted = False
     started = time.perf_counter()
     try:
         for event in replay_file(
@@ -504,6 +535,8 @@ def run_replay(args: argparse.Namespace) -> int:
             if event.speech and event.label is not None:
                 n_speech += 1
                 labels[event.label] += 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written stays, whole lines, flushed
+        interrupted = True
     except SourceError as exc:
         raise _error(prog, str(exc)) from None
     except RuntimeError as exc:
@@ -515,7 +548,8 @@ def run_replay(args: argparse.Namespace) -> int:
     print(
         f"{prog}: {args.file}: {source.duration_s:.1f} s of audio ({source.sample_rate_hz} Hz, {source.channels} ch) "
         f"-> {n_windows} windows ({n_speech} with speech) in {wall_s:.2f} s "
-        f"({source.duration_s / max(wall_s, 1e-9):.0f}x real time); labels: {summary}",
+        f"({source.duration_s / max(wall_s, 1e-9):.0f}x real time); labels: {summary}"
+        f"{'; stopped by a signal before the end' if interrupted else ''}",
         file=sys.stderr,
         flush=True,
     )

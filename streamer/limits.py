@@ -69,29 +69,50 @@ class TokenBucket:
     """Token bucket counted in audio frames: ``rate_per_s`` sustained, ``capacity`` burst.
 
     ``take(n, now_s)`` returns how many of ``n`` frames fit (the first ones); the rest are the
-    excess. The bucket starts full.
+    excess. The bucket starts full. With ``realtime_per_s`` (the stream's frames per second of
+    real time), a stream that fell behind real time may always catch up: frames that keep its
+    total within ``capacity`` of real time since the start are granted even when the bucket is
+    empty (a client that stalled 10 s and then sends its backlog loses nothing).
     """
 
-    def __init__(self, rate_per_s: float, capacity: float, now_s: float) -> None:
+    def __init__(
+        self, rate_per_s: float, capacity: float, now_s: float, realtime_per_s: float | None = None
+    ) -> None:
         if not rate_per_s > 0 or not capacity > 0:
             raise ValueError(f"rate_per_s and capacity must be positive, got {rate_per_s}, {capacity}")
+        if realtime_per_s is not None and not realtime_per_s > 0:
+            raise ValueError(f"realtime_per_s must be positive, got {realtime_per_s}")
         self.rate_per_s = float(rate_per_s)
         self.capacity = float(capacity)
+        self.realtime_per_s = realtime_per_s
         self.reset(now_s)
 
     @classmethod
     def for_stream(cls, limits: ServerLimits, sample_rate_hz: int, now_s: float) -> TokenBucket:
-        """The ingest policy: ``realtime_factor`` x real time with a burst of ``burst_s`` seconds."""
-        return cls(limits.realtime_factor * sample_rate_hz, limits.burst_s * sample_rate_hz, now_s)
+        """The ingest policy: ``realtime_factor`` x real time with a burst of ``burst_s`` seconds,
+        and catching up to real time (plus ``burst_s``) is always allowed."""
+        return cls(
+            limits.realtime_factor * sample_rate_hz,
+            limits.burst_s * sample_rate_hz,
+            now_s,
+            realtime_per_s=float(sample_rate_hz),
+        )
 
     def reset(self, now_s: float) -> None:
         self._tokens = self.capacity
         self._last_s = float(now_s)
+        self._start_s = float(now_s)
+        self._granted = 0
 
     def take(self, n: int, now_s: float) -> int:
         elapsed_s = max(0.0, float(now_s) - self._last_s)
         self._last_s = max(self._last_s, float(now_s))
         self._tokens = min(self.capacity, self._tokens + elapsed_s * self.rate_per_s)
         allowed = min(int(n), int(self._tokens))
-        self._tokens -= allowed
-        return max(0, allowed)
+        if self.realtime_per_s is not None and allowed < n:
+            behind = (self._last_s - self._start_s) * self.realtime_per_s + self.capacity - self._granted
+            allowed = max(allowed, min(int(n), int(behind)))
+        allowed = max(0, allowed)
+        self._tokens = max(0.0, self._tokens - allowed)
+        self._granted += allowed
+        return allowed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,36 @@ def test_live_streams_from_a_microphone_and_says_so_when_it_vanishes(tiny_model_
     assert proc.returncode == 1
     assert "the microphone stopped" in err and "--list-devices" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_replay_stops_on_a_signal_with_whole_flushed_lines(tiny_model_dir: Path, tmp_path: Path, sig: int) -> None:
+    """Ctrl-C or kill mid-stream: exit 0, every line written so far is complete JSON, a summary says so."""
+    import json
+
+    import soundfile as sf
+    from wsutil import synth_audio
+
+    clip, out = tmp_path / "long.wav", tmp_path / "out.jsonl"
+    sf.write(clip, synth_audio(60.0, 16000), 16000, subtype="PCM_16")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "replay", str(clip), "--model", str(tiny_model_dir), "--no-vad",
+         "--realtime", "--speed", "4", "--jsonl", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
+            time.sleep(0.1)
+        assert out.exists() and out.read_text().count("\n") >= 2, "no estimates before the signal"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped by a signal" in err
+    text = out.read_text()
+    assert text.endswith("\n")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert 2 <= len(lines) < 56  # stopped well before the 56 windows of the whole minute
+    assert [m["seq"] for m in lines] == list(range(len(lines)))

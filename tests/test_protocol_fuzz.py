@@ -181,3 +181,29 @@ def test_token_bucket_refills_at_rate() -> None:
     assert bucket.take(80, 0.0) == 50
     assert bucket.take(80, 0.2) == 20
     assert bucket.take(80, 10.0) == 50  # capped at capacity
+
+
+def test_a_stream_behind_real_time_may_catch_up() -> None:
+    rate = 100.0  # frames per second of real time; 2x sustained, 5 s burst
+    bucket = TokenBucket(rate_per_s=2 * rate, capacity=5 * rate, now_s=0.0, realtime_per_s=rate)
+    assert bucket.take(100, 1.0) == 100  # on time
+    assert bucket.take(1200, 13.0) == 1200  # stalled 12 s, then the whole backlog: still behind real time
+    assert bucket.take(10_000, 13.0) == 500  # now ahead: only the burst ...
+    assert bucket.take(1000, 14.0) == 200  # ... and then 2x real time
+    plain = TokenBucket(rate_per_s=2 * rate, capacity=5 * rate, now_s=0.0)
+    assert plain.take(100, 1.0) == 100
+    plain.take(0, 13.0)
+    assert plain.take(1200, 13.0) == 500  # without the real-time allowance the backlog is cut
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0.0, 0.5)), max_size=50))
+def test_catch_up_never_runs_ahead_of_real_time_plus_burst_or_rate(requests: list[tuple[int, float]]) -> None:
+    bucket = TokenBucket(rate_per_s=1000.0, capacity=500.0, now_s=0.0, realtime_per_s=400.0)
+    now_s, granted = 0.0, 0
+    for n, dt in requests:
+        now_s += dt
+        got = bucket.take(n, now_s)
+        assert 0 <= got <= n
+        granted += got
+        assert granted <= 500 + 1000.0 * now_s + 1e-6  # catching up (1x + burst) stays within the bucket's bound
