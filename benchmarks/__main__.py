@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "schema": "emostream-benchmark/1",
         "quick": bool(args.quick),
+        "skipped": sorted(skip),
         "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine.to_dict(),
@@ -226,9 +227,10 @@ def _headline(result: dict[str, Any]) -> None:
     result["baseline_single_stream_p99_ms"] = base_1.get("server_p99_ms")
     result["capacity_streams"] = int(ours_cap.get("capacity_streams", 0))
     result["capacity_bounded"] = ours_cap.get("bounded")
-    result["baseline_capacity_streams"] = int(base_cap.get("capacity_streams", 0))
+    # None (not 0) when the baseline stage was left out with --skip: 0 would read as "kept up with none"
+    result["baseline_capacity_streams"] = int(base_cap["capacity_streams"]) if base_cap else None
     result["capacity_ratio"] = (result["capacity_streams"] / result["baseline_capacity_streams"]
-                                if result["baseline_capacity_streams"] > 0 else None)
+                                if result["baseline_capacity_streams"] else None)
     result["server_cpu_cores_at_capacity"] = ours_cap.get("server_cpu_cores_at_capacity")
     result["client_cpu_cores_at_capacity"] = ours_cap.get("client_cpu_cores_at_capacity")
     result["machine_cpu_cores_at_capacity"] = ours_cap.get("machine_cpu_cores_at_capacity")
@@ -245,6 +247,11 @@ def _headline(result: dict[str, Any]) -> None:
     result["targets"] = targets
 
 
+def _or_not_run(value: float | None, fmt: str) -> str:
+    """A figure for the log, or "not run" where its stage was skipped (None or NaN)."""
+    return "not run" if value is None or value != value else fmt.format(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.report import check_result, plot_latency, write_json, write_markdown
@@ -255,10 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     plot_latency(result, args.plot)
     log("")
     log(f"single stream: p50 {result['single_stream_p50_ms']:.1f} ms, p99 {result['single_stream_p99_ms']:.1f} ms; "
-        f"capacity {result['capacity_streams']} streams vs baseline {result['baseline_capacity_streams']} "
-        f"(ratio {result['capacity_ratio'] if result['capacity_ratio'] is None else round(result['capacity_ratio'], 1)})"
-        f"; {result['model_gflop_per_window']:.3f} GFLOP/window, peak {result['peak_gflops']:.1f} GFLOP/s, "
-        f"engine best {100 * result['engine_best_fraction_of_peak']:.1f} % of peak")
+        f"capacity {result['capacity_streams']} streams vs baseline "
+        f"{_or_not_run(result['baseline_capacity_streams'], '{}')} "
+        f"(ratio {_or_not_run(result['capacity_ratio'], '{:.1f}')})"
+        f"; {_or_not_run(result['model_gflop_per_window'], '{:.3f}')} GFLOP/window, "
+        f"peak {result['peak_gflops']:.1f} GFLOP/s, "
+        f"engine best {_or_not_run(result['engine_best_fraction_of_peak'] * 100, '{:.1f}')} % of peak")
+    if result["skipped"]:
+        log(f"stages left out (--skip): {', '.join(result['skipped'])}")
     for key, t in result["targets"].items():
         log(f"target {key} {t['target']}: {t['value']} -> {'met' if t['met'] else 'NOT met'}")
     if result["quick"]:

@@ -11,7 +11,7 @@ REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
     "single_stream_p50_ms": (float,),
     "single_stream_p99_ms": (float,),
     "capacity_streams": (int,),
-    "baseline_capacity_streams": (int,),
+    "baseline_capacity_streams": (int,),  # None only when the baseline stage was skipped
     "capacity_ratio": (float, type(None)),  # None when the baseline kept up with no stream at all
     "model_gflop_per_window": (float,),
     "peak_gflops": (float,),
@@ -49,13 +49,14 @@ def markdown(r: dict[str, Any]) -> str:
     s1, b1 = dev["single_stream"].get("ours", {}), dev["single_stream"].get("baseline", {})
     bound = f"p99 <= {r['settings']['max_p99_ms']:g} ms, nothing dropped or missing"
     ratio = r["capacity_ratio"]
+    gflop_missing = "GFLOP per 5 s window not measured (engine stage skipped)"
     lines = [
         f"### Benchmark ({'quick smoke run: figures are not meaningful' if r['quick'] else 'full run'})",
         "",
         f"Machine: {r['machine_line']}.",
         f"Model: `{r['model']['name']}` ({r['model']['arch']}, {r['model']['parameters']:,} parameters"
         f"{', untrained stand-in of the same size' if r['model']['untrained_standin'] else ''}), "
-        f"{r['model_gflop_per_window']:.3f} GFLOP per 5 s window. Hop {r['settings']['hop_s']:g} s, "
+        f"{_f(_finite(r['model_gflop_per_window']), '{:.3f} GFLOP per 5 s window', gflop_missing)}. Hop {r['settings']['hop_s']:g} s, "
         f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD: {r['settings']['vad']}; "
         f"each stream runs {r['settings']['ramp_s']:g} s before its windows are timed, then "
         f"{r['settings']['single_s']:g} s (single stream) or {r['settings']['trial_s']:g} s (capacity trials); "
@@ -76,6 +77,23 @@ def markdown(r: dict[str, Any]) -> str:
         f"| load generator CPU at that load (cores, same machine) | "
         f"{_f(cap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | "
         f"{_f(bcap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | |",
+    ]
+    if r.get("skipped"):
+        lines += ["", f"Stages left out of this run (`--skip`): {', '.join(r['skipped'])}."]
+    if r["engine"]:
+        lines += _engine_table(r)
+    if r["features"]:
+        lines += _feature_table(r)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _finite(x: Any) -> float | None:
+    return x if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def _engine_table(r: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         f"Model engine ({r['device']}, `Classifier.predict`; fp32 matmul peak measured in the same run: "
         f"{r['peak_gflops']:.1f} GFLOP/s; best {100 * r['engine_best_fraction_of_peak']:.1f} % of it):",
@@ -89,7 +107,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {row['backend']} | {row.get('threads', '')} | {row['batch']} | {row['p50_ms']:.2f} | "
                      f"{row['p99_ms']:.2f} | {row['windows_per_s']:.0f} | {row['gflops']:.1f} | "
                      f"{100 * row['fraction_of_peak']:.1f} | {_f(at_threads and 100 * at_threads)} |")
-    lines += [
+    return lines
+
+
+def _feature_table(r: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "Features (CPU; x real time = seconds of audio per second of one call's wall time; streams = "
         f"real-time streams those threads could feed at hop {r['settings']['hop_s']:g} s, features alone):",
@@ -100,13 +122,12 @@ def markdown(r: dict[str, Any]) -> str:
     for row in r["features"]:
         lines.append(f"| {row['name']} | {row.get('threads', '')} | {row['batch']} | {row['p50_ms']:.2f} | "
                      f"{row['audio_s_per_s']:.0f} | {row['streams_at_hop']:.0f} |")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _cap(c: dict[str, Any]) -> str:
     if not c:
-        return "n/a"
+        return "not run"
     n = c["capacity_streams"]
     return f"{n}" if c.get("bounded") else f">= {n} (no failing load reached)"
 
@@ -163,7 +184,12 @@ def plot_latency(result: dict[str, Any], path: Path) -> None:
 def check_result(result: dict[str, Any]) -> list[str]:
     """Problems with a result's required keys and types ([] when all are there and sane)."""
     problems = []
+    skipped = set(result.get("skipped", []))
+    may_be_empty = ({"baseline_capacity_streams"} if "baseline" in skipped else set()) | (
+        {"model_gflop_per_window", "engine_best_fraction_of_peak"} if "engine" in skipped else set())
     for key, types in REQUIRED_KEYS.items():
+        if key in may_be_empty and result.get(key) is None:
+            continue
         if key not in result:
             problems.append(f"missing {key}")
         elif isinstance(result[key], bool) or not isinstance(result[key], types):

@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.capacity import SearchSettings, Trial, search_capacity
 from benchmarks.machine import Repeats, percentiles_ms, time_calls
-from benchmarks.report import REQUIRED_KEYS, check_result
+from benchmarks.report import REQUIRED_KEYS, check_result, markdown
 from models.features import FeatureConfig, LogMel
 from models.windows import window_ends
 
@@ -133,6 +133,39 @@ def test_baseline_windows_match_the_streamer_policy(seed: int) -> None:
     assert [j.seq for j in jobs] == list(range(len(jobs)))
     for job, expected in zip(jobs, windows, strict=True):
         np.testing.assert_array_equal(job.window, expected)
+
+
+def _skipped_stage_result(skipped: list[str]) -> dict:
+    """A result as `--skip features,engine,baseline` leaves it: capacity of ours only."""
+    trial = {"n": 8, "ok": True, "p50_ms": 9.0, "p99_ms": 30.0}
+    return {
+        "quick": False, "skipped": skipped, "command": "python -m benchmarks --skip " + ",".join(skipped),
+        "machine": {"cpu_model": "Test CPU", "logical_cores": 2}, "machine_line": "Test CPU, 2 logical cores",
+        "model": {"name": "default", "arch": "bandsplit_bilstm", "parameters": 1000, "untrained_standin": False},
+        "settings": {"hop_s": 1.0, "max_p99_ms": 500.0, "frame_ms": 100.0, "single_s": 60.0, "trial_s": 20.0,
+                     "ramp_s": 5.0, "vad": "none"},
+        "device": "cpu",
+        "devices": {"cpu": {"single_stream": {"ours": {"server_p50_ms": 6.0, "server_p99_ms": 12.0}},
+                            "capacity": {"ours": {"capacity_streams": 8, "bounded": True, "trials": [trial]}}}},
+        "single_stream_p50_ms": 6.0, "single_stream_p99_ms": 12.0, "capacity_streams": 8,
+        "baseline_capacity_streams": None, "capacity_ratio": None, "model_gflop_per_window": None,
+        "peak_gflops": 100.0, "engine_best_fraction_of_peak": None, "engine": [], "features": [],
+    }
+
+
+def test_skipped_stages_read_as_not_run_rather_than_as_zero() -> None:
+    r = _skipped_stage_result(["baseline", "engine", "features"])
+    assert check_result(r) == []
+    md = markdown(r)
+    assert "| real-time streams (p99 <= 500 ms, nothing dropped or missing) | 8 | not run | n/a |" in md
+    assert "GFLOP per 5 s window not measured (engine stage skipped)" in md
+    assert "Stages left out of this run (`--skip`): baseline, engine, features." in md
+    assert "| backend |" not in md and "| feature path |" not in md
+    # the same gaps in a run that did not skip those stages are errors
+    r["skipped"] = []
+    problems = check_result(r)
+    assert any("baseline_capacity_streams" in p for p in problems)
+    assert any("model_gflop_per_window" in p for p in problems)
 
 
 # ----------------------------------------------------------------------------- one quick run
