@@ -247,14 +247,9 @@ def _headline(result: dict[str, Any]) -> None:
     result["targets"] = targets
 
 
-def _or_not_run(value: float | None, fmt: str) -> str:
-    """A figure for the log, or "not run" where its stage was skipped (None or NaN)."""
-    return "not run" if value is None or value != value else fmt.format(value)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from benchmarks.report import check_result, plot_latency, write_json, write_markdown
+    from benchmarks.report import check_result, figure, plot_latency, write_json, write_markdown
 
     result = run(args)
     write_json(result, args.json)
@@ -263,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     log("")
     log(f"single stream: p50 {result['single_stream_p50_ms']:.1f} ms, p99 {result['single_stream_p99_ms']:.1f} ms; "
         f"capacity {result['capacity_streams']} streams vs baseline "
-        f"{_or_not_run(result['baseline_capacity_streams'], '{}')} "
-        f"(ratio {_or_not_run(result['capacity_ratio'], '{:.1f}')})"
-        f"; {_or_not_run(result['model_gflop_per_window'], '{:.3f}')} GFLOP/window, "
+        f"{figure(result['baseline_capacity_streams'], '{}', 'not run')} "
+        f"(ratio {figure(result['capacity_ratio'], '{:.1f}', 'none')})"
+        f"; {figure(result['model_gflop_per_window'], '{:.3f}', 'not run')} GFLOP/window, "
         f"peak {result['peak_gflops']:.1f} GFLOP/s, "
-        f"engine best {_or_not_run(result['engine_best_fraction_of_peak'] * 100, '{:.1f}')} % of peak")
+        f"engine best {figure(100 * result['engine_best_fraction_of_peak'], '{:.1f}', 'not run')} % of peak")
     if result["skipped"]:
         log(f"stages left out (--skip): {', '.join(result['skipped'])}")
     for key, t in result["targets"].items():

@@ -12,7 +12,7 @@ REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
     "single_stream_p99_ms": (float,),
     "capacity_streams": (int,),
     "baseline_capacity_streams": (int,),  # None only when the baseline stage was skipped
-    "capacity_ratio": (float, type(None)),  # None when the baseline kept up with no stream at all
+    "capacity_ratio": (float, type(None)),  # None when the baseline kept up with no stream, or was skipped
     "model_gflop_per_window": (float,),
     "peak_gflops": (float,),
     "engine_best_fraction_of_peak": (float,),
@@ -38,8 +38,9 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(_clean(result), indent=1, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _f(x: Any, fmt: str = "{:.1f}", none: str = "n/a") -> str:
-    return none if x is None else fmt.format(x)
+def figure(x: Any, fmt: str = "{:.1f}", missing: str = "n/a") -> str:
+    """A figure formatted, or `missing` where there is none (None, or NaN from a stage that did not run)."""
+    return missing if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -56,7 +57,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Machine: {r['machine_line']}.",
         f"Model: `{r['model']['name']}` ({r['model']['arch']}, {r['model']['parameters']:,} parameters"
         f"{', untrained stand-in of the same size' if r['model']['untrained_standin'] else ''}), "
-        f"{_f(_finite(r['model_gflop_per_window']), '{:.3f} GFLOP per 5 s window', gflop_missing)}. Hop {r['settings']['hop_s']:g} s, "
+        f"{figure(r['model_gflop_per_window'], '{:.3f} GFLOP per 5 s window', gflop_missing)}. Hop {r['settings']['hop_s']:g} s, "
         f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD: {r['settings']['vad']}; "
         f"each stream runs {r['settings']['ramp_s']:g} s before its windows are timed, then "
         f"{r['settings']['single_s']:g} s (single stream) or {r['settings']['trial_s']:g} s (capacity trials); "
@@ -65,18 +66,18 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| | emostream | reference-style baseline | ratio |",
         "|---|---|---|---|",
-        f"| single stream latency p50 / p99 (server `latency_ms`) | {_f(s1.get('server_p50_ms'))} / "
-        f"{_f(s1.get('server_p99_ms'))} ms | {_f(b1.get('server_p50_ms'))} / {_f(b1.get('server_p99_ms'))} ms | |",
-        f"| single stream latency p50 / p99 (client-measured) | {_f(s1.get('client_p50_ms'))} / "
-        f"{_f(s1.get('client_p99_ms'))} ms | {_f(b1.get('client_p50_ms'))} / {_f(b1.get('client_p99_ms'))} ms | |",
+        f"| single stream latency p50 / p99 (server `latency_ms`) | {figure(s1.get('server_p50_ms'))} / "
+        f"{figure(s1.get('server_p99_ms'))} ms | {figure(b1.get('server_p50_ms'))} / {figure(b1.get('server_p99_ms'))} ms | |",
+        f"| single stream latency p50 / p99 (client-measured) | {figure(s1.get('client_p50_ms'))} / "
+        f"{figure(s1.get('client_p99_ms'))} ms | {figure(b1.get('client_p50_ms'))} / {figure(b1.get('client_p99_ms'))} ms | |",
         f"| real-time streams ({bound}) | {_cap(cap)} | {_cap(bcap)} | "
-        f"{_f(ratio, '{:.1f}x')} |",
+        f"{figure(ratio, '{:.1f}x')} |",
         f"| server CPU at that load (cores of {r['machine']['logical_cores']}) | "
-        f"{_f(cap.get('server_cpu_cores_at_capacity'), '{:.2f}')} | "
-        f"{_f(bcap.get('server_cpu_cores_at_capacity'), '{:.2f}')} | |",
+        f"{figure(cap.get('server_cpu_cores_at_capacity'), '{:.2f}')} | "
+        f"{figure(bcap.get('server_cpu_cores_at_capacity'), '{:.2f}')} | |",
         f"| load generator CPU at that load (cores, same machine) | "
-        f"{_f(cap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | "
-        f"{_f(bcap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | |",
+        f"{figure(cap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | "
+        f"{figure(bcap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | |",
     ]
     if r.get("skipped"):
         lines += ["", f"Stages left out of this run (`--skip`): {', '.join(r['skipped'])}."]
@@ -86,10 +87,6 @@ def markdown(r: dict[str, Any]) -> str:
         lines += _feature_table(r)
     lines.append("")
     return "\n".join(lines)
-
-
-def _finite(x: Any) -> float | None:
-    return x if isinstance(x, int | float) and math.isfinite(x) else None
 
 
 def _engine_table(r: dict[str, Any]) -> list[str]:
@@ -106,7 +103,7 @@ def _engine_table(r: dict[str, Any]) -> list[str]:
         at_threads = row.get("fraction_of_thread_peak")
         lines.append(f"| {row['backend']} | {row.get('threads', '')} | {row['batch']} | {row['p50_ms']:.2f} | "
                      f"{row['p99_ms']:.2f} | {row['windows_per_s']:.0f} | {row['gflops']:.1f} | "
-                     f"{100 * row['fraction_of_peak']:.1f} | {_f(at_threads and 100 * at_threads)} |")
+                     f"{100 * row['fraction_of_peak']:.1f} | {figure(at_threads and 100 * at_threads)} |")
     return lines
 
 
