@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 TINY_LABELS = ("neutral", "happy", "sad", "angry")
-TINY_SETTINGS = {"channels": [4, 8], "band_dim": 16, "lstm_hidden": 16, "dropout": 0.0}
+TINY_SETTINGS = {
+    "channels": [4, 8],
+    "band_dim": 16,
+    "lstm_hidden": 16,
+    "dropout": 0.0,
+    "input_norm": "cmn",
+    "pooling": "masked_stats",
+}
+"""The shipped model's kind (level-invariant normalisation, pooling over active frames), small."""
+TINY_FEATURES = {"log_floor": 1e-14}
 
 
 def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Path:
@@ -20,7 +29,7 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Pat
     from models.modelfile import ModelSpec, export_model, save_checkpoint
 
     torch.manual_seed(seed)
-    features = FeatureConfig(window_s=window_s)
+    features = FeatureConfig(window_s=window_s, **TINY_FEATURES)
     spec = ModelSpec(
         features,
         ModelConfig("bandsplit_bilstm", len(TINY_LABELS), features.n_mels, dict(TINY_SETTINGS)),

@@ -117,8 +117,18 @@ def test_augmentation_was_applied_during_training(run: dict) -> None:
     report = json.loads((run["out"] / "report.json").read_text())
     stats = report["train"]["augment_stats"]
     n_windows = 6 * 6 * 3 * 5  # epochs x training actors x emotions x takes
-    for kind, p in (("speed", 0.5), ("gain", 0.8), ("noise", 0.4), ("specaugment", 0.8)):
+    cfg = AugmentConfig()
+    for kind, p in (
+        ("speed", cfg.p_speed),
+        ("gain", cfg.p_gain),
+        ("noise", cfg.p_noise),
+        ("eq", cfg.p_eq),
+        ("reverb", cfg.p_reverb),
+        ("specaugment", cfg.p_specaugment),
+    ):
         assert 0.5 * p * n_windows < stats[kind] < 1.5 * p * n_windows, (kind, stats)
+    band = stats["telephone"] + stats["lowpass"] + stats["highpass"]
+    assert 0.5 * cfg.p_band * n_windows < band < 1.5 * cfg.p_band * n_windows, stats
     windows = report["train"]["window_stats"]
     assert windows["joined"] > 0.15 * n_windows and windows["shifted"] > 0.5 * n_windows
 
@@ -187,6 +197,39 @@ def test_evaluate_writes_report_and_predictions(run: dict, tmp_path: Path) -> No
     }
     assert all(abs(sum(float(r[f"p_{x}"]) for x in ("neutral", "happy", "sad")) - 1) < 1e-3 for r in rows)
     assert png.stat().st_size > 1000
+
+
+def test_evaluate_counts_new_speakers_as_unseen_and_reports_robustness(run: dict, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(run["data"], data)
+    new_actor = data / "ravdess" / "Actor_22"  # a speaker in no part of the model's split
+    new_actor.mkdir()
+    for code in EMOTIONS:
+        for take in range(2):
+            sf.write(new_actor / f"03-01-{code}-01-01-{take + 1:02d}-22.wav", synth_clip(code, 22, take), SR)
+    rep = tmp_path / "r.json"
+    argv = ["--model", str(run["out"] / "model"), "--data", str(data), "--report", str(rep)]
+    assert _evaluate([*argv, "--cache", str(tmp_path / "cache"), "--perturb", "gain:-12,gain:+6,noise:10,phone"]) == 0
+    report = json.loads(rep.read_text())
+    d = report["datasets"]["ravdess"]
+    assert d["speakers"] == ["ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20", "ravdess:22"]
+    assert d["n"] == 60 + 6
+    assert report["clip_filter"]["ravdess"] == {
+        "found": len(ACTORS) * 15 + 6,
+        "kept": 66,
+        "dropped_seen_speakers": 8 * 15,
+        "after_max_clips": 66,
+    }
+    rob = report["robustness"]
+    assert list(rob) == ["clean", "gain:-12", "gain:+6", "noise:10", "phone"]
+    assert rob["clean"]["ua"] == report["overall"]["ua"]
+    # the model normalises the level itself: a gain (no clipping at these levels) changes nothing
+    assert abs(rob["gain:-12"]["datasets"]["ravdess"]["ua"] - d["ua"]) <= 0.02
+    assert abs(rob["gain:+6"]["datasets"]["ravdess"]["ua"] - d["ua"]) <= 0.02
+    assert all(0.0 <= rob[c]["ua"] <= 1.0 for c in rob)
+    assert _evaluate([*argv, "--perturb", "loud:3"]) == 2
 
 
 def test_evaluate_on_an_unseen_folder_per_class_corpus_skips_unknown_labels(

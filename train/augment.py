@@ -1,10 +1,19 @@
-"""Training-only augmentation: speed, gain and noise on the waveform; SpecAugment masks on batched log-mel.
+"""Training-only augmentation: speed, channel (EQ, band limits, telephone, bit depth, reverb), noise and
+gain on the waveform; SpecAugment masks on batched log-mel.
 
-All of it is cheap numpy / soxr / torch; audiomentations is not used (its speed and pitch transforms
-cost several milliseconds per window, more than the model step they feed on two cores). Pitch shift
-is not done separately: speed perturbation (resampling by 0.9-1.1) shifts pitch and tempo together.
+The channel and level transforms are ``train.perturb``'s, the same functions that
+``emostream evaluate --perturb`` scores a model under. Order, per training window:
+speed (on the clip) -> EQ, reverb, band limit (on the clip's audio) -> window placement
+(``train.dataset``) -> noise at an SNR over the active speech, added only where the stream has
+begun (never into the start-up zero padding, which a live stream also has as digital zeros) ->
+gain over the full level span (clipped at full scale) -> low bit depth.
+The model normalises the level itself (``models.arch.layers.WindowNorm``); the gain augmentation
+is for what gain does beyond a scale: clipping, quantisation and the noise floor.
+
+audiomentations is not used: its transforms cost several milliseconds per window, more than the
+model step they feed on two cores; these are numpy FFT filters and soxr. Pitch shift is not done
+separately: speed perturbation (resampling by 0.9-1.1) shifts pitch and tempo together.
 Every transform counts how often it fired in ``Augmenter.stats``, so a run can prove it was applied.
-The random time shift and the joining of clips are window placement and live in ``train.dataset``.
 """
 
 from __future__ import annotations
@@ -17,8 +26,22 @@ import numpy as np
 import soxr
 import torch
 
-NOISE_BANK_S = 20.0
-"""Seconds of each pre-generated noise colour; windows take random excerpts of it."""
+from train.perturb import (
+    active_rms,
+    add_noise,
+    apply_gain,
+    band_limit,
+    mu_law,
+    noise_bank,
+    quantise,
+    random_eq,
+    reverb,
+    synthetic_rir,
+    telephone,
+)
+
+RIR_BANK = 48
+"""Synthetic room impulse responses drawn once per run; windows pick one at random."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +52,17 @@ class AugmentConfig:
     p_speed: float = 0.5
     speed_range: tuple[float, float] = (0.9, 1.1)
     p_gain: float = 0.8
-    gain_db: tuple[float, float] = (-12.0, 6.0)
-    p_noise: float = 0.4
-    snr_db: tuple[float, float] = (5.0, 35.0)
+    gain_db: tuple[float, float] = (-30.0, 15.0)
+    p_noise: float = 0.5
+    snr_db: tuple[float, float] = (0.0, 35.0)
+    p_eq: float = 0.4
+    eq_db: float = 8.0
+    p_band: float = 0.3
+    """A band limit: telephone (300-3400 Hz, 8 kHz mu-law), low-pass 4-7 kHz or high-pass 100-300 Hz."""
+    p_reverb: float = 0.3
+    rt60_s: tuple[float, float] = (0.15, 0.9)
+    p_bits: float = 0.1
+    """8-12 bit linear or 8-bit mu-law quantisation."""
     p_specaugment: float = 0.8
     n_time_masks: int = 2
     max_time_mask_frames: int = 40
@@ -47,27 +78,22 @@ class AugmentConfig:
         return cls(**fixed)
 
 
-def _noise_bank(sample_rate_hz: int, seed: int) -> dict[str, np.ndarray]:
-    """Unit-RMS white and pink noise, ``NOISE_BANK_S`` long each."""
-    rng = np.random.default_rng(seed)
-    n = int(NOISE_BANK_S * sample_rate_hz)
-    white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))  # 1/f power
-    pink = np.fft.irfft(spectrum, n)
-    return {
-        name: (x / np.sqrt(np.mean(x**2))).astype(np.float32)
-        for name, x in (("white", white), ("pink", pink))
-    }
-
-
 class Augmenter:
     """Applies ``AugmentConfig`` to training audio and features; ``stats`` counts what was applied."""
 
     def __init__(self, config: AugmentConfig, sample_rate_hz: int, seed: int = 0) -> None:
         self.config = config
         self.sample_rate_hz = sample_rate_hz
-        self.noise = _noise_bank(sample_rate_hz, seed) if config.enabled and config.p_noise > 0 else {}
+        self.noise = noise_bank(sample_rate_hz, seed) if config.enabled and config.p_noise > 0 else {}
+        rng = np.random.default_rng([seed, 31337])
+        self.rirs = (
+            [
+                synthetic_rir(sample_rate_hz, float(rng.uniform(*config.rt60_s)), rng, float(rng.uniform(-6, 6)))
+                for _ in range(RIR_BANK)
+            ]
+            if config.enabled and config.p_reverb > 0
+            else []
+        )
         self.stats: Counter[str] = Counter()
 
     # -- waveform ------------------------------------------------------------------------------
@@ -82,24 +108,59 @@ class Augmenter:
         out = soxr.resample(audio, self.sample_rate_hz * factor, self.sample_rate_hz, quality="QQ")
         return np.asarray(out, dtype=np.float32)
 
-    def waveform(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Gain, then additive white or pink noise at a random SNR (relative to the speech's RMS)."""
+    def channel(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Microphone colour (EQ), room (reverb) and line (band limit) on a clip's audio."""
+        c = self.config
+        if not c.enabled or len(audio) < 2:
+            return audio
+        sr = self.sample_rate_hz
+        out = audio
+        if rng.random() < c.p_eq:
+            out = random_eq(out, sr, rng, c.eq_db)
+            self.stats["eq"] += 1
+        if self.rirs and rng.random() < c.p_reverb:
+            out = reverb(out, self.rirs[int(rng.integers(len(self.rirs)))])
+            self.stats["reverb"] += 1
+        if rng.random() < c.p_band:
+            kind = rng.random()
+            if kind < 0.4:
+                out = telephone(out, sr)
+                self.stats["telephone"] += 1
+            elif kind < 0.8:
+                out = band_limit(out, sr, 0.0, float(rng.uniform(4000.0, min(7000.0, sr / 2))))
+                self.stats["lowpass"] += 1
+            else:
+                out = band_limit(out, sr, float(rng.uniform(100.0, 300.0)), 0.0)
+                self.stats["highpass"] += 1
+        return out
+
+    def waveform(
+        self, window: np.ndarray, rng: np.random.Generator, start: int = 0, speech_rms: float | None = None
+    ) -> np.ndarray:
+        """Noise at a random SNR over the active speech (from sample ``start`` on: the stream's start-up
+        zero padding stays zero), then gain over the full level span (clipped), then low bit depth."""
         c = self.config
         if not c.enabled:
             return window
         out = window
-        if rng.random() < c.p_gain:
-            out = out * np.float32(10.0 ** (rng.uniform(*c.gain_db) / 20.0))
-            self.stats["gain"] += 1
-        if self.noise and rng.random() < c.p_noise:
-            voiced = out[out != 0]
-            rms = float(np.sqrt(np.mean(voiced**2))) if len(voiced) else 0.0
+        sr = self.sample_rate_hz
+        if self.noise and rng.random() < c.p_noise and start < len(out):
+            rms = active_rms(out[start:], sr) if speech_rms is None else speech_rms
             if rms > 0:
                 bank = self.noise["pink" if rng.random() < 0.5 else "white"]
-                start = int(rng.integers(0, len(bank) - len(out)))
-                scale = rms / 10.0 ** (rng.uniform(*c.snr_db) / 20.0)
-                out = out + np.float32(scale) * bank[start : start + len(out)]
+                offset = int(rng.integers(0, len(bank) - (len(out) - start)))
+                out = out.copy()
+                out[start:] = add_noise(out[start:], sr, float(rng.uniform(*c.snr_db)), bank, offset, rms)
                 self.stats["noise"] += 1
+        if rng.random() < c.p_gain:
+            out = apply_gain(out, float(rng.uniform(*c.gain_db)))
+            self.stats["gain"] += 1
+        if rng.random() < c.p_bits:
+            if rng.random() < 0.5:
+                out = mu_law(out, 8)
+            else:
+                out = quantise(out, int(rng.integers(8, 13)))
+            self.stats["bits"] += 1
         return out.astype(np.float32, copy=False)
 
     # -- features ------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATASETS = "ravdess,tess,nemo,urdu"
+PERTURB_CONDITIONS = (
+    "gain:DB (clipped at full scale), level:DBFS (active speech set to DBFS), phone (300-3400 Hz, 8 kHz, "
+    "8-bit mu-law), lowpass:HZ, noise:SNR (pink, dB over active speech), reverb[:RT60] (synthetic room, "
+    "0.5 s), bits:N; e.g. --perturb gain:-12,gain:+12,phone,noise:10,reverb"
+)
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +40,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "--model-settings",
         default="{}",
         metavar="JSON",
-        help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'",
+        help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'; bandsplit_bilstm runs get "
+        "'{\"input_norm\": \"cmn\", \"pooling\": \"masked_stats\"}' (level-invariant) unless these say otherwise",
     )
     p.add_argument(
         "--labels",
@@ -58,6 +64,21 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "--patience", type=int, default=8, help="early stop after N validations without a better val UA"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--balance",
+        type=float,
+        default=0.5,
+        help="corpus- and speaker-balanced sampling: shares proportional to n_clips**(1-B); 0 = every clip once",
+    )
+    p.add_argument(
+        "--ema-decay", type=float, default=0.998, help="validate and keep a moving average of the weights (0 = off)"
+    )
+    p.add_argument(
+        "--select",
+        choices=("mean_corpus_ua", "pooled_ua"),
+        default="mean_corpus_ua",
+        help="model selection on the validation speakers: mean of the per-corpus UAs, or one pooled UA",
+    )
     p.add_argument("--window", choices=("hann", "hamming", "rectangular"), default="hann", help="STFT window")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -120,6 +141,9 @@ def _run_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         patience=args.patience,
         seed=args.seed,
+        balance=args.balance,
+        ema_decay=args.ema_decay,
+        select=args.select,
         threads=args.threads,
         out_dir=str(args.out),
         resume=args.resume,
@@ -160,8 +184,8 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "--speakers",
         choices=("test", "all"),
         default="test",
-        help="test: only the model's held-out test speakers of corpora it trained on "
-        "(every speaker of other corpora); all: every clip",
+        help="test: only speakers the model never saw (its held-out test speakers, any speaker of its "
+        "corpora that was in no part of its split, every speaker of other corpora); all: every clip",
     )
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
     p.add_argument("--predictions", type=Path, default=None, help="output CSV, one row per clip")
@@ -172,6 +196,13 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "--max-clips", type=int, default=0, help="at most N clips per corpus (seeded choice; 0 = all)"
     )
     p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
+    p.add_argument(
+        "--perturb",
+        default="",
+        metavar="COND,...",
+        help="robustness report: re-score the same clips under each condition and report UA per condition "
+        "and corpus; conditions: " + PERTURB_CONDITIONS,
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -179,3 +210,99 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import run
 
     return run(args)
+
+
+def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "crosscorpus",
+        help="leave-one-corpus-out: train on the other corpora, score every clip of the held-out one",
+        description="For every corpus of --datasets, train on the others and score all clips of it on the "
+        "four classes they share (neutral, happy, sad, angry; calm as neutral): the statistics baseline "
+        "(log-mel and pitch statistics + logistic regression) always, and with --deep a streaming model "
+        "trained with the shipped model's recipe. Writes OUT/crosscorpus.json and OUT/crosscorpus.md.",
+        epilog="example: emostream crosscorpus --data ../shared/data --out runs/loco --deep --epochs 12",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
+    p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora (each is held out once)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (report, one training run per fold)")
+    p.add_argument("--deep", action="store_true", help="also train and score a streaming model per fold (slow)")
+    p.add_argument("--epochs", type=int, default=12, help="epochs per deep fold")
+    p.add_argument("--max-clips", type=int, default=0, help="deep folds: at most N clips per corpus (0 = all)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
+    p.set_defaults(func=_run_crosscorpus)
+
+
+def _run_crosscorpus(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from train.protocols import default_cache, run_crosscorpus
+
+    console = Console()
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    try:
+        _check_data(args.data, datasets)
+        run_crosscorpus(
+            args.data,
+            datasets,
+            args.out,
+            default_cache(args.cache),
+            console,
+            deep=args.deep,
+            epochs=args.epochs,
+            threads=args.threads,
+            seed=args.seed,
+            max_clips=args.max_clips,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
+        return 2
+    return 0
+
+
+def register_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="the statistics baseline (log-mel + pitch statistics, logistic regression) on held-out speakers",
+        description="Train the statistics baseline on the training speakers of the split the shipped model "
+        "uses (train.splits.default_holdout) and score it per corpus on the test speakers: the floor a "
+        "deep model must beat, in the same table.",
+        epilog="example: emostream baseline --data ../shared/data --report runs/baseline.json",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
+    p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora")
+    p.add_argument("--labels", default="7class", help="a preset (7class, 8class, 4class) or comma-separated labels")
+    p.add_argument("--report", required=True, type=Path, help="output JSON report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
+    p.set_defaults(func=_run_baseline)
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from train.protocols import default_cache, run_baseline
+
+    console = Console()
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    try:
+        _check_data(args.data, datasets)
+        run_baseline(args.data, datasets, args.labels, args.report, default_cache(args.cache), console, args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[red]emostream baseline: {exc}[/red]")
+        return 2
+    return 0
+
+
+def _check_data(data: Path, datasets: list[str]) -> None:
+    """ValueError unless ``data`` holds a folder for every named corpus."""
+    from train.corpora import corpus_format
+
+    if not data.is_dir():
+        raise ValueError(f"data directory not found: {data}")
+    for name in datasets:
+        if not (data / corpus_format(name).name).is_dir():
+            raise ValueError(f"no {corpus_format(name).name}/ folder under {data}")

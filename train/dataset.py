@@ -19,7 +19,13 @@ Windowing policy (the streamer's windows are the target; ``models.windows`` is T
       moves up to ``max_shift_s`` past the end of the audio (trailing silence, as after an
       utterance) or into it (the streamer's windows while the speaker is still talking); then
       ``fit_window`` places it, end-aligned exactly like the streamer's start-up windows
-      (longer audio keeps its last ``window_samples``). Gain and noise follow (``train.augment``).
+      (longer audio keeps its last ``window_samples``). Channel transforms (EQ, reverb, band limits)
+      act on the clip's audio before placement; noise (never into the start-up zero padding), gain
+      and bit depth act on the placed window (``train.augment``).
+    - Sampling: with ``balance`` > 0 an epoch draws its windows with replacement so that each corpus
+      gets a share proportional to ``n_clips ** (1 - balance)`` and, within a corpus, each speaker a
+      share proportional to ``n_clips ** (1 - balance)`` (``balance=1``: every corpus and every
+      speaker of it equally; 0: every clip once, shuffled).
     - Windows are featurised in batches by the shared ``models.features.LogMel``; SpecAugment
       masks the features of training batches only.
 """
@@ -45,6 +51,7 @@ from models.features import FeatureConfig, LogMel
 from models.windows import fit_window, stream_windows
 from train.augment import Augmenter
 from train.corpora import Clip
+from train.perturb import active_rms
 
 EVAL_HOP_S = 1.0
 """The streamer's default hop between windows; evaluation windows a clip exactly like that."""
@@ -176,6 +183,8 @@ class TrainWindows:
         feature_config: FeatureConfig,
         window_config: WindowConfig,
         augmenter: Augmenter,
+        corpora: Sequence[str] | None = None,
+        balance: float = 0.0,
     ) -> None:
         self.audio = audio
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -186,8 +195,16 @@ class TrainWindows:
         for i, (spk, lab) in enumerate(zip(speakers, labels, strict=True)):
             groups[(spk, int(lab))].append(i)
         self.partners = [groups[(spk, int(lab))] for spk, lab in zip(speakers, labels, strict=True)]
+        self.balance = float(balance)
+        self.weights = sampling_weights(
+            list(corpora) if corpora is not None else ["all"] * len(audio), list(speakers), self.balance
+        )
         self.n_joined = 0
         self.n_shifted = 0
+
+    def class_shares(self, n_classes: int) -> np.ndarray:
+        """The expected share of each class among the sampled windows."""
+        return np.bincount(self.labels, weights=self.weights, minlength=n_classes)
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -213,21 +230,51 @@ class TrainWindows:
 
     def window(self, i: int, rng: np.random.Generator) -> np.ndarray:
         """One augmented training window of clip ``i``."""
-        audio = self.augmenter.speed(self.segment(i, rng), rng)
+        audio = self.augmenter.channel(self.augmenter.speed(self.segment(i, rng), rng), rng)
+        speech_rms = active_rms(audio, self.fc.sample_rate_hz)
         if rng.random() < self.wc.p_shift:
             shift = int(rng.uniform(-1.0, 1.0) * self.wc.max_shift_s * self.fc.sample_rate_hz)
             audio = time_shift(audio, shift, min_keep_samples=self.fc.sample_rate_hz // 2)
             self.n_shifted += 1
         win = fit_window(audio, self.fc.window_samples)
-        return self.augmenter.waveform(win, rng)
+        start = max(0, self.fc.window_samples - len(audio))
+        return self.augmenter.waveform(win, rng, start=start, speech_rms=speech_rms)
 
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch: shuffled ``(waves (B, S) float32, labels (B,))`` batches (last one may be short)."""
-        order = rng.permutation(len(self))
+        """One epoch: ``(waves (B, S) float32, labels (B,))`` batches (last one may be short); every clip
+        once in shuffled order, or ``len(self)`` balanced draws (``balance`` > 0)."""
+        if self.balance > 0:
+            order = rng.choice(len(self), size=len(self), replace=True, p=self.weights)
+        else:
+            order = rng.permutation(len(self))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             waves = np.stack([self.window(int(i), rng) for i in idx])
             yield waves, self.labels[idx]
+
+
+def sampling_weights(corpora: Sequence[str], speakers: Sequence[str], balance: float) -> np.ndarray:
+    """Per-clip draw probabilities (sum 1): corpus shares and, within a corpus, speaker shares each
+    proportional to ``n_clips ** (1 - balance)``; a speaker's clips share its part equally."""
+    n = len(corpora)
+    if n == 0:
+        return np.zeros(0)
+    power = 1.0 - min(max(balance, 0.0), 1.0)
+    by_corpus: dict[str, list[int]] = defaultdict(list)
+    for i, corpus in enumerate(corpora):
+        by_corpus[corpus].append(i)
+    corpus_share = {c: len(ix) ** power for c, ix in by_corpus.items()}
+    total = sum(corpus_share.values())
+    weights = np.zeros(n)
+    for corpus, members in by_corpus.items():
+        by_speaker: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            by_speaker[speakers[i]].append(i)
+        spk_share = {s: len(ix) ** power for s, ix in by_speaker.items()}
+        spk_total = sum(spk_share.values())
+        for spk, ix in by_speaker.items():
+            weights[ix] = corpus_share[corpus] / total * spk_share[spk] / spk_total / len(ix)
+    return weights / weights.sum()
 
 
 def time_shift(audio: np.ndarray, shift_samples: int, min_keep_samples: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from rich.console import Console
 from models.features import FeatureConfig
 from models.modelfile import Classifier, load_classifier
 from train.corpora import Clip, corpus_format, detect_corpus, load_corpora, load_corpus
-from train.dataset import EVAL_HOP_S, clip_probabilities, load_audio, progress_bar
+from train.dataset import EVAL_HOP_S, clip_probabilities, load_audio, progress_bar, to_float
 from train.labels import normalise_label
 from train.metrics import Metrics, compute_metrics, plot_confusion
+from train.perturb import Perturbation
 from train.splits import default_holdout
 
 
@@ -88,6 +90,46 @@ def score(
     return {"datasets": datasets, "overall": overall}
 
 
+def robustness(
+    classifier: Classifier,
+    clips: Sequence[Clip],
+    targets: np.ndarray,
+    labels: Sequence[str],
+    perturbations: Sequence[Perturbation],
+    cache_dir: Path | None = None,
+    console: Console | None = None,
+    clean: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """UA (and restricted UA where a corpus has fewer classes) of every condition, overall and per corpus,
+    on the same clips; ``clean`` reuses an existing clean score."""
+    fc = classifier.feature_config
+    audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
+    out: dict[str, Any] = {}
+    for pert in perturbations:
+        if pert.kind == "clean" and clean is not None:
+            scored = clean
+        else:
+            changed = [pert.apply(to_float(a), fc.sample_rate_hz, seed=i) for i, a in enumerate(audio)]
+            with progress_bar(console) as progress:
+                task = progress.add_task(f"{pert.name}: {len(clips)} clips", total=len(clips))
+                probs = clip_probabilities(
+                    changed, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
+                )
+            scored = score(clips, targets, probs, labels)
+        out[pert.name] = {
+            "ua": scored["overall"]["ua"],
+            "mean_ua": scored["overall"].get("mean_ua"),
+            "datasets": {
+                name: {
+                    "ua": d["ua"],
+                    **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {}),
+                }
+                for name, d in scored["datasets"].items()
+            },
+        }
+    return out
+
+
 def write_predictions(
     path: Path, clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]
 ) -> None:
@@ -142,13 +184,21 @@ def evaluate_classifier(
     cache_dir: Path | None = None,
     console: Console | None = None,
     extra: dict[str, Any] | None = None,
+    perturbations: Sequence[Perturbation] = (),
 ) -> dict[str, Any]:
-    """Score ``classifier`` on ``clips``; write the report JSON, predictions CSV and confusion PNG when asked."""
+    """Score ``classifier`` on ``clips``; write the report JSON, predictions CSV and confusion PNG when asked.
+
+    With ``perturbations``, the same clips are scored again under each condition (``train.perturb``)
+    and the report's ``robustness`` section holds UA per condition, overall and per corpus."""
     labels = classifier.labels
     t = map_to_model(clips, labels, mapping)
     start = time.perf_counter()
     probs = predict_clips(classifier, t.clips, classifier.feature_config, cache_dir, console)
     report = score(t.clips, t.targets, probs, labels)
+    if perturbations:
+        report["robustness"] = robustness(
+            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean=report
+        )
     report["model"] = {
         "name": classifier.name,
         "path": str(classifier.path),
@@ -213,21 +263,58 @@ def find_clips(data: Path, datasets: Sequence[str] | None) -> tuple[list[Clip], 
     return clips, [report.summary()]
 
 
-def held_out(clips: list[Clip], meta: dict[str, Any], seed: int | None = None) -> tuple[list[Clip], str]:
-    """The clips of the model's test speakers (from its training metadata) for the corpora it trained on;
-    every clip of a corpus it never saw. Without metadata: ``default_holdout``'s test speakers."""
+def held_out(
+    clips: list[Clip], meta: dict[str, Any], seed: int | None = None
+) -> tuple[list[Clip], str, dict[str, dict[str, int]]]:
+    """The clips of speakers the model never saw in training or model selection: its recorded test
+    speakers, speakers of its corpora that were in no part of its split (new recordings), and every
+    clip of a corpus it never saw. Returns the clips, how they were chosen, and per corpus how many
+    clips were found, kept and dropped (as training or validation speakers).
+
+    Models that record their training speakers (``split.train``) count any other speaker as unseen;
+    older ones record only test and validation speakers, so their speakers are recomputed with
+    ``default_holdout`` (same seed) and a speaker it does not place is counted as unseen only if
+    the recomputed test and validation parts equal the recorded ones. Without metadata:
+    ``default_holdout``'s test speakers."""
     split = meta.get("split") or {}
     trained_on = set(meta.get("datasets") or [])
-    if split.get("test"):
-        test = set(split["test"])
-        how = "the model's recorded test speakers"
+    seed = seed if seed is not None else int(meta.get("seed", 0))
+    seen: set[str]
+    if split.get("test") and "train" in split:
+        seen = set(split["train"]) | set(split.get("val") or [])
+        how = "unseen speakers: the model's test speakers and any speaker not in its training or validation parts"
+    elif split.get("test"):
+        ours = [c for c in clips if c.corpus in trained_on]
+        s = default_holdout(ours, seed) if ours else None
+        recomputed = (
+            ({ours[i].speaker for i in s.test}, {ours[i].speaker for i in s.val}) if s is not None else None
+        )
+        if recomputed == (set(split["test"]), set(split.get("val") or [])) and s is not None:
+            seen = {ours[i].speaker for i in s.train} | set(split.get("val") or [])
+            how = "unseen speakers: the model's test speakers (training speakers recomputed with default_holdout)"
+        else:
+            test = set(split["test"])
+            seen = {c.speaker for c in ours if c.speaker not in test}
+            how = (
+                "the model's recorded test speakers only (it records no training speakers and the split "
+                "cannot be recomputed on this data)"
+            )
     else:
-        s = default_holdout(clips, seed if seed is not None else int(meta.get("seed", 0)))
-        test = {clips[i].speaker for i in s.test}
+        s = default_holdout(clips, seed)
+        seen = {clips[i].speaker for i in (*s.train, *s.val)}
         trained_on = {c.corpus for c in clips}
         how = "default_holdout test speakers (the model records no split)"
-    kept = [c for c in clips if c.corpus not in trained_on or c.speaker in test]
-    return kept, how
+    kept: list[Clip] = []
+    counts: dict[str, dict[str, int]] = {}
+    for c in clips:
+        entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, "dropped_seen_speakers": 0})
+        entry["found"] += 1
+        if c.corpus in trained_on and c.speaker in seen:
+            entry["dropped_seen_speakers"] += 1
+        else:
+            entry["kept"] += 1
+            kept.append(c)
+    return kept, how, counts
 
 
 def subsample(clips: list[Clip], per_dataset: int, seed: int = 0) -> list[Clip]:
@@ -266,12 +353,26 @@ def run(args: Any) -> int:
     meta = classifier.spec.meta
     mapping = {**dict(meta.get("label_map") or {}), **mapping}
     how = "all speakers"
+    counts = {c: {"found": n, "kept": n, "dropped_seen_speakers": 0} for c, n in Counter(x.corpus for x in clips).items()}
     if args.speakers == "test":
-        clips, how = held_out(clips, meta)
+        clips, how, counts = held_out(clips, meta)
     clips = subsample(clips, args.max_clips, seed=0)
+    for corpus, n in Counter(c.corpus for c in clips).items():
+        counts[corpus]["after_max_clips"] = n
+    for corpus, c in counts.items():
+        console.print(
+            f"{corpus}: {c['found']} clips found, {c['kept']} kept, {c['dropped_seen_speakers']} dropped "
+            f"(speakers the model trained or was selected on)",
+            highlight=False,
+        )
     if not clips:
         console.print("[red]emostream evaluate: no clips to evaluate[/red]")
         return 1
+    try:
+        perturbations = Perturbation.parse_list(args.perturb) if args.perturb else []
+    except ValueError as exc:
+        console.print(f"[red]emostream evaluate: {exc}[/red]")
+        return 2
     console.print(f"evaluating {classifier.name} ({classifier.backend}) on {len(clips)} clips ({how})")
     report = evaluate_classifier(
         classifier,
@@ -282,7 +383,12 @@ def run(args: Any) -> int:
         Path(args.confusion) if args.confusion else None,
         Path(args.cache) if args.cache else None,
         console,
-        extra={"command": " ".join(["emostream", *map(shlex.quote, sys.argv[1:])]), "speakers": how},
+        extra={
+            "command": " ".join(["emostream", *map(shlex.quote, sys.argv[1:])]),
+            "speakers": how,
+            "clip_filter": counts,
+        },
+        perturbations=perturbations,
     )
     print_summary(report, console)
     return 0
@@ -307,6 +413,30 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
             f"{100 * r['ua']:.1f}" if r else "",
         )
     console.print(table)
+    if report.get("robustness"):
+        print_robustness(report["robustness"], console)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:
         console.print(f"skipped (labels the model lacks): {skipped}")
+
+
+def print_robustness(rob: dict[str, Any], console: Console) -> None:
+    """UA % per condition (columns) and corpus (rows), with the change from clean in brackets."""
+    from rich.table import Table
+
+    names = list(rob)
+    corpora = list(next(iter(rob.values()))["datasets"]) if rob else []
+    table = Table(title="robustness: UA % per condition (change from clean)")
+    table.add_column("data set", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    base = rob.get("clean")
+    for corpus in [*corpora, "overall"]:
+        cells = []
+        for name in names:
+            ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
+            ref = (base["ua"] if corpus == "overall" else base["datasets"][corpus]["ua"]) if base else None
+            delta = f" ({100 * (ua - ref):+.1f})" if ref is not None and name != "clean" else ""
+            cells.append(f"{100 * ua:.1f}{delta}")
+        table.add_row(corpus, *cells)
+    console.print(table)

@@ -12,6 +12,7 @@ them, keeps ``best.pt`` (highest validation UA) and ``last.pt`` (+ ``last.state.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -53,6 +54,14 @@ from train.labels import resolve_label_set
 from train.metrics import compute_metrics
 from train.splits import default_holdout
 
+ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
+    "bandsplit_bilstm": {"input_norm": "cmn", "pooling": "masked_stats"},
+}
+"""Settings every new training run uses unless ``model_settings`` says otherwise: level-invariant
+input normalisation computed inside the model and pooling that ignores padding and silence."""
+ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
+"""An absolute log floor far below quiet speech (-45 dBFS), so only the model's relative floor acts."""
+
 LICENCE_NOTE = (
     "Trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0) and URDU "
     "(research use only): the weights are a derived work of non-commercial data; non-commercial research use only."
@@ -83,6 +92,12 @@ class TrainConfig:
     eval_every: int = 1
     label_smoothing: float = 0.05
     seed: int = 0
+    balance: float = 0.5
+    """Corpus- and speaker-balanced sampling (``train.dataset.sampling_weights``); 0 = every clip once."""
+    ema_decay: float = 0.998
+    """Validate, keep and export an exponential moving average of the weights (0 = the raw weights)."""
+    select: str = "mean_corpus_ua"
+    """Model selection: ``mean_corpus_ua`` (mean of the validation corpora's UAs) or ``pooled_ua``."""
     threads: int = 2
     out_dir: str = "runs/default"
     resume: bool = False
@@ -161,7 +176,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     if not split.train or not split.val:
         raise ValueError("the split left no training or no validation clips; add speakers or corpora")
 
-    fc = FeatureConfig(**cfg.feature_settings)
+    if cfg.select not in ("mean_corpus_ua", "pooled_ua"):
+        raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
+    fc = FeatureConfig(**{**ROBUST_FEATURE_SETTINGS, **cfg.feature_settings})
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
@@ -171,16 +188,20 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         fc,
         cfg.windows,
         augmenter,
+        corpora=[clips[i].corpus for i in split.train],
+        balance=cfg.balance,
     )
     val_audio, val_targets = [audio[i] for i in split.val], targets[split.val]
     val_corpora = [clips[i].corpus for i in split.val]
 
     # ---------------------------------------------------------------- model, loss, optimiser
-    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, dict(cfg.model_settings))
+    settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
+    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings)
     model = build_model(model_config)
+    ema = EmaWeights(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     logmel = LogMel(fc)
-    counts = np.bincount(targets[split.train], minlength=len(labels)).astype(np.float64)
-    weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
+    counts = train_windows.class_shares(len(labels))
+    weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1e-9)), dtype=torch.float32)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
@@ -200,7 +221,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         "command": cfg.command,
         "datasets": list(load_reports),
         "label_map": dict(label_set.mapping),
-        "split": {"method": "train.splits.default_holdout", "seed": cfg.seed, **speakers},
+        "split": {
+            "method": "train.splits.default_holdout",
+            "seed": cfg.seed,
+            **speakers,
+            "train": sorted({clips[i].speaker for i in split.train}),
+        },
         "n_clips": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
         "seed": cfg.seed,
         "licence": LICENCE_NOTE,
@@ -223,6 +249,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             int(state["best_epoch"]),
         )
         bad_evals, history = int(state["bad_evals"]), list(state["history"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         elapsed_before = float(state["elapsed_s"])
         finished = bool(state.get("finished", False))
         augmenter.stats.update(dict(state.get("augment_stats", {})))
@@ -234,9 +262,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         console.print(f"[yellow]no {out / 'last.pt'} to resume from; starting afresh[/yellow]")
 
     # ---------------------------------------------------------------- the loop
+    def scored_model() -> nn.Module:
+        return ema.model if ema is not None else model
+
     def predict(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return torch.softmax(model(x), dim=-1).numpy()
+            return torch.softmax(scored_model()(x), dim=-1).numpy()
 
     t0 = time.time()
     epoch = start_epoch
@@ -261,6 +292,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 total_loss += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == yt).sum())
                 seen += len(y)
@@ -277,7 +310,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
             # validation: the validation speakers' clips, windowed as the streamer windows them
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                model.eval()
+                scored_model().eval()
                 probs = clip_probabilities(val_audio, predict, fc)
                 m = compute_metrics(val_targets, probs.argmax(1), labels)
                 per_corpus = {}
@@ -286,20 +319,22 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                     per_corpus[corpus] = round(
                         compute_metrics(val_targets[idx], probs[idx].argmax(1), labels).ua, 4
                     )
+                selected = float(np.mean(list(per_corpus.values()))) if cfg.select == "mean_corpus_ua" else m.ua
                 record.update(
                     {
+                        "val_selected": selected,
                         "val_ua": m.ua,
                         "val_wa": m.wa,
                         "val_macro_f1": m.macro_f1,
                         "val_ua_per_corpus": per_corpus,
                     }
                 )
-                improved = m.ua > best_ua
+                improved = selected > best_ua
                 if improved:
-                    best_ua, best_epoch, bad_evals = m.ua, epoch + 1, 0
+                    best_ua, best_epoch, bad_evals = selected, epoch + 1, 0
                     save_checkpoint(
                         out / "best.pt",
-                        model,
+                        scored_model(),
                         spec(
                             {
                                 **base_meta,
@@ -313,7 +348,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                     bad_evals += 1
                 console.print(
                     f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.3f}  train acc {record['train_acc']:.3f}  "
-                    f"val UA {m.ua:.3f} WA {m.wa:.3f} {per_corpus}  {'*' if improved else ' '}  "
+                    f"val UA {m.ua:.3f} WA {m.wa:.3f} {per_corpus} ({cfg.select} {selected:.3f})  "
+                    f"{'*' if improved else ' '}  "
                     f"{train_s:.0f}+{time.time() - epoch_start - train_s:.0f} s",
                     highlight=False,
                 )
@@ -346,6 +382,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                     "augment_stats": dict(augmenter.stats),
                     "finished": finished,
                     "window_stats": [train_windows.n_joined, train_windows.n_shifted],
+                    **({"ema": ema.state_dict()} if ema is not None else {}),
                 },
                 state_path,
             )
@@ -405,3 +442,31 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         f"(val UA {best_ua:.3f}); model -> {model_dir}"
     )
     return report
+
+
+class EmaWeights:
+    """An exponential moving average of a model's weights (buffers copied), warmed up over the first
+    steps: decay ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(cur.detach(), 1.0 - d)
+        for avg_b, cur_b in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg_b.copy_(cur_b)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from models.arch.config import ModelConfig
-from models.arch.layers import AttentionPool, ConvBlock, band_edges
+from models.arch.layers import (
+    NORM_MODES,
+    AttentionPool,
+    ConvBlock,
+    MaskedStatsPool,
+    WindowNorm,
+    band_edges,
+    downsample_mask,
+)
 
 DEFAULTS: dict = {
     "band_fractions": [0.25, 0.5, 0.25],
@@ -14,6 +22,10 @@ DEFAULTS: dict = {
     "band_dim": 64,
     "lstm_hidden": 64,
     "dropout": 0.3,
+    # "batch" (BatchNorm1d, the first models), "gain" or "cmn" (layers.WindowNorm: level-invariant)
+    "input_norm": "batch",
+    # "attention" (over every step, padding too) or "masked_stats" (mean + std over active steps only)
+    "pooling": "attention",
 }
 
 
@@ -51,29 +63,47 @@ class BandAttention(nn.Module):
 class BandSplitBiLSTM(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> logits ``(B, n_classes)``."""
 
-    __constants__ = ["edges"]
+    __constants__ = ["edges", "window_norm", "masked_pool", "time_factor"]
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
+        if s["input_norm"] not in NORM_MODES:
+            raise ValueError(f"input_norm must be one of {NORM_MODES}, got {s['input_norm']!r}")
+        if s["pooling"] not in ("attention", "masked_stats"):
+            raise ValueError(f"pooling must be attention or masked_stats, got {s['pooling']!r}")
         self.edges = band_edges(cfg.n_mels, list(s["band_fractions"]))
-        self.input_norm = nn.BatchNorm1d(cfg.n_mels)
+        self.window_norm = s["input_norm"] != "batch"
+        self.masked_pool = s["pooling"] == "masked_stats"
+        self.time_factor = 2 ** len(s["channels"])
+        self.input_norm: nn.Module = (
+            WindowNorm(cfg.n_mels, s["input_norm"]) if self.window_norm else nn.BatchNorm1d(cfg.n_mels)
+        )
         self.encoders = nn.ModuleList(
             [BandEncoder(list(s["channels"]), int(s["band_dim"])) for _ in range(len(self.edges) - 1)]
         )
         self.band_attention = BandAttention(int(s["band_dim"]))
         hidden = int(s["lstm_hidden"])
         self.lstm = nn.LSTM(int(s["band_dim"]), hidden, batch_first=True, bidirectional=True)
-        self.pool = AttentionPool(2 * hidden)
+        self.pool: nn.Module = MaskedStatsPool(2 * hidden) if self.masked_pool else AttentionPool(2 * hidden)
         self.dropout = nn.Dropout(float(s["dropout"]))
-        self.head = nn.Linear(2 * hidden, cfg.n_classes)
+        self.head = nn.Linear((4 if self.masked_pool else 2) * hidden, cfg.n_classes)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        x = self.input_norm(logmel).unsqueeze(1)  # (B, 1, n_mels, T)
+        if self.window_norm:
+            normed, mask = self.input_norm(logmel)
+        else:
+            normed = self.input_norm(logmel)
+            mask = torch.ones_like(logmel[:, 0, :])
+        x = normed.unsqueeze(1)  # (B, 1, n_mels, T)
         outs: list[torch.Tensor] = []
         for i, encoder in enumerate(self.encoders):
             outs.append(encoder(x[:, :, self.edges[i] : self.edges[i + 1], :]))  # (B, T', D)
         bands = torch.stack(outs, dim=2)  # (B, T', bands, D)
         h = self.band_attention(bands)  # (B, T', D)
         h, _ = self.lstm(h)  # (B, T', 2H)
-        return self.head(self.dropout(self.pool(h)))
+        if self.masked_pool:
+            pooled = self.pool(h, downsample_mask(mask, self.time_factor, h.shape[1]))
+        else:
+            pooled = self.pool(h)
+        return self.head(self.dropout(pooled))

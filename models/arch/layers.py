@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -58,3 +59,70 @@ class AttentionPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = torch.softmax(self.score(x), dim=1)  # (B, T, 1)
         return (weights * x).sum(dim=1)
+
+
+NORM_MODES = ("batch", "gain", "cmn")
+"""Input normalisation of the log-mel: ``batch`` (BatchNorm1d, fixed statistics; level-dependent),
+``gain`` (subtract the window's mean log energy over its active frames: any gain cancels exactly),
+``cmn`` (subtract each mel bin's mean over the active frames: gain and any fixed EQ cancel)."""
+
+
+class WindowNorm(nn.Module):
+    """Per-window normalisation of natural-log mel ``(B, M, T)`` computed inside the model.
+
+    1. A floor relative to the window's loudest bin: ``x = max(x, top - floor_db)``, so zero padding
+       and digital silence sit at the same place relative to the speech at any level.
+    2. Active frames: those whose mean log-mel is within ``active_db`` of the loudest frame.
+    3. ``gain``: subtract the mean over active frames and all bins; ``cmn``: per bin.
+    4. A learned per-bin affine (``scale``, ``bias``), like BatchNorm's, but no running statistics.
+
+    Every step is relative to the window itself, so scaling the audio by any gain (within float range
+    and above the absolute ``log_floor`` of the features) leaves the output unchanged. Returns the
+    normalised log-mel and the active-frame mask ``(B, T)`` (1.0 active, 0.0 silence/padding).
+    """
+
+    def __init__(self, n_mels: int, mode: str = "gain", floor_db: float = 60.0, active_db: float = 30.0) -> None:
+        super().__init__()
+        if mode not in ("gain", "cmn"):
+            raise ValueError(f"WindowNorm mode must be gain or cmn, got {mode!r}")
+        self.per_bin = mode == "cmn"
+        db_to_ln = math.log(10.0) / 10.0  # the features' natural log of power: 1 dB = 0.2303
+        self.floor = float(floor_db) * db_to_ln
+        self.active = float(active_db) * db_to_ln
+        self.scale = nn.Parameter(torch.full((n_mels,), 0.25))
+        self.bias = nn.Parameter(torch.zeros(n_mels))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top = x.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        x = torch.maximum(x, top - self.floor)
+        frame = x.mean(dim=1)  # (B, T)
+        mask = (frame > frame.amax(dim=1, keepdim=True) - self.active).to(x.dtype)  # (B, T)
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+        mean = (x * mask.unsqueeze(1)).sum(dim=2) / count  # (B, M)
+        if not self.per_bin:
+            mean = mean.mean(dim=1, keepdim=True)  # (B, 1)
+        y = (x - mean.unsqueeze(2)) * self.scale.view(1, -1, 1) + self.bias.view(1, -1, 1)
+        return y, mask
+
+
+def downsample_mask(mask: torch.Tensor, factor: int, n_out: int) -> torch.Tensor:
+    """A frame mask ``(B, T)`` at the time resolution after pooling by ``factor``: ``(B, n_out)``;
+    an output step is active when any of its input frames is."""
+    pooled = torch.nn.functional.max_pool1d(mask.unsqueeze(1), kernel_size=factor, stride=factor, ceil_mode=True)
+    return pooled[:, 0, :n_out]
+
+
+class MaskedStatsPool(nn.Module):
+    """Attentive statistics pooling over the active steps only: ``(B, T, D), (B, T) -> (B, 2D)``
+    (attention-weighted mean and standard deviation; padding and silence get no weight)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x).squeeze(2) + (mask - 1.0) * 1e4  # (B, T); inactive steps -> -1e4
+        weights = torch.softmax(scores, dim=1).unsqueeze(2)  # (B, T, 1)
+        mean = (weights * x).sum(dim=1)
+        var = (weights * x * x).sum(dim=1) - mean * mean
+        return torch.cat([mean, torch.sqrt(var.clamp(min=1e-6))], dim=1)

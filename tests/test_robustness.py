@@ -1,0 +1,170 @@
+"""Level invariance of the exported model on every backend, and the perturbations and augmentations that
+train and test robustness: each changes the audio as its documentation states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.features import FeatureConfig, LogMel
+from models.modelfile import load_classifier, onnxruntime_available
+from train.augment import AugmentConfig, Augmenter
+from train.dataset import sampling_weights
+from train.perturb import (
+    Perturbation,
+    active_rms,
+    add_noise,
+    apply_gain,
+    band_limit,
+    noise_bank,
+    reverb,
+    synthetic_rir,
+    telephone,
+)
+
+SR = 16000
+INVARIANCE_TOL = 1e-3
+"""Largest change of any class probability allowed for a +-20 dB gain (float32 rounding only)."""
+
+
+def speechlike(seconds: float = 2.5, seed: int = 0, level: float = 0.1) -> np.ndarray:
+    """Syllable-like harmonic bursts with a gliding pitch and a little noise."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = 160 * (1 + 0.1 * np.sin(2 * np.pi * 1.3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    x = x * np.clip(np.sin(2 * np.pi * 3.2 * t), 0, None)
+    x = x + 0.003 * rng.standard_normal(n)
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def spectrum_db(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20)
+
+
+BACKENDS = ["eager", "torchscript", *(["onnx"] if onnxruntime_available() else [])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, backend: str) -> None:
+    clf = load_classifier(tiny_model_dir, backend=backend)
+    fc = clf.feature_config
+    logmel = LogMel(fc)
+    window = np.zeros(fc.window_samples, np.float32)
+    speech = speechlike(3.0)
+    window[-len(speech) :] = speech  # a start-up window: 2 s of zero padding, then speech at about -25 dBFS
+    base = clf.predict(logmel(torch.from_numpy(window)[None]))
+    for gain_db in (-20.0, -10.0, 10.0, 20.0):
+        scaled = window * np.float32(10 ** (gain_db / 20))
+        probs = clf.predict(logmel(torch.from_numpy(scaled)[None]))
+        assert np.abs(probs - base).max() < INVARIANCE_TOL, (backend, gain_db, probs, base)
+    # the same window through a model without the normalisation does move: the test can fail
+    assert clf.model_config.settings["input_norm"] == "cmn"
+
+
+def test_batchnorm_model_moves_with_gain(tmp_path: Path) -> None:
+    """The first models' fixed BatchNorm input is level-dependent: what the normalisation removes."""
+    from models.arch import build_model
+    from models.arch.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("bandsplit_bilstm", 4, 64, {"channels": [4, 8], "band_dim": 16, "lstm_hidden": 16})).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(5.0)
+    fc = FeatureConfig(log_floor=1e-14)
+    x = torch.from_numpy(np.pad(speechlike(3.0), (fc.window_samples - 3 * SR, 0)))[None]
+    logmel = LogMel(fc)
+    with torch.no_grad():
+        a = torch.softmax(model(logmel(x)), 1)
+        b = torch.softmax(model(logmel(x * 10)), 1)
+    assert (a - b).abs().max() > 10 * INVARIANCE_TOL
+
+
+def test_gain_and_level() -> None:
+    x = speechlike()
+    np.testing.assert_allclose(apply_gain(x, 6.0206), np.clip(2 * x, -1, 1), rtol=1e-5)
+    loud = apply_gain(x, 30.0)
+    assert loud.max() == pytest.approx(1.0) and loud.min() == pytest.approx(-1.0)  # clipped, as an input stage clips
+    padded = np.concatenate([np.zeros(3 * SR, np.float32), x])
+    assert active_rms(padded, SR) == pytest.approx(active_rms(x, SR), rel=0.02)  # silence is not speech
+    out = Perturbation.parse("level:-30").apply(padded, SR)
+    assert 20 * np.log10(active_rms(out, SR)) == pytest.approx(-30.0, abs=0.05)
+
+
+def test_noise_snr_is_over_active_speech() -> None:
+    x = np.concatenate([np.zeros(2 * SR, np.float32), speechlike()])
+    noise = noise_bank(SR, 0)["pink"]
+    out = add_noise(x, SR, 10.0, noise, start=100)
+    added = out - x
+    snr = 20 * np.log10(active_rms(x, SR) / np.sqrt(np.mean(added**2)))
+    assert snr == pytest.approx(10.0, abs=0.2)
+    assert np.abs(added[: 2 * SR]).max() > 0  # noise everywhere, also where nobody speaks
+    evaluated = Perturbation.parse("noise:10").apply(x, SR, seed=3)
+    assert np.array_equal(evaluated, Perturbation.parse("noise:10").apply(x, SR, seed=3))  # deterministic per clip
+
+
+def test_band_limits_and_telephone_remove_what_they_state() -> None:
+    rng = np.random.default_rng(0)
+    white = (0.1 * rng.standard_normal(2 * SR)).astype(np.float32)
+    low = band_limit(white, SR, 0.0, 4000.0)
+    assert spectrum_db(low, 5700, 8000) - spectrum_db(white, 5700, 8000) < -40
+    assert abs(spectrum_db(low, 500, 3000) - spectrum_db(white, 500, 3000)) < 0.5
+    phone = telephone(white, SR)
+    assert len(phone) == len(white)
+    assert spectrum_db(phone, 4100, 8000) - spectrum_db(white, 4100, 8000) < -30  # 8 kHz line: nothing above 4 kHz
+    assert spectrum_db(phone, 20, 150) - spectrum_db(white, 20, 150) < -20
+    assert abs(spectrum_db(phone, 800, 2500) - spectrum_db(white, 800, 2500)) < 1.5
+    q = Perturbation.parse("bits:8").apply(white, SR)
+    assert len(np.unique(q)) <= 256
+
+
+def test_reverb_adds_a_decaying_tail() -> None:
+    burst = np.zeros(SR, np.float32)
+    burst[1000:1400] = speechlike(0.025)
+    rir = synthetic_rir(SR, 0.6, np.random.default_rng(0))
+    assert rir[0] == 1.0 and np.abs(rir).max() == 1.0
+    wet = reverb(burst, rir)
+    tail = wet[1400 + int(0.05 * SR) : 1400 + int(0.3 * SR)]
+    assert np.sqrt(np.mean(tail**2)) > 1e-3 > np.abs(burst[1400:]).max()
+    later = wet[1400 + int(0.45 * SR) : 1400 + int(0.55 * SR)]
+    assert np.sqrt(np.mean(later**2)) < np.sqrt(np.mean(tail**2)) / 3  # it decays
+
+
+def test_perturbation_names_parse_and_refuse() -> None:
+    items = Perturbation.parse_list("gain:-12,gain:+12,phone,noise:10,reverb")
+    assert [p.name for p in items] == ["clean", "gain:-12", "gain:+12", "phone", "noise:10", "reverb:0.5"]
+    for bad in ("gain", "phone:3", "loud:3", "lowpass:-5", "noise:x"):
+        with pytest.raises(ValueError):
+            Perturbation.parse(bad)
+
+
+def test_augmenter_never_adds_noise_into_startup_padding() -> None:
+    aug = Augmenter(AugmentConfig(p_noise=1.0, p_gain=0.0, p_bits=0.0), SR, seed=0)
+    window = np.zeros(5 * SR, np.float32)
+    window[2 * SR :] = speechlike(3.0)
+    out = aug.waveform(window, np.random.default_rng(0), start=2 * SR)
+    assert np.all(out[: 2 * SR] == 0)
+    assert not np.allclose(out[2 * SR :], window[2 * SR :])
+    channel = Augmenter(AugmentConfig(p_eq=1.0, p_reverb=1.0, p_band=1.0), SR, seed=0)
+    changed = channel.channel(speechlike(), np.random.default_rng(1))
+    assert not np.allclose(changed, speechlike())
+    assert {"eq", "reverb"} <= set(channel.stats)
+
+
+def test_balanced_sampling_shares() -> None:
+    corpora = ["a"] * 900 + ["b"] * 100
+    speakers = ["a1"] * 800 + ["a2"] * 100 + ["b1"] * 100
+    w = sampling_weights(corpora, speakers, 1.0)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:900].sum() == pytest.approx(0.5) and w[:800].sum() == pytest.approx(0.25)
+    plain = sampling_weights(corpora, speakers, 0.0)
+    np.testing.assert_allclose(plain, 1 / 1000)
+    half = sampling_weights(corpora, speakers, 0.5)
+    assert half[:900].sum() == pytest.approx(30 / 40)  # sqrt(900) : sqrt(100)

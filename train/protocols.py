@@ -1,0 +1,244 @@
+"""Evaluation protocols beyond one held-out-speaker split: leave-one-corpus-out and the statistics baseline.
+
+``emostream crosscorpus``: for every corpus H of the given ones, train on the others and score every
+clip of H (speakers, recordings and often the language never seen), on the four classes all corpora
+share (neutral, happy, sad, angry; calm counted as neutral). Each fold scores the statistics
+baseline (``train.baseline``) and, with ``--deep``, a streaming model trained by ``train.loop.train``
+with the same recipe as the shipped model (its own validation speakers of the training corpora pick
+the epoch; H is never seen in training or selection). The baseline trains on the same training
+speakers as the deep model (``default_holdout`` of the training corpora: its train part).
+
+``emostream baseline``: the statistics baseline on the held-out-speaker split the shipped model uses
+(``default_holdout``, seed 0): trained on the training speakers, scored per corpus on the test speakers,
+so it sits in the same table as the deep model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from models.features import FeatureConfig
+from train.baseline import ClipFeatures, LogisticBaseline
+from train.corpora import Clip, load_corpora
+from train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar
+from train.evaluate import map_to_model, score
+from train.labels import resolve_label_set
+from train.splits import default_holdout
+
+BASELINE_FEATURES_VERSION = 1
+SHARED_CLASSES = "4class"
+"""neutral, happy, sad, angry (calm -> neutral): the classes every corpus in ../shared/data has."""
+
+
+def clip_features(
+    clips: Sequence[Clip], fc: FeatureConfig, cache_dir: Path, console: Console | None
+) -> np.ndarray:
+    """``ClipFeatures`` of every clip, with a progress bar; cached under ``cache_dir`` by clip list and settings."""
+    key = hashlib.sha1(f"{BASELINE_FEATURES_VERSION}:{json.dumps(fc.to_dict(), sort_keys=True)}".encode())
+    for clip in clips:
+        st = Path(clip.path).stat()
+        key.update(f"\n{Path(clip.path).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    cached = Path(cache_dir) / f"baseline-features-{key.hexdigest()[:16]}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
+    feats = ClipFeatures(fc)
+    rows = []
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"statistics of {len(clips)} clips", total=len(clips))
+        for a in audio:
+            rows.append(feats.one(np.asarray(a, dtype=np.float32) / 32767.0))
+            progress.advance(task)
+    x = np.stack(rows)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + ".tmp.npy")
+    np.save(tmp, x)
+    tmp.replace(cached)
+    return x
+
+
+def baseline_scores(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_clips: Sequence[Clip],
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """Fit the baseline on the training rows, ``train.evaluate.score`` it on the test rows."""
+    model = LogisticBaseline(len(labels)).fit(train_x, train_y)
+    return score(test_clips, test_y, model.predict_proba(test_x), labels)
+
+
+def run_baseline(
+    data: Path, datasets: Sequence[str], labels_name: str, out: Path, cache_dir: Path, console: Console, seed: int = 0
+) -> dict[str, Any]:
+    """The baseline on ``default_holdout`` (train speakers -> test speakers); writes ``out``."""
+    label_set = resolve_label_set(labels_name)
+    clips_all, _ = load_corpora(data, list(datasets))
+    mapped = map_to_model(clips_all, label_set.labels, label_set.mapping)
+    clips, targets = mapped.clips, mapped.targets
+    split = default_holdout(clips, seed)
+    fc = FeatureConfig()
+    started = time.time()
+    x = clip_features(clips, fc, cache_dir, console)
+    test_clips = [clips[i] for i in split.test]
+    report = baseline_scores(
+        x[split.train], targets[split.train], test_clips, x[split.test], targets[split.test], label_set.labels
+    )
+    report.update(
+        {
+            "protocol": f"held-out speakers (train.splits.default_holdout, seed {seed})",
+            "model": "statistics baseline (train.baseline): log-mel + pitch statistics, logistic regression",
+            "labels": list(label_set.labels),
+            "n_clips": {"train": len(split.train), "test": len(split.test)},
+            "seconds": round(time.time() - started, 1),
+            "machine": platform.processor() or platform.machine(),
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"statistics baseline, held-out test speakers ({labels_name})")
+    for col in ("data set", "n", "UA %", "WA %", "macro-F1 %"):
+        table.add_column(col, justify="right")
+    for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
+        table.add_row(name, str(d["n"]), f"{100 * d['ua']:.1f}", f"{100 * d['wa']:.1f}", f"{100 * d['macro_f1']:.1f}")
+    console.print(table)
+    return report
+
+
+def run_crosscorpus(
+    data: Path,
+    datasets: Sequence[str],
+    out: Path,
+    cache_dir: Path,
+    console: Console,
+    deep: bool = False,
+    epochs: int = 12,
+    threads: int = 2,
+    seed: int = 0,
+    max_clips: int = 0,
+) -> dict[str, Any]:
+    """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``."""
+    from models.modelfile import load_classifier, onnxruntime_available
+    from train.evaluate import evaluate_classifier
+    from train.loop import TrainConfig, train
+
+    if len(datasets) < 2:
+        raise ValueError("leave-one-corpus-out needs at least two corpora")
+    label_set = resolve_label_set(SHARED_CLASSES)
+    labels = label_set.labels
+    clips_all, _ = load_corpora(data, list(datasets))
+    mapped = map_to_model(clips_all, labels, label_set.mapping)
+    clips, targets = mapped.clips, mapped.targets
+    fc = FeatureConfig()
+    x = clip_features(clips, fc, cache_dir, console)
+    out.mkdir(parents=True, exist_ok=True)
+    folds: dict[str, Any] = {}
+    started = time.time()
+    for held in datasets:
+        test_idx = [i for i, c in enumerate(clips) if c.corpus == held]
+        train_pool = [i for i, c in enumerate(clips) if c.corpus != held]
+        pool_clips = [clips[i] for i in train_pool]
+        split = default_holdout(pool_clips, seed)
+        train_idx = [train_pool[i] for i in split.train]
+        test_clips = [clips[i] for i in test_idx]
+        base = baseline_scores(x[train_idx], targets[train_idx], test_clips, x[test_idx], targets[test_idx], labels)
+        fold: dict[str, Any] = {
+            "train_corpora": [d for d in datasets if d != held],
+            "n_test_clips": len(test_idx),
+            "n_train_clips": len(train_idx),
+            "baseline": {"ua": base["overall"]["ua"], "wa": base["overall"]["wa"], "macro_f1": base["overall"]["macro_f1"]},
+        }
+        console.print(f"[bold]{held}[/bold] held out: baseline UA {100 * base['overall']['ua']:.1f} %")
+        if deep:
+            run_dir = out / f"without_{held}"
+            cfg = TrainConfig(
+                data_dir=str(data),
+                datasets=tuple(d for d in datasets if d != held),
+                labels=SHARED_CLASSES,
+                epochs=epochs,
+                patience=0,
+                threads=threads,
+                seed=seed,
+                out_dir=str(run_dir),
+                cache_dir=str(cache_dir),
+                max_clips_per_dataset=max_clips,
+                name=f"loco-without-{held}",
+                command=f"emostream crosscorpus (fold {held})",
+            )
+            train(cfg, console)
+            classifier = load_classifier(
+                run_dir / "model", backend="onnx" if onnxruntime_available() else "auto", threads=threads
+            )
+            rep = evaluate_classifier(classifier, test_clips, label_set.mapping, cache_dir=cache_dir, console=console)
+            fold["deep"] = {
+                "ua": rep["overall"]["ua"],
+                "wa": rep["overall"]["wa"],
+                "macro_f1": rep["overall"]["macro_f1"],
+                "epochs": epochs,
+                "model": str(run_dir / "model"),
+            }
+            console.print(
+                f"[bold]{held}[/bold] held out: deep UA {100 * rep['overall']['ua']:.1f} % "
+                f"(baseline {100 * base['overall']['ua']:.1f} %)"
+            )
+        folds[held] = fold
+    report: dict[str, Any] = {
+        "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
+        "folds": folds,
+        "mean_ua": {
+            "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),
+            **({"deep": float(np.mean([f["deep"]["ua"] for f in folds.values()]))} if deep else {}),
+        },
+        "seconds": round(time.time() - started, 1),
+        "machine": platform.processor() or platform.machine(),
+    }
+    (out / "crosscorpus.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "crosscorpus.md").write_text(markdown_table(report) + "\n")
+    table = Table(title="leave-one-corpus-out, 4 classes: UA % on the held-out corpus")
+    for col in ("held out", "test clips", "baseline", *(["deep"] if deep else [])):
+        table.add_column(col, justify="right")
+    for held, f in folds.items():
+        table.add_row(
+            held,
+            str(f["n_test_clips"]),
+            f"{100 * f['baseline']['ua']:.1f}",
+            *([f"{100 * f['deep']['ua']:.1f}"] if deep else []),
+        )
+    table.add_row("mean", "", *[f"{100 * v:.1f}" for v in report["mean_ua"].values()])
+    console.print(table)
+    return report
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The leave-one-corpus-out table as Markdown."""
+    deep = "deep" in report["mean_ua"]
+    lines = [
+        "| held-out corpus | test clips | statistics baseline UA % |" + (" streaming model UA % |" if deep else ""),
+        "|---|---:|---:|" + ("---:|" if deep else ""),
+    ]
+    for held, f in report["folds"].items():
+        row = f"| {held} | {f['n_test_clips']} | {100 * f['baseline']['ua']:.1f} |"
+        if deep:
+            row += f" {100 * f['deep']['ua']:.1f} |"
+        lines.append(row)
+    mean = f"| mean | | {100 * report['mean_ua']['baseline']:.1f} |"
+    if deep:
+        mean += f" {100 * report['mean_ua']['deep']:.1f} |"
+    lines.append(mean)
+    return "\n".join(lines)
+
+
+def default_cache(path: Path | None) -> Path:
+    return Path(path) if path else DEFAULT_CACHE_DIR
