@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 Measure emostream against the reference-style pipeline on this machine, and write the figures.
 
   1. features  seconds of audio per second: whole-window LogMel (batched), incremental per-hop
-               log-mel (streamer.frames), librosa melspectrogram + power_to_db per window;
+               log-mel (streamer.core.frames), librosa melspectrogram + power_to_db per window;
                torch at 1 thread and at all cores
   2. engine    per backend (eager, torchscript, onnx), at all cores and at 1 thread, and batch
                size 1..64: latency p50/p99, windows/s; FLOPs per window; achieved FLOP/s as a

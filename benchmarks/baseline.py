@@ -4,7 +4,7 @@ This is how the reference projects (docs: /work/shared/REFERENCES.md) would serv
 they streamed: every window is recomputed from its 5 s of audio with ``librosa.feature.melspectrogram``
 and ``librosa.power_to_db``, and classified alone (batch 1) by the eager ``nn.Module``; no batching, no
 incremental features, no VAD, one window at a time in one worker thread (FIFO across streams). It
-speaks the same ingest protocol as ``emostream serve`` (``streamer.protocol``, ``streamer.events``), so
+speaks the same ingest protocol as ``emostream serve`` (``streamer.server.protocol``, ``streamer.core.events``), so
 the benchmark's load generator drives both unchanged, and it loads the same model file, so its
 estimates equal ours up to feature rounding (``reference_log_mel`` equals ``models.features.log_mel``).
 
@@ -30,9 +30,9 @@ import numpy as np
 from models.features import FeatureConfig
 from models.modelfile import Classifier, load_classifier
 from models.windows import fit_window
-from streamer.events import ErrorEvent, Estimate, ReadyEvent
-from streamer.protocol import ProtocolError, StartMessage, decode_audio, parse_control
-from streamer.resample import StreamResampler
+from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from streamer.core.resample import StreamResampler
+from streamer.server.protocol import ProtocolError, StartMessage, decode_audio, parse_control
 
 MAX_MESSAGE_BYTES = 1 << 20
 

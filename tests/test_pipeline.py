@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import offline_window_probs
 
 from models.modelfile import load_classifier
-from streamer.engine import EngineConfig
-from streamer.events import ErrorEvent, Estimate
-from streamer.pipeline import Runtime, RuntimeConfig, StreamLimitError, offline_window_probs
-from streamer.vad import VadConfig
+from streamer.core.batcher import BatchConfig
+from streamer.core.events import ErrorEvent, Estimate
+from streamer.core.vad import VadConfig
+from streamer.runtime.config import RuntimeConfig, StreamLimitError
+from streamer.runtime.runtime import Runtime
 
 SR = 16000
 NO_VAD = RuntimeConfig(vad=VadConfig(enabled=False))
@@ -144,7 +146,7 @@ class FailsOnce:
 
 def test_backend_error_fails_one_batch_and_the_stream_goes_on(classifier) -> None:
     runtime = Runtime(
-        FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False), engine=EngineConfig(max_batch=1))
+        FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False), batching=BatchConfig(max_batch=1))
     )
     events: list[Estimate] = []
     errors: list[ErrorEvent] = []

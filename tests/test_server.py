@@ -20,8 +20,8 @@ from websockets.exceptions import InvalidStatus
 from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
 
 from models.windows import window_ends
-from streamer.hub import Outbox
-from streamer.server import exposure_warning, is_loopback
+from streamer.server.access import exposure_warning, is_loopback
+from streamer.server.hub import Outbox
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000

@@ -117,7 +117,7 @@ class InProcessServer:
     """The real ``EmoServer`` on a background thread with its own event loop."""
 
     def __init__(self, runtime: Any, limits: Any, access: Any) -> None:
-        from streamer.server import EmoServer
+        from streamer.server.app import EmoServer
 
         self.server = EmoServer(runtime, limits, access)
         self.port = 0
@@ -352,8 +352,9 @@ def close_code_of(frames: list[tuple[int, bytes]]) -> int | None:
 def make_runtime(model_dir: Path, hop_s: float, max_streams: int) -> Any:
     """The real pipeline on ``model_dir``, without VAD, one inference thread (not started)."""
     from models.modelfile import load_classifier
-    from streamer.pipeline import Runtime, RuntimeConfig
-    from streamer.vad import VadConfig
+    from streamer.core.vad import VadConfig
+    from streamer.runtime.config import RuntimeConfig
+    from streamer.runtime.runtime import Runtime
 
     classifier = load_classifier(model_dir, threads=1)
     return Runtime(

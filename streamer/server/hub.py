@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from streamer.events import Estimate
-from streamer.protocol import LagMessage
+from streamer.core.events import Estimate
+from streamer.server.protocol import LagMessage
 
 
 class HubFullError(Exception):
