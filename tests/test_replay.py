@@ -22,7 +22,7 @@ from streamer.runtime.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REQUIRED = set(ESTIMATE_KEYS)  # the fields issue #3 requires of every estimate
+REQUIRED = set(ESTIMATE_KEYS)  # the fields docs/protocol.md requires of every estimate
 HOP_S = 1.0
 
 
