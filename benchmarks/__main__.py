@@ -81,7 +81,8 @@ def log(msg: str) -> None:
 def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[str]) -> dict[str, Any]:
     """Single stream and capacity for our server and the baseline server on one device."""
     from benchmarks.capacity import SearchSettings, run_capacity
-    from benchmarks.e2e import ServerProcess, baseline_command, ours_command, single_stream, warm_up
+    from benchmarks.e2e import baseline_command, ours_command, single_stream, warm_up
+    from benchmarks.serverproc import ServerProcess
 
     quick = args.quick
     single_s, trial_s, ramp_s = args.single_s, args.trial_s, args.ramp_s
