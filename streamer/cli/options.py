@@ -22,7 +22,7 @@ from streamer.core.vad import VadConfig
 from streamer.runtime.config import RuntimeConfig
 
 if TYPE_CHECKING:
-    from models.modelfile import Classifier
+    from models.classifier import Classifier
     from streamer.runtime.runtime import Runtime
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"

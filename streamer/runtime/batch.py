@@ -25,7 +25,7 @@ from streamer.runtime.stream import StreamState, Window
 from streamer.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from models.modelfile import Classifier
+    from models.classifier import Classifier
 
 log = logging.getLogger("emostream.runtime")
 

@@ -68,7 +68,7 @@ from streamer.runtime.worker import BatchWorker
 from streamer.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from models.modelfile import Classifier
+    from models.classifier import Classifier
 
 
 class Runtime:

@@ -30,7 +30,7 @@ from streamer.runtime.config import RuntimeConfig
 from streamer.runtime.stream import ErrorCallback, StreamHandle
 
 if TYPE_CHECKING:
-    from models.modelfile import Classifier
+    from models.classifier import Classifier
     from streamer.runtime.runtime import Runtime
 
 
