@@ -52,8 +52,6 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
 
 
 @stops_on_sigterm
-
-@stops_on_sigterm
 def run_demo(args: argparse.Namespace) -> int:
     prog = "emostream demo"
     from streamer.sources.file import FileSource, SourceError, stream_file

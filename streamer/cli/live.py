@@ -62,8 +62,6 @@ def register_live(sub: argparse._SubParsersAction) -> None:
 
 
 @stops_on_sigterm
-
-@stops_on_sigterm
 def run_live(args: argparse.Namespace) -> int:
     prog = "emostream live"
     from streamer.sources import mic

@@ -65,7 +65,9 @@ class DashboardOutput(Output):
         self.dashboard.set_status(f"{event.code}: {event.message}")
 
 
-def open_output(args: argparse.Namespace, runtime: Runtime, source: str, prog: str, out: TextIO | None = None) -> Output:
+def open_output(
+    args: argparse.Namespace, runtime: Runtime, source: str, prog: str, out: TextIO | None = None
+) -> Output:
     """JSON lines on stdout with ``--json``, else the dashboard; added to the runtime's sinks."""
     output: Output
     if getattr(args, "json", False):
@@ -76,7 +78,12 @@ def open_output(args: argparse.Namespace, runtime: Runtime, source: str, prog: s
         from streamer.sinks.dashboard import Dashboard
 
         dashboard = Dashboard(
-            runtime.labels, runtime.model_name, source, runtime.sample_rate_hz, runtime.window_s, runtime.hop_s
+            runtime.labels,
+            runtime.model_name,
+            source,
+            runtime.sample_rate_hz,
+            runtime.window_s,
+            runtime.hop_s,
         )
         output = DashboardOutput(dashboard, prog)
     runtime.add_sink(output.sink)

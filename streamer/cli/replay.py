@@ -44,8 +44,6 @@ def register_replay(sub: argparse._SubParsersAction) -> None:
 
 
 @stops_on_sigterm
-
-@stops_on_sigterm
 def run_replay(args: argparse.Namespace) -> int:
     prog = "emostream replay"
     from streamer.sinks.jsonl import JsonLinesSink

@@ -112,7 +112,9 @@ def loop_runner(event_loop: str = "auto") -> Callable[[Coroutine[Any, Any, None]
             import uvloop
         except ImportError:
             if event_loop == "uvloop":
-                raise ValueError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+                raise ValueError(
+                    "--event-loop uvloop: uvloop is not installed (pip install uvloop)"
+                ) from None
         else:
             return uvloop.run
     return asyncio.run

@@ -17,7 +17,6 @@ QUALITY = "HQ"
 INT16_SCALE = 1.0 / 32768.0  # int16 -> float in [-1, 1)
 
 
-
 def _check_rate(name: str, rate_hz: int) -> None:
     if isinstance(rate_hz, bool) or not isinstance(rate_hz, int | np.integer):
         raise ValueError(f"{name} must be an integer sample rate in Hz, got {rate_hz!r}")

@@ -114,7 +114,9 @@ class RingBuffer:
         """Mark every sample before absolute index ``end_sample`` as read (never moves backwards)."""
         with self._lock:
             if end_sample > self._total_written:
-                raise ValueError(f"mark_read({end_sample}) is beyond the {self._total_written} samples written")
+                raise ValueError(
+                    f"mark_read({end_sample}) is beyond the {self._total_written} samples written"
+                )
             self._read_pos = max(self._read_pos, end_sample)
 
     def read_last(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -145,7 +147,9 @@ class RingBuffer:
         with self._lock:
             total = self._total_written
             if end_sample > total:
-                raise ValueError(f"range [{start_sample}, {end_sample}) reaches past the {total} samples written")
+                raise ValueError(
+                    f"range [{start_sample}, {end_sample}) reaches past the {total} samples written"
+                )
             oldest = max(0, total - self.capacity_samples)
             if start_sample < oldest:
                 raise RingOverwrittenError(

@@ -87,7 +87,9 @@ class BatchHandler:
             err = (
                 None
                 if result.ok
-                else ErrorEvent("inference_failed", f"model backend failed: {result.error}", w.stream.stream_id)
+                else ErrorEvent(
+                    "inference_failed", f"model backend failed: {result.error}", w.stream.stream_id
+                )
             )
             outcome[w] = (outcome[w][0], result.probs, err)
         for w in live:
@@ -125,7 +127,8 @@ class BatchHandler:
         self.vad.process([w.stream.vad for w in ok], reqs, audios)
         done = set(ok)
         return [
-            self.vad.decide(w.stream.vad, w.hop_start_sample, w.end_sample) if w in done else None for w in rnd
+            self.vad.decide(w.stream.vad, w.hop_start_sample, w.end_sample) if w in done else None
+            for w in rnd
         ]
 
     def _features(self, windows: list[Window], outcome: dict[Window, Outcome]) -> list[np.ndarray | None]:
@@ -154,7 +157,11 @@ class BatchHandler:
         s.vad.reset()
         s.vad.next_sample = -(-max(s.ring.oldest_sample, w.end_sample) // c) * c
         message = f"audio of window {w.seq} was overwritten before it was analysed (worker behind): {exc}"
-        outcome[w] = (SpeechDecision(False, 0.0, 0), None, ErrorEvent("audio_overwritten", message, s.stream_id))
+        outcome[w] = (
+            SpeechDecision(False, 0.0, 0),
+            None,
+            ErrorEvent("audio_overwritten", message, s.stream_id),
+        )
 
     def _publish(
         self, w: Window, decision: SpeechDecision, probs: np.ndarray | None, error: ErrorEvent | None

@@ -123,7 +123,11 @@ class Runtime:
             classifier, self.vad, IncrementalLogMel(fc), self.window_samples, lambda: self._sinks, clock
         )
         self._worker: BatchWorker[Window] = BatchWorker(
-            self.config.batching, self.handler, on_error=self.handler.failed, name="emostream-runtime", clock=clock
+            self.config.batching,
+            self.handler,
+            on_error=self.handler.failed,
+            name="emostream-runtime",
+            clock=clock,
         )
         self.reset()
 

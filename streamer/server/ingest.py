@@ -98,7 +98,9 @@ class IdleWatchdog:
         self.waiting_since = self.loop.time()
         self.fired = False
         self._task = asyncio.current_task()
-        self._timer: asyncio.TimerHandle | None = self.loop.call_at(self.waiting_since + timeout_s, self._check)
+        self._timer: asyncio.TimerHandle | None = self.loop.call_at(
+            self.waiting_since + timeout_s, self._check
+        )
 
     def _check(self) -> None:
         due = self.waiting_since + self.timeout_s
@@ -153,7 +155,9 @@ class IngestSession:
             message = await self.ws.recv()
         except asyncio.CancelledError:
             if watchdog.take_timeout():
-                raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s") from None
+                raise ProtocolError(
+                    "idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s"
+                ) from None
             raise
         finally:
             watchdog.waiting = False

@@ -29,19 +29,29 @@ class ServerLimits:
     second ("x real time"); times in seconds.
     """
 
-    max_message_bytes: int = _limit(1 << 20, "largest WebSocket message accepted; larger: error too_big, close 1009")
-    hard_message_bytes_factor: int = _limit(2, "websockets itself drops messages over this many times max-message-bytes")
+    max_message_bytes: int = _limit(
+        1 << 20, "largest WebSocket message accepted; larger: error too_big, close 1009"
+    )
+    hard_message_bytes_factor: int = _limit(
+        2, "websockets itself drops messages over this many times max-message-bytes"
+    )
     max_control_chars: int = _limit(4096, "longest JSON control message")
     max_connections: int = _limit(512, "open connections of all kinds; more: HTTP 503")
     max_streams: int = _limit(128, "concurrent ingest streams; more: close 1013")
     max_subscribers: int = _limit(64, "concurrent /feed subscribers; more: close 1013")
-    queue_messages: int = _limit(256, "outgoing messages queued per connection; beyond it the oldest are dropped")
-    write_buffer_bytes: int = _limit(32_768, "bytes buffered per connection before sending waits for the client to read")
+    queue_messages: int = _limit(
+        256, "outgoing messages queued per connection; beyond it the oldest are dropped"
+    )
+    write_buffer_bytes: int = _limit(
+        32_768, "bytes buffered per connection before sending waits for the client to read"
+    )
     min_sample_rate_hz: int = _limit(8_000, "lowest input sample rate")
     max_sample_rate_hz: int = _limit(192_000, "highest input sample rate")
     max_channels: int = _limit(8, "most input channels")
     max_stream_id_chars: int = _limit(64, "longest stream id")
-    realtime_factor: float = _limit(2.0, "sustained ingest rate allowed per stream, in x real time (excess dropped, reported)")
+    realtime_factor: float = _limit(
+        2.0, "sustained ingest rate allowed per stream, in x real time (excess dropped, reported)"
+    )
     burst_s: float = _limit(5.0, "seconds of audio a stream may send at once beyond the sustained rate")
     report_interval_s: float = _limit(1.0, "at most one 'throttled' message per stream per this many seconds")
     idle_timeout_s: float = _limit(30.0, "close an ingest connection that sends nothing for this long")
