@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,9 +10,12 @@ import torch
 from models.features import LogMel
 from models.windows import stream_windows
 
+if TYPE_CHECKING:
+    from models.classifier import Classifier
+
 
 @torch.inference_mode()
-def offline_window_probs(audio: np.ndarray, classifier: Any, hop_samples: int, batch: int = 32) -> np.ndarray:
+def offline_window_probs(audio: np.ndarray, classifier: Classifier, hop_samples: int, batch: int = 32) -> np.ndarray:
     """Whole-recording reference, no streaming: ``stream_windows`` + ``LogMel`` + ``predict`` -> (n_windows, n_classes).
 
     ``audio`` is mono at the model's rate.
