@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from streamer.core.classify import WindowJob, classify
 from streamer.core.events import ErrorEvent, Estimate
-from streamer.core.frames import IncrementalLogMel
+from streamer.core.frames import FrameRequest, IncrementalLogMel
 from streamer.core.ring import RingOverwrittenError
-from streamer.core.vad import SpeechDecision, Vad
+from streamer.core.vad import SpeechDecision, Vad, VadRequest
 from streamer.runtime.stream import StreamState, Window
 from streamer.sinks.base import Sink
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("emostream.runtime")
 
 Outcome = tuple[SpeechDecision, np.ndarray | None, ErrorEvent | None]
+Request = TypeVar("Request", VadRequest, FrameRequest)  # audio [start_sample, end_sample) a window needs
 
 
 class BatchHandler:
@@ -111,19 +112,9 @@ class BatchHandler:
         """VAD for one round (one window per stream), batched across streams."""
         if not self.vad.config.enabled:
             return [SpeechDecision(True, 1.0, 0) for _ in rnd]
-        ok: list[Window] = []
-        reqs, audios = [], []
-        for w in rnd:
-            s = w.stream
-            req = self.vad.request(s.vad, w.end_sample, final=w.final)
-            try:
-                audio = s.ring.read_range(req.start_sample, req.end_sample)
-            except RingOverwrittenError as exc:
-                self._overwritten(w, exc, outcome)
-                continue
-            ok.append(w)
-            reqs.append(req)
-            audios.append(audio)
+        ok, reqs, audios = self._read(
+            rnd, lambda w: self.vad.request(w.stream.vad, w.end_sample, final=w.final), outcome
+        )
         self.vad.process([w.stream.vad for w in ok], reqs, audios)
         done = set(ok)
         return [
@@ -133,21 +124,30 @@ class BatchHandler:
 
     def _features(self, windows: list[Window], outcome: dict[Window, Outcome]) -> list[np.ndarray | None]:
         """Log-mel of one round's speech windows (incremental where possible), batched."""
-        ok, reqs, audios = [], [], []
+        ok, reqs, audios = self._read(windows, lambda w: w.stream.frames.request(w.end_sample), outcome)
+        feats = self.features.compute([w.stream.frames for w in ok], reqs, audios) if ok else []
+        by_window = dict(zip(ok, feats, strict=True))
+        return [by_window.get(w) for w in windows]
+
+    def _read(
+        self, windows: list[Window], request: Callable[[Window], Request], outcome: dict[Window, Outcome]
+    ) -> tuple[list[Window], list[Request], list[np.ndarray]]:
+        """The audio each window's ``request`` names, read from its stream's ring; the windows whose
+        audio was overwritten are answered with an error and left out."""
+        ok: list[Window] = []
+        reqs: list[Request] = []
+        audios: list[np.ndarray] = []
         for w in windows:
-            s = w.stream
-            req = s.frames.request(w.end_sample)
+            req = request(w)
             try:
-                audio = s.ring.read_range(req.start_sample, req.end_sample)
+                audio = w.stream.ring.read_range(req.start_sample, req.end_sample)
             except RingOverwrittenError as exc:
                 self._overwritten(w, exc, outcome)
                 continue
             ok.append(w)
             reqs.append(req)
             audios.append(audio)
-        feats = self.features.compute([w.stream.frames for w in ok], reqs, audios) if ok else []
-        by_window = dict(zip(ok, feats, strict=True))
-        return [by_window.get(w) for w in windows]
+        return ok, reqs, audios
 
     def _overwritten(self, w: Window, exc: Exception, outcome: dict[Window, Outcome]) -> None:
         """The worker fell more than ``ring_s`` behind: this window's audio is gone; resynchronise."""
