@@ -16,7 +16,7 @@ reuses the newest chunk's decision. At the end of a stream the partial last chun
 per stream per 1 s hop): silero 6-15 ms for a stream run alone (190-350 us per chunk) and 2.5-4.5 ms
 when 64-200 streams are batched (70-150 us per chunk: a recurrent model batches across streams, not
 across time), i.e. 0.5-0.9 of a core for 200 streams; the energy gate about 0.1 ms. ``Vad.process``
-therefore runs all streams of an engine batch in lockstep, one ONNX call per chunk position; for
+therefore runs all streams of a batch in lockstep, one ONNX call per chunk position; for
 more than about 50 streams on two cores, use ``method="energy"`` (table in docs/protocol.md).
 
 No I/O, no clock: the caller (``streamer.runtime``) reads the audio each state asks for and passes

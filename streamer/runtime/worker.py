@@ -26,7 +26,7 @@ class BatchWorker(Generic[T]):
         config: BatchConfig,
         handle: Callable[[list[T]], None],
         on_error: Callable[[list[T], BaseException], None] | None = None,
-        name: str = "emostream-engine",
+        name: str = "emostream-worker",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config

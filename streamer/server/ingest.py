@@ -282,7 +282,7 @@ class IngestSession:
         await asyncio.to_thread(handle.flush)
         await asyncio.to_thread(self.server.runtime.close_stream, self.stream_id)
         self._closed = True
-        await asyncio.sleep(0)  # let estimate deliveries scheduled by the engine thread run
+        await asyncio.sleep(0)  # let estimate deliveries scheduled by the runtime's worker thread run
         end = EndMessage(
             self.stream_id,
             self.received_frames,
