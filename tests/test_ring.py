@@ -17,6 +17,10 @@ def ramp(start: int, n: int) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.float32)
 
 
+def unread(ring: RingBuffer) -> int:
+    return ring.total_written - ring.read_position
+
+
 def take(ring: RingBuffer, max_samples: int | None = None) -> tuple[int, np.ndarray]:
     """What the runtime does with a ring: copy unread audio by absolute index, then mark it read."""
     start = ring.read_position
@@ -33,19 +37,10 @@ def test_wraparound_keeps_newest_in_order() -> None:
     ring.push(ramp(5, 6))  # wraps: buffer holds 3..10
     assert ring.total_written == 11
     assert ring.oldest_sample == 3
-    np.testing.assert_array_equal(ring.read_last(8), ramp(3, 8))
+    np.testing.assert_array_equal(ring.read_range(3, 11), ramp(3, 8))
     np.testing.assert_array_equal(ring.read_range(4, 11), ramp(4, 7))
     np.testing.assert_array_equal(ring.read_range(6, 9), [6, 7, 8])
     assert ring.dropped_samples == 0  # 0..4 were read before being overwritten
-
-
-def test_read_last_zero_fills_front() -> None:
-    ring = RingBuffer(10)
-    ring.push(ramp(1, 3))
-    np.testing.assert_array_equal(ring.read_last(6), [0, 0, 0, 1, 2, 3])
-    np.testing.assert_array_equal(ring.read_last(0), np.zeros(0, np.float32))
-    with pytest.raises(ValueError, match="capacity"):
-        ring.read_last(11)
 
 
 def test_overflow_drops_oldest_unread_and_counts() -> None:
@@ -53,11 +48,11 @@ def test_overflow_drops_oldest_unread_and_counts() -> None:
     assert ring.push(ramp(0, 7)) == 0
     assert ring.push(ramp(7, 6)) == 3  # 13 written, capacity 10: samples 0..2 lost unread
     assert ring.dropped_samples == 3
-    assert ring.available() == 10
+    assert unread(ring) == 10
     start, samples = take(ring)
     assert start == 3 and start + len(samples) == 13
     np.testing.assert_array_equal(samples, ramp(3, 10))
-    assert ring.available() == 0
+    assert unread(ring) == 0
     # A chunk longer than the capacity keeps its newest samples; the rest are dropped unread.
     assert ring.push(ramp(13, 25)) == 15
     assert ring.dropped_samples == 18
@@ -65,7 +60,7 @@ def test_overflow_drops_oldest_unread_and_counts() -> None:
     start, samples = take(ring, 4)
     assert start == 28
     np.testing.assert_array_equal(samples, ramp(28, 4))
-    assert ring.available() == 6
+    assert unread(ring) == 6
 
 
 def test_read_range_errors() -> None:
@@ -86,7 +81,7 @@ def test_mark_read_and_out_buffer() -> None:
     ring = RingBuffer(6)
     ring.push(ramp(0, 5))
     ring.mark_read(4)
-    assert ring.available() == 1
+    assert unread(ring) == 1
     ring.push(ramp(5, 4))  # oldest kept = 3; only sample 3 was... already read -> no drop
     assert ring.dropped_samples == 0
     ring.push(ramp(9, 2))  # oldest kept = 5; unread 4 is lost
@@ -103,8 +98,9 @@ def test_reset_restarts_counters() -> None:
     ring = RingBuffer(4)
     ring.push(ramp(0, 9))
     ring.reset()
-    assert (ring.total_written, ring.dropped_samples, ring.available()) == (0, 0, 0)
-    np.testing.assert_array_equal(ring.read_last(4), np.zeros(4, np.float32))
+    assert (ring.total_written, ring.dropped_samples, unread(ring), ring.oldest_sample) == (0, 0, 0, 0)
+    ring.push(ramp(0, 2))  # absolute indices start again at 0
+    np.testing.assert_array_equal(ring.read_range(0, 2), ramp(0, 2))
 
 
 @settings(max_examples=60, deadline=None)
@@ -127,12 +123,6 @@ def test_random_chunking_equals_one_push(
 
     assert chunked.total_written == whole.total_written == total
     assert chunked.dropped_samples == whole.dropped_samples == max(0, total - capacity)
-    n = data.draw(st.integers(0, capacity))
-    expected_last = np.concatenate(
-        [np.zeros(max(0, n - total), np.float32), audio[max(0, total - n) : total]]
-    )
-    np.testing.assert_array_equal(chunked.read_last(n), expected_last)
-    np.testing.assert_array_equal(whole.read_last(n), expected_last)
     oldest = max(0, total - capacity)
     start = data.draw(st.integers(oldest, total))
     end = data.draw(st.integers(start, total))

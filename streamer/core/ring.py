@@ -24,8 +24,8 @@ class RingOverwrittenError(IndexError):
 class RingBuffer:
     """Fixed-capacity mono float32 ring with absolute sample counters.
 
-    The consumer copies audio by absolute index without consuming it (``read_range()`` /
-    ``read_last()``), then tells the ring what it is done with (``mark_read(end_sample)``).
+    The consumer copies audio by absolute index without consuming it (``read_range()``), then
+    tells the ring what it is done with (``mark_read(end_sample)``).
     Unread audio that is overwritten counts toward ``dropped_samples``; already-read audio that
     is overwritten is not a drop.
     """
@@ -103,11 +103,6 @@ class RingBuffer:
         """Absolute index of the oldest sample still held (``read_range`` may start here)."""
         return max(0, self._total_written - self.capacity_samples)
 
-    def available(self) -> int:
-        """Number of unread samples."""
-        with self._lock:
-            return self._total_written - self._read_pos
-
     # ---- consumer side -------------------------------------------------------------------
 
     def mark_read(self, end_sample: int) -> None:
@@ -118,21 +113,6 @@ class RingBuffer:
                     f"mark_read({end_sample}) is beyond the {self._total_written} samples written"
                 )
             self._read_pos = max(self._read_pos, end_sample)
-
-    def read_last(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy of the newest ``n`` samples (``n <= capacity_samples``); does not consume.
-
-        Zero-filled at the front when fewer than ``n`` samples were ever written.
-        """
-        if n < 0 or n > self.capacity_samples:
-            raise ValueError(f"read_last needs 0 <= n <= capacity ({self.capacity_samples}), got {n}")
-        dest = self._dest(out, n)
-        with self._lock:
-            total = self._total_written
-            k = min(n, total)
-            self._copy_out_locked(total - k, total, dest[n - k :])
-        dest[: n - k] = 0.0
-        return dest
 
     def read_range(self, start_sample: int, end_sample: int, out: np.ndarray | None = None) -> np.ndarray:
         """Copy of absolute samples ``[start_sample, end_sample)``; does not consume.

@@ -202,10 +202,6 @@ class Runtime:
             with stream.done:
                 stream.done.notify_all()
 
-    def stream_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._streams)
-
     def stats(self) -> RuntimeStats:
         with self._lock:
             n_streams = len(self._streams)

@@ -77,9 +77,6 @@ class BatchWorker(Generic[T]):
         with self._cond:
             self._thread = None
 
-    def submit(self, item: T) -> None:
-        self.submit_many((item,))
-
     def submit_many(self, items: Iterable[T]) -> None:
         now = self.clock()
         with self._cond:
