@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.core.vad import VadConfig
+from streamer.core.vad import VAD_METHODS, VadConfig
 from streamer.runtime.config import RuntimeConfig
 
 if TYPE_CHECKING:
@@ -107,10 +107,10 @@ def add_runtime_options(p: argparse.ArgumentParser, compute_device_flag: str = "
     )
     g.add_argument(
         "--vad",
-        choices=("silero", "energy"),
-        default="silero",
+        choices=VAD_METHODS,
+        default=_DEFAULTS.vad.method,
         help="speech detector: silero (accurate, ~3-10 ms CPU per stream per 1 s hop) or energy "
-        "(a level gate, ~0.1 ms; for hundreds of streams on a small CPU). Default silero",
+        "(a level gate, ~0.1 ms; for hundreds of streams on a small CPU). Default %(default)s",
     )
     g.add_argument(
         "--threads",
