@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 Measure emostream against the reference-style pipeline on this machine, and write the figures.
 
   1. features  seconds of audio per second: whole-window LogMel (batched), incremental per-hop
-               log-mel (streamer.frames), librosa melspectrogram + power_to_db per window;
+               log-mel (streamer.core.frames), librosa melspectrogram + power_to_db per window;
                torch at 1 thread and at all cores
   2. engine    per backend (eager, torchscript, onnx), at all cores and at 1 thread, and batch
                size 1..64: latency p50/p99, windows/s; FLOPs per window; achieved FLOP/s as a
@@ -81,7 +81,8 @@ def log(msg: str) -> None:
 def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[str]) -> dict[str, Any]:
     """Single stream and capacity for our server and the baseline server on one device."""
     from benchmarks.capacity import SearchSettings, run_capacity
-    from benchmarks.e2e import ServerProcess, baseline_command, ours_command, single_stream, warm_up
+    from benchmarks.e2e import baseline_command, ours_command, single_stream, warm_up
+    from benchmarks.serverproc import ServerProcess
 
     quick = args.quick
     single_s, trial_s, ramp_s = args.single_s, args.trial_s, args.ramp_s

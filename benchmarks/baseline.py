@@ -4,7 +4,7 @@ This is how the reference projects (docs: /work/shared/REFERENCES.md) would serv
 they streamed: every window is recomputed from its 5 s of audio with ``librosa.feature.melspectrogram``
 and ``librosa.power_to_db``, and classified alone (batch 1) by the eager ``nn.Module``; no batching, no
 incremental features, no VAD, one window at a time in one worker thread (FIFO across streams). It
-speaks the same ingest protocol as ``emostream serve`` (``streamer.protocol``, ``streamer.events``), so
+speaks the same ingest protocol as ``emostream serve`` (``streamer.server.protocol``, ``streamer.core.events``), so
 the benchmark's load generator drives both unchanged, and it loads the same model file, so its
 estimates equal ours up to feature rounding (``reference_log_mel`` equals ``models.features.log_mel``).
 
@@ -30,9 +30,10 @@ import numpy as np
 from models.features import FeatureConfig
 from models.modelfile import Classifier, load_classifier
 from models.windows import fit_window
-from streamer.events import ErrorEvent, Estimate, ReadyEvent
-from streamer.protocol import ProtocolError, StartMessage, decode_audio, parse_control
-from streamer.resample import StreamResampler
+from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from streamer.core.resample import StreamResampler
+from streamer.core.windower import Windower
+from streamer.server.protocol import ProtocolError, StartMessage, decode_audio, parse_control
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -77,23 +78,26 @@ class _Job:
 
 @dataclass(slots=True)
 class _Stream:
-    """One connection's audio history (at most one window kept) and its outgoing messages."""
+    """One connection's audio history (at most a window and a step kept) and its outgoing messages.
+
+    Which windows are due is the streamer's own policy (``streamer.core.windower.Windower``).
+    """
 
     stream_id: str
     window_samples: int
     hop_samples: int
     outbox: asyncio.Queue[str | None]
     buf: np.ndarray = field(init=False)
+    windower: Windower = field(init=False)
     fill: int = 0
     total_samples: int = 0
-    next_end: int = 0
     seq: int = 0
     pending: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.buf = np.zeros(2 * self.window_samples, dtype=np.float32)
-        self.next_end = self.hop_samples
+        self.windower = Windower(self.window_samples, self.hop_samples)
         self.idle.set()
 
     def _append(self, chunk: np.ndarray) -> None:
@@ -106,31 +110,26 @@ class _Stream:
         self.fill += n
         self.total_samples += n
 
-    def window(self) -> np.ndarray:
-        return fit_window(self.buf[max(0, self.fill - self.window_samples) : self.fill], self.window_samples)
+    def window(self, end_sample: int) -> np.ndarray:
+        """The window ending at ``end_sample`` (at most one step back: the buffer holds it)."""
+        stop = self.fill - (self.total_samples - end_sample)
+        return fit_window(self.buf[max(0, stop - self.window_samples) : stop], self.window_samples)
 
     def push(self, mono: np.ndarray, arrived_s: float) -> list[_Job]:
         """Append audio; a job for every window end (every hop) the chunk reaches."""
         jobs = []
-        pos = 0
-        n = mono.shape[0]
-        while pos < n:
-            step = min(n - pos, self.next_end - self.total_samples, self.window_samples)
-            self._append(mono[pos : pos + step])
-            pos += step
-            if self.total_samples == self.next_end:
-                jobs.append(self._job(arrived_s))
-                self.next_end += self.hop_samples
+        for pos in range(0, mono.shape[0], self.window_samples):  # steps of at most a window
+            step = mono[pos : pos + self.window_samples]
+            self._append(step)
+            jobs += [self._job(end, arrived_s) for end in self.windower.push(step.shape[0])]
         return jobs
 
     def flush(self, arrived_s: float) -> list[_Job]:
         """The final window at the last sample when the stream stopped between two hops."""
-        if self.total_samples > 0 and self.total_samples != self.next_end - self.hop_samples:
-            return [self._job(arrived_s)]
-        return []
+        return [self._job(end, arrived_s) for end in self.windower.flush()]
 
-    def _job(self, arrived_s: float) -> _Job:
-        job = _Job(self, self.seq, self.total_samples, self.window(), arrived_s)
+    def _job(self, end_sample: int, arrived_s: float) -> _Job:
+        job = _Job(self, self.seq, end_sample, self.window(end_sample), arrived_s)
         self.seq += 1
         self.pending += 1
         self.idle.clear()

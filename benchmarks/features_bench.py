@@ -43,13 +43,13 @@ def _row(name: str, times: list[float], audio_s_per_call: float, hop_s: float, w
 
 
 def _incremental(cfg: FeatureConfig, hop_s: float, batch: int, quick: bool) -> tuple[str, list[float]]:
-    """Steady-state per-hop log-mel of ``batch`` streams: ``streamer.frames`` when present, else
+    """Steady-state per-hop log-mel of ``batch`` streams: ``streamer.core.frames`` when present, else
     ``models.features.log_mel`` on one hop of new frames (the hop plus ``n_fft - hop`` samples of context)."""
     hop_samples = round(hop_s * cfg.sample_rate_hz)
     reps = Repeats.pick(quick, full=(30, 2000, 2.0))
     audio = _audio(cfg.window_s + hop_s, cfg.sample_rate_hz, seed=1)
     try:
-        from streamer import frames
+        from streamer.core import frames
     except ImportError:
         frames = None  # type: ignore[assignment]
     if frames is not None:
@@ -66,7 +66,7 @@ def _incremental(cfg: FeatureConfig, hop_s: float, batch: int, quick: bool) -> t
             end += hop_samples
             rq = [s.request(end) for s in states]
             if not all(r.incremental for r in rq):
-                raise RuntimeError(f"streamer.frames did not take the incremental path: {rq[0]}")
+                raise RuntimeError(f"streamer.core.frames did not take the incremental path: {rq[0]}")
             inc.compute(states, rq, [audio[: r.n_samples] for r in rq])
 
         return "streamer.frames.IncrementalLogMel", time_calls(step, reps)

@@ -24,12 +24,7 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import platform
 import random
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,65 +36,19 @@ from typing import Any
 import numpy as np
 import psutil
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import WebSocketException
 
+from benchmarks.faults import run_bad
+from benchmarks.machine import describe_machine
+from benchmarks.serverproc import ServerProcess, serve_command
 from models.windows import window_ends
 
-LISTENING = re.compile(r"listening on ws://([^:\s]+):(\d+)")
 RATES_HZ = (16000, 48000)
 FRAME_MS = (20, 40, 60, 100)
 START_SPREAD_S = 2.0  # healthy streams start at random times within this
 GRACE_S = 30.0  # after the last audio, how long the run may take to finish
 RSS_EVERY_S = 0.5
 WARMUP_SHARE = 0.2  # memory growth is measured from this share of the run on
-
-
-# ---- the server subprocess ------------------------------------------------------------------------------
-
-
-class Server:
-    """``emostream serve --port 0`` on loopback, its port read from the "listening on" line."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.cmd = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args]
-        self.lines: list[str] = []
-        self.port = 0
-        self._listening = threading.Event()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._listening.wait(120) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError("the server did not start:\n" + "".join(self.lines[-30:]))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if (m := LISTENING.search(line)) and not self._listening.is_set():
-                self.port = int(m.group(2))
-                self._listening.set()
-        self._listening.set()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 class RssSampler:
@@ -228,131 +177,6 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
         h.error = h.error or f"client bug: {exc!r}"
 
 
-# ---- misbehaving clients --------------------------------------------------------------------------------
-
-START = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le", "channels": 1}
-FRAME = np.zeros(800, "<i2").tobytes()  # 50 ms at 16 kHz
-
-
-async def _send_and_read(url: str, *messages: str | bytes, path: str = "/ingest", read_s: float = 5.0) -> str:
-    """Send ``messages``; return "<error code>/<close code>" as the server answered."""
-    code = "none"
-    async with connect(url + path, compression=None, max_size=2**23, open_timeout=30) as ws:
-        try:
-            for m in messages:
-                await ws.send(m)
-            async with asyncio.timeout(read_s):
-                async for raw in ws:
-                    msg = json.loads(raw)
-                    if msg.get("type") == "error":
-                        code = msg["code"]
-        except (ConnectionClosed, TimeoutError):
-            pass
-        return f"{code}/{ws.close_code}"
-
-
-async def fault_fast(url: str) -> str:
-    """12 s of audio in about 0.4 s: beyond the default burst (5 s), so throttled (reported), not fatal."""
-    throttled = 0
-    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
-        await ws.send(json.dumps(START))
-        await ws.recv()
-        for _ in range(240):
-            await ws.send(FRAME)
-            await asyncio.sleep(0.0017)
-        await ws.send(json.dumps({"type": "stop"}))
-        async with asyncio.timeout(10):
-            async for raw in ws:
-                msg = json.loads(raw)
-                if msg["type"] == "end":
-                    throttled = int(msg["throttled_frames"])
-        return f"{'throttled' if throttled else 'not_throttled'}/{ws.close_code}"
-
-
-async def fault_vanish_mid_frame(url: str) -> str:
-    """A binary frame header announcing 4000 bytes, 100 of them, then the TCP connection is gone."""
-    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
-        await ws.send(json.dumps(START))
-        await ws.recv()
-        transport = ws.transport
-        transport.write(b"\x82\xfe\x0f\xa0" + os.urandom(4) + os.urandom(100))
-        transport.abort()
-    return "vanished/-"
-
-
-async def fault_stall(url: str) -> str:
-    """Starts, sends a little, goes silent for 2 s, then drops the connection."""
-    async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
-        await ws.send(json.dumps(START))
-        await ws.send(FRAME)
-        await asyncio.sleep(2.0)
-        ws.transport.abort()
-    return "stalled/-"
-
-
-async def fault_unknown_path(url: str) -> str:
-    try:
-        async with connect(url + "/nope", open_timeout=30):
-            return "accepted/-"
-    except InvalidStatus as exc:
-        return f"http_{exc.response.status_code}/-"
-
-
-async def fault_slow_subscriber(url: str) -> str:
-    """Subscribes and does not read for 3 s, then reads what is there and leaves."""
-    lag = 0
-    async with connect(url + "/feed", max_queue=2, open_timeout=30) as ws:
-        await asyncio.sleep(3.0)
-        try:
-            async with asyncio.timeout(1.0):
-                async for raw in ws:
-                    if json.loads(raw).get("type") == "lag":
-                        lag += 1
-        except TimeoutError:
-            pass
-    return f"{'lag' if lag else 'no_lag'}/-"
-
-
-def _faults() -> dict[str, Any]:
-    s = json.dumps
-    return {
-        "malformed_json": lambda u: _send_and_read(u, '{"type":"start",'),
-        "audio_before_start": lambda u: _send_and_read(u, FRAME),
-        "unknown_encoding": lambda u: _send_and_read(u, s({**START, "encoding": "opus"})),
-        "zero_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": 0})),
-        "negative_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": -1})),
-        "absurd_rate": lambda u: _send_and_read(u, s({**START, "sample_rate": 10**12})),
-        "too_many_channels": lambda u: _send_and_read(u, s({**START, "channels": 64})),
-        "odd_frame_length": lambda u: _send_and_read(u, s(START), FRAME + b"\x00"),
-        "nan": lambda u: _send_and_read(
-            u, s({**START, "encoding": "f32le"}), np.array([0, np.nan], "<f4").tobytes()
-        ),
-        "oversized_frame": lambda u: _send_and_read(u, s(START), bytes(1_500_000)),
-        "text_for_audio": lambda u: _send_and_read(u, s(START), FRAME, "hello"),
-        "second_start": lambda u: _send_and_read(u, s(START), FRAME, s(START)),
-        "too_fast": fault_fast,
-        "vanish_mid_frame": fault_vanish_mid_frame,
-        "stall": fault_stall,
-        "unknown_path": fault_unknown_path,
-        "slow_subscriber": fault_slow_subscriber,
-    }
-
-
-async def run_bad(url: str, deadline: float, seed: int, outcomes: dict[str, Counter[str]]) -> None:
-    rng = random.Random(seed)
-    faults = _faults()
-    await asyncio.sleep(rng.uniform(0, START_SPREAD_S))
-    while time.monotonic() < deadline - 4.0:
-        name = rng.choice(sorted(faults))
-        try:
-            async with asyncio.timeout(20):
-                outcome = await faults[name](url)
-        except (OSError, WebSocketException, TimeoutError) as exc:
-            outcome = f"client:{type(exc).__name__}"
-        outcomes.setdefault(name, Counter())[outcome] += 1
-        await asyncio.sleep(rng.uniform(0.2, 1.0))
-
-
 # ---- the run --------------------------------------------------------------------------------------------
 
 
@@ -372,7 +196,10 @@ async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: i
         asyncio.create_task(run_healthy(url, h, seconds, rng.uniform(0, START_SPREAD_S), seed + i))
         for i, h in enumerate(healthy)
     ]
-    tasks += [asyncio.create_task(run_bad(url, deadline, seed + 10_000 + i, outcomes)) for i in range(n_bad)]
+    tasks += [
+        asyncio.create_task(run_bad(url, deadline, seed + 10_000 + i, outcomes, START_SPREAD_S))
+        for i in range(n_bad)
+    ]
     _, pending = await asyncio.wait(tasks, timeout=START_SPREAD_S + seconds + GRACE_S)
     for task in pending:
         task.cancel()
@@ -408,27 +235,6 @@ async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: i
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work on the machine skews latency
-        "os": platform.platform(),
-    }
-
-
 def print_summary(r: dict[str, Any]) -> None:
     lost = r["estimates_expected"] - r["estimates_received"]
     rows = [
@@ -450,8 +256,11 @@ def print_summary(r: dict[str, Any]) -> None:
         ("RSS growth after warm-up MiB", f"{r['rss']['growth_after_warmup_mib']:+.1f}"),
         ("server exit code", str(r["server_exit_code"])),
         ("wall time s", f"{r['wall_s']:.1f}"),
-        ("machine", "{cpu}, {logical_cores} cores, {memory_gib} GiB".format(**r["machine"])),
-        ("load average before / after", f"{r['machine_load_before']} / {r['machine']['load_avg_1_5_15']}"),
+        ("machine", "{cpu_model}, {logical_cores} cores, {memory_gib} GiB".format(**r["machine"])),
+        (
+            "load average (1, 5 min) before / after",
+            f"{r['machine_load_before']} / {[r['machine']['load_1min'], r['machine']['load_5min']]}",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print("\nsoak summary")
@@ -493,12 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         server_args += ["--hop-s", str(args.hop_s)]
     if args.no_vad:
         server_args.append("--no-vad")
+    machine_before = describe_machine()
     try:
-        server = Server(server_args)
+        server = ServerProcess(serve_command(*server_args), "emostream serve").start()
     except RuntimeError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    assert server.proc is not None
     sampler = RssSampler(server.proc.pid)
     t0 = time.monotonic()
     try:
@@ -514,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         server_args=server_args,
         rss=sampler.summary(t0, t_end),
         server_exit_code=exit_code,
-        machine=machine(),
-        machine_load_before=load_before,
+        machine=describe_machine().to_dict(),  # its load average: other work on the machine skews latency
+        machine_load_before=[machine_before.load_1min, machine_before.load_5min],
         command=" ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])]),
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,479 +1,63 @@
-"""The model-file contract: checkpoints of plain data, exported TorchScript/ONNX with embedded config, loaders."""
+"""Model files, as callers import them: the format (``models.modelformat``) and loading (``models.classifier``).
+
+Kept so that ``from models.modelfile import load_classifier, export_model, ...`` keeps working; the
+two jobs live in their own modules.
+"""
 
 from __future__ import annotations
 
-import json
-import pickle
-import warnings
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
-
-from models.arch import build_model
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
-
-CHECKPOINT_FORMAT = "emostream-checkpoint"
-MODEL_FORMAT = "emostream-model"
-FORMAT_VERSION = 1
-TORCHSCRIPT_NAME = "model.ts"
-ONNX_NAME = "model.onnx"
-CHECKPOINT_NAME = "checkpoint.pt"
-CONFIG_EXTRA = "config.json"
-ONNX_METADATA_KEY = "emostream"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-BACKENDS = ("auto", "onnx", "torchscript", "eager")
-
-
-class ModelFileError(Exception):
-    """A model file is missing, corrupt, truncated or does not match its embedded config."""
-
-    def __init__(self, path: Path | str, problem: str) -> None:
-        super().__init__(f"model file {path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
-
-
-@contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence exactly torch.jit's DeprecationWarning (script/trace/save/load), nothing broader."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit.*")
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        yield
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """Everything a model file says about itself besides its weights."""
-
-    feature_config: FeatureConfig
-    model_config: ModelConfig
-    labels: tuple[str, ...]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.labels) != self.model_config.n_classes:
-            raise ValueError(
-                f"{len(self.labels)} labels but the model has {self.model_config.n_classes} classes"
-            )
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"duplicate labels: {self.labels}")
-        if self.model_config.n_mels != self.feature_config.n_mels:
-            raise ValueError(
-                f"model expects {self.model_config.n_mels} mel bins, features give {self.feature_config.n_mels}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": MODEL_FORMAT,
-            "version": FORMAT_VERSION,
-            "feature_config": self.feature_config.to_dict(),
-            "model_config": self.model_config.to_dict(),
-            "labels": list(self.labels),
-            "meta": dict(self.meta),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(
-            feature_config=FeatureConfig.from_dict(dict(data["feature_config"])),
-            model_config=ModelConfig.from_dict(dict(data["model_config"])),
-            labels=tuple(str(x) for x in data["labels"]),
-            meta=dict(data.get("meta", {})),
-        )
-
-
-def _spec_from(path: Path, data: Any, expect_format: str) -> ModelSpec:
-    if not isinstance(data, dict):
-        raise ModelFileError(path, f"expected a {expect_format} mapping, found {type(data).__name__}")
-    if data.get("format") != expect_format:
-        raise ModelFileError(path, f"not an {expect_format} file (format={data.get('format')!r})")
-    if data.get("version") != FORMAT_VERSION:
-        raise ModelFileError(path, f"unsupported {expect_format} version {data.get('version')!r}")
-    try:
-        return ModelSpec.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(path, f"invalid embedded config: {exc}") from None
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path | str, model: nn.Module, spec: ModelSpec) -> Path:
-    """Write a training checkpoint of plain data (state dict + configs + labels + meta)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = spec.to_dict()
-    payload["format"] = CHECKPOINT_FORMAT
-    payload["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    spec: ModelSpec
-    state_dict: dict[str, torch.Tensor]
-    path: Path
-
-    def build(self) -> nn.Module:
-        """The eager model with the checkpoint's weights, in eval mode (pretrained files named in the
-        settings are not read: the state dict replaces them, and a serving machine need not have them)."""
-        model = build_model(self.spec.model_config, load_weights=False)
-        try:
-            model.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelFileError(self.path, f"weights do not match the embedded model config: {first}") from None
-        return model.eval()
-
-
-def load_checkpoint(path: Path | str) -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``; any problem is one ModelFileError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "no such file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(path, f"not a readable emostream checkpoint (corrupt or truncated?): {reason}") from None
-    spec = _spec_from(path, data, CHECKPOINT_FORMAT)
-    state = data.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFileError(path, "checkpoint has no tensor state_dict")
-    return Checkpoint(spec=spec, state_dict=state, path=path)
-
-
-# ----------------------------------------------------------------------------- export
-
-
-def _example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(batch, spec.feature_config.n_mels, spec.feature_config.n_frames, generator=gen)
-
-
-def export_model(checkpoint: Checkpoint | Path | str, out_dir: Path | str, opset: int = 17) -> Path:
-    """Write ``out_dir`` with ``model.ts``, ``model.onnx`` and ``checkpoint.pt``, the config embedded in each."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = ckpt.build()
-    config_json = ckpt.spec.to_json()
-    with quiet_jit():
-        scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(out / TORCHSCRIPT_NAME), _extra_files={CONFIG_EXTRA: config_json})
-    _export_onnx(model, ckpt.spec, out / ONNX_NAME, opset)
-    torch.save(
-        {**ckpt.spec.to_dict(), "format": CHECKPOINT_FORMAT, "state_dict": ckpt.state_dict},
-        out / CHECKPOINT_NAME,
-    )
-    return out
-
-
-def _export_onnx(model: nn.Module, spec: ModelSpec, path: Path, opset: int) -> None:
-    import onnx
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        # The legacy exporter is chosen on purpose (the dynamo exporter fails on a dynamic time axis):
-        # silence exactly its deprecation notices.
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning,
-                                module=r"torch\.onnx.*")
-        with quiet_jit():
-            torch.onnx.export(
-                model,
-                (_example_input(spec),),
-                str(path),
-                input_names=["logmel"],
-                output_names=["logits"],
-                dynamic_axes={"logmel": {0: "batch", 2: "frames"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key = ONNX_METADATA_KEY
-    entry.value = spec.to_json()
-    onnx.save(proto, str(path))
-
-
-# ----------------------------------------------------------------------------- classifiers
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-class Classifier:
-    """A loaded model on one backend: ``predict(logmel (B, n_mels, T)) -> probabilities (B, n_classes)``."""
-
-    backend: str = "?"
-
-    def __init__(self, spec: ModelSpec, path: Path, device: str) -> None:
-        self.spec = spec
-        self.path = path
-        self.device = device
-        self.labels: tuple[str, ...] = spec.labels
-        self.feature_config: FeatureConfig = spec.feature_config
-        self.model_config: ModelConfig = spec.model_config
-        self.name = str(spec.meta.get("name", path.stem if path.is_file() else path.name))
-
-    def logits(self, logmel: np.ndarray | torch.Tensor) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, logmel: np.ndarray | torch.Tensor) -> np.ndarray:
-        return softmax(self.logits(logmel))
-
-    def _check_input(self, logmel: np.ndarray | torch.Tensor) -> None:
-        shape = tuple(logmel.shape)
-        if len(shape) != 3 or shape[1] != self.feature_config.n_mels:
-            raise ValueError(f"expected log-mel of shape (B, {self.feature_config.n_mels}, T), got {shape}")
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} backend={self.backend} device={self.device} labels={self.labels}>"
-
-
-class TorchClassifier(Classifier):
-    """Eager or TorchScript module on CPU or CUDA."""
-
-    def __init__(self, module: nn.Module | torch.jit.ScriptModule, spec: ModelSpec, path: Path,
-                 device: str, backend: str) -> None:
-        super().__init__(spec, path, device)
-        self.module = module
-        self.backend = backend
-
-    @torch.inference_mode()
-    def logits(self, logmel: np.ndarray | torch.Tensor) -> np.ndarray:
-        self._check_input(logmel)
-        x = torch.as_tensor(logmel, dtype=torch.float32).to(self.device)
-        return self.module(x).float().cpu().numpy()
-
-
-class OnnxClassifier(Classifier):
-    """ONNX Runtime session (CUDA execution provider when asked for and available)."""
-
-    backend = "onnx"
-
-    def __init__(self, session: Any, spec: ModelSpec, path: Path, device: str) -> None:
-        super().__init__(spec, path, device)
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-
-    def logits(self, logmel: np.ndarray | torch.Tensor) -> np.ndarray:
-        self._check_input(logmel)
-        x = logmel.detach().cpu().numpy() if isinstance(logmel, torch.Tensor) else logmel
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
-
-
-def _read_torchscript(path: Path, device: str) -> tuple[torch.jit.ScriptModule, ModelSpec]:
-    extra = {CONFIG_EXTRA: ""}
-    try:
-        with quiet_jit():
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    except (RuntimeError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(path, f"not a readable TorchScript model (corrupt or truncated?): {reason}") from None
-    raw = extra[CONFIG_EXTRA]
-    if not raw:
-        raise ModelFileError(path, f"TorchScript file has no embedded {CONFIG_EXTRA}")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(path, f"embedded config is not valid JSON: {exc}") from None
-    return module, _spec_from(path, data, MODEL_FORMAT)
-
-
-def _read_onnx_spec(path: Path) -> ModelSpec:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others from protobuf
-        raise ModelFileError(path, f"not a readable ONNX model (corrupt or truncated?): {type(exc).__name__}") from None
-    if not proto.graph.node:  # protobuf parses an empty file as an empty model
-        raise ModelFileError(path, "not a readable ONNX model (corrupt or truncated?): it holds no graph")
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_METADATA_KEY not in meta:
-        raise ModelFileError(path, f"ONNX file has no '{ONNX_METADATA_KEY}' metadata (not an emostream export)")
-    try:
-        data = json.loads(meta[ONNX_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(path, f"embedded config is not valid JSON: {exc}") from None
-    return _spec_from(path, data, MODEL_FORMAT)
-
-
-def _verify_outputs(classifier: Classifier) -> Classifier:
-    """Refuse a model whose weights do not match its embedded config (input mels, output classes)."""
-    spec = classifier.spec
-    try:
-        out = classifier.logits(_example_input(spec, batch=1).numpy())
-    except ModelFileError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            classifier.path, f"model does not run on the input its config describes ({spec.feature_config.n_mels} mels): {first}"
-        ) from None
-    if out.shape != (1, len(spec.labels)):
-        raise ModelFileError(
-            classifier.path,
-            f"model outputs {out.shape[-1]} classes but its config names {len(spec.labels)} labels",
-        )
-    if not np.all(np.isfinite(out)):
-        raise ModelFileError(classifier.path, "model produces non-finite outputs")
-    return classifier
-
-
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_model_path(path: Path | str) -> Path:
-    """``"default"`` -> the shipped model directory; other paths are returned as given."""
-    if str(path) == "default":
-        if not DEFAULT_MODEL_DIR.is_dir() or not any(DEFAULT_MODEL_DIR.iterdir()):
-            raise ModelFileError(DEFAULT_MODEL_DIR, "the default model is not installed")
-        return DEFAULT_MODEL_DIR
-    return Path(path)
-
-
-def load_classifier(
-    path: Path | str = "default",
-    backend: str = "auto",
-    device: str = "cpu",
-    threads: int | None = None,
-) -> Classifier:
-    """Load a model directory, ``.ts``/``.onnx`` file or checkpoint for inference on one backend.
-
-    ``auto`` picks ONNX Runtime when it and an ``.onnx`` file are there (3-4x faster than TorchScript
-    on the CPU here), else TorchScript, else eager from a checkpoint.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; use cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU")
-    p = resolve_model_path(path)
-    if not p.exists():
-        raise ModelFileError(p, "no such file or directory")
-    files = _model_files(p)
-    if backend == "auto":
-        if ONNX_NAME in files and onnxruntime_available():
-            backend = "onnx"
-        elif TORCHSCRIPT_NAME in files:
-            backend = "torchscript"
-        elif CHECKPOINT_NAME in files:
-            backend = "eager"
-        else:
-            raise ModelFileError(p, "no loadable model file (model.onnx needs onnxruntime)")
-    wanted = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME, "eager": CHECKPOINT_NAME}[backend]
-    if wanted not in files:
-        raise ModelFileError(p, f"backend {backend!r} needs a {wanted} file, which is not there")
-    file = files[wanted]
-    if backend == "onnx":
-        classifier: Classifier = _load_onnx(file, device, threads)
-    elif backend == "torchscript":
-        classifier = _load_torchscript(file, device, threads)
-    else:
-        ckpt = load_checkpoint(file)
-        if threads:
-            torch.set_num_threads(threads)
-        classifier = TorchClassifier(ckpt.build().to(device), ckpt.spec, file, device, "eager")
-    _verify_outputs(classifier)
-    _check_siblings_agree(files, classifier.spec)
-    return classifier
-
-
-def _model_files(p: Path) -> dict[str, Path]:
-    """Map the canonical names to the files a path offers (a directory, or one file by its suffix)."""
-    if p.is_dir():
-        return {name: p / name for name in (ONNX_NAME, TORCHSCRIPT_NAME, CHECKPOINT_NAME) if (p / name).is_file()}
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
-        return {ONNX_NAME: p}
-    if suffix in (".ts", ".jit", ".torchscript"):
-        return {TORCHSCRIPT_NAME: p}
-    if suffix in (".pt", ".pth", ".ckpt"):
-        return {CHECKPOINT_NAME: p}
-    raise ModelFileError(p, "unknown model file type (expected a model directory, .onnx, .ts or .pt)")
-
-
-def _check_siblings_agree(files: dict[str, Path], spec: ModelSpec) -> None:
-    """In a model directory, the configs embedded in every file must equal the loaded one."""
-    if len(files) < 2:
-        return
-    readers = {
-        ONNX_NAME: _read_onnx_spec,
-        TORCHSCRIPT_NAME: lambda f: _read_torchscript(f, "cpu")[1],
-        CHECKPOINT_NAME: lambda f: load_checkpoint(f).spec,
-    }
-    for name, file in files.items():
-        if readers[name](file).to_dict() != spec.to_dict():
-            raise ModelFileError(file, "its embedded config differs from the other files in the model directory")
-
-
-def _load_torchscript(path: Path, device: str, threads: int | None) -> TorchClassifier:
-    module, spec = _read_torchscript(path, device)
-    if threads:
-        torch.set_num_threads(threads)
-    module.eval()
-    try:
-        with quiet_jit():
-            module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
-    except RuntimeError as exc:
-        raise ModelFileError(path, f"TorchScript module could not be frozen for inference: {exc}") from None
-    return TorchClassifier(module, spec, path, device, "torchscript")
-
-
-def _load_onnx(path: Path, device: str, threads: int | None) -> OnnxClassifier:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ModelFileError(
-            path, "onnxruntime is not installed: pip install 'emostream[cpu]' (or [gpu]), or use --backend torchscript"
-        ) from None
-    spec = _read_onnx_spec(path)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    # No spinning between runs: a streaming server calls the model in small batches, and spinning
-    # threads take the CPU from the event loop and the feature extractor.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(path, f"ONNX Runtime cannot load it: {first}") from None
-    return OnnxClassifier(session, spec, path, "cuda" if providers[0].startswith("CUDA") else "cpu")
+from models.classifier import (
+    Classifier,
+    OnnxClassifier,
+    TorchClassifier,
+    load_classifier,
+    onnxruntime_available,
+    softmax,
+)
+from models.modelformat import (
+    BACKENDS,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CONFIG_EXTRA,
+    DEFAULT_MODEL_DIR,
+    FORMAT_VERSION,
+    MODEL_FORMAT,
+    ONNX_METADATA_KEY,
+    ONNX_NAME,
+    TORCHSCRIPT_NAME,
+    Checkpoint,
+    ModelFileError,
+    ModelSpec,
+    export_model,
+    load_checkpoint,
+    quiet_jit,
+    resolve_model_path,
+    save_checkpoint,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CONFIG_EXTRA",
+    "DEFAULT_MODEL_DIR",
+    "FORMAT_VERSION",
+    "MODEL_FORMAT",
+    "ONNX_METADATA_KEY",
+    "ONNX_NAME",
+    "TORCHSCRIPT_NAME",
+    "Checkpoint",
+    "Classifier",
+    "ModelFileError",
+    "ModelSpec",
+    "OnnxClassifier",
+    "TorchClassifier",
+    "export_model",
+    "load_checkpoint",
+    "load_classifier",
+    "onnxruntime_available",
+    "quiet_jit",
+    "resolve_model_path",
+    "save_checkpoint",
+    "softmax",
+]

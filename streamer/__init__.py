@@ -1,1 +1,1 @@
-"""Real-time streaming side: I/O-free core primitives, sources, sinks and the pipeline that wires them."""
+"""Real-time streaming side, one folder per layer: sources -> runtime (over the I/O-free core) -> sinks; server; cli."""

@@ -187,7 +187,8 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     assert set(REQUIRED_KEYS) <= set(r)
     assert r["quick"] is True
     assert 0 < r["single_stream_p50_ms"] <= r["single_stream_p99_ms"] < 60_000
-    assert r["capacity_streams"] >= 0 and r["baseline_capacity_streams"] >= 0
+    assert r["capacity_streams"] >= 1  # at least the one real-time stream measured above
+    assert r["baseline_capacity_streams"] >= 1  # the reference-style server keeps up with one stream too
     if r["baseline_capacity_streams"]:
         assert r["capacity_ratio"] == pytest.approx(r["capacity_streams"] / r["baseline_capacity_streams"])
     assert 0.01 < r["model_gflop_per_window"] < 20

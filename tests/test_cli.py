@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from models.cli import main
-from models.modelfile import DEFAULT_MODEL_DIR
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -83,12 +82,15 @@ def test_bad_files_exit_1_with_a_clear_message(
     assert code == 1 and "feature hop" in err
 
 
-@pytest.mark.skipif(DEFAULT_MODEL_DIR.is_dir(), reason="models/default is installed")
 def test_missing_default_model_says_how_to_get_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
     import soundfile as sf
+
+    from models import modelfile
+
+    monkeypatch.setattr(modelfile, "DEFAULT_MODEL_DIR", tmp_path / "no-default-model")  # as in a fresh clone
 
     wav = tmp_path / "ok.wav"
     sf.write(wav, np.zeros(1600, dtype=np.float32), 16000)
@@ -215,3 +217,12 @@ def test_replay_stops_on_a_signal_with_whole_flushed_lines(tiny_model_dir: Path,
     lines = [json.loads(line) for line in text.splitlines()]
     assert 2 <= len(lines) < 56  # stopped well before the 56 windows of the whole minute
     assert [m["seq"] for m in lines] == list(range(len(lines)))
+
+
+@pytest.mark.parametrize("command", [["replay", "x.wav"], ["demo"], ["serve"], ["live"]])
+def test_the_runtime_defaults_are_the_ones_the_cli_runs(command: list[str]) -> None:
+    from models.cli import build_parser
+    from streamer.cli.options import runtime_config
+    from streamer.runtime.config import RuntimeConfig
+
+    assert runtime_config(build_parser().parse_args(command)) == RuntimeConfig()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from models.modelfile import load_classifier
-from streamer.engine import Batcher, BatchWorker, Engine, EngineConfig, JobResult, WindowJob, classify
+from streamer.core.batcher import BatchConfig, Batcher
+from streamer.core.classify import JobResult, WindowJob, classify
+from streamer.runtime.worker import BatchWorker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,7 +23,7 @@ def job(i: int, stream: str = "s", n_frames: int = 40, seed: int | None = None) 
 
 
 def test_batcher_policy_is_deterministic() -> None:
-    b: Batcher[int] = Batcher(EngineConfig(max_batch=3, max_wait_ms=10.0))
+    b: Batcher[int] = Batcher(BatchConfig(max_batch=3, max_wait_ms=10.0, adaptive=False))
     assert b.due_s() is None and b.pop(0.0) == []
     b.push(1, now_s=100.0)
     b.push(2, now_s=100.004)
@@ -36,13 +38,13 @@ def test_batcher_policy_is_deterministic() -> None:
     assert b.pop(200.0) == []  # one left, not due
     assert b.pop(200.0, force=True) == [16]
     with pytest.raises(ValueError):
-        EngineConfig(max_batch=0)
+        BatchConfig(max_batch=0)
     with pytest.raises(ValueError):
-        EngineConfig(max_wait_ms=-1.0)
+        BatchConfig(max_wait_ms=-1.0)
 
 
 def test_adaptive_batcher_waits_only_when_more_windows_are_due() -> None:
-    cfg = EngineConfig(max_batch=16, max_wait_ms=20.0, adaptive=True, rate_tau_s=1.0)
+    cfg = BatchConfig(max_batch=16, max_wait_ms=20.0, adaptive=True, rate_tau_s=1.0)
     slow: Batcher[int] = Batcher(cfg)
     for i in range(10):  # one window a second (a single stream): never held back
         slow.push(i, now_s=float(i))
@@ -65,7 +67,7 @@ def test_adaptive_batcher_waits_only_when_more_windows_are_due() -> None:
     assert busy.ready(t + 0.016)  # the 4th: due at once
     assert busy.pop(t + 0.016) == [0, 1, 2, 3]
 
-    fixed: Batcher[int] = Batcher(EngineConfig(max_batch=16, max_wait_ms=20.0))
+    fixed: Batcher[int] = Batcher(BatchConfig(max_batch=16, max_wait_ms=20.0, adaptive=False))
     fixed.push(1, now_s=0.0)
     assert not fixed.ready(0.0) and fixed.ready(0.02)  # not adaptive: always the full wait
 
@@ -116,12 +118,15 @@ def test_a_failing_batch_fails_only_its_jobs() -> None:
         if len(results) == 10:
             done.set()
 
-    engine = Engine(clf, EngineConfig(max_batch=2, max_wait_ms=1000.0))
-    for i in range(10):  # queued before the worker starts: batches (0, 1), (2, 3), ... deterministically
-        engine.submit(seq_job(i), on_result)
-    engine.start()
+    def handle(batch: list[WindowJob]) -> None:  # what the runtime's batch handler does: classify(...)
+        for r in classify(clf, batch):
+            on_result(r)
+
+    worker: BatchWorker[WindowJob] = BatchWorker(BatchConfig(max_batch=2, max_wait_ms=1000.0, adaptive=False), handle)
+    worker.submit_many([seq_job(i) for i in range(10)])  # queued before the worker starts: (0, 1), (2, 3), ...
+    worker.start()
     assert done.wait(10)
-    engine.stop()
+    worker.stop()
     assert [r.job.seq for r in results] == list(range(10))  # every job answered, in order
     failed = [r.job.seq for r in results if not r.ok]
     assert failed == [2, 3]  # the batch (2, 3) held the poison; later batches went on
@@ -140,7 +145,7 @@ def test_worker_survives_a_handler_error_and_drains_on_stop() -> None:
         seen.append(batch)
 
     worker: BatchWorker[int] = BatchWorker(
-        EngineConfig(max_batch=4, max_wait_ms=1e6),
+        BatchConfig(max_batch=4, max_wait_ms=1e6, adaptive=False),
         handle,
         on_error=lambda batch, exc: errors.append(str(exc)),
     )

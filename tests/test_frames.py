@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from models.features import FeatureConfig, LogMel
 from models.windows import fit_window
-from streamer.frames import FrameRing, IncrementalLogMel, StreamFrames
-from streamer.ring import RingBuffer
-from streamer.windower import Windower
+from streamer.core.frames import FrameRing, IncrementalLogMel, StreamFrames
+from streamer.core.ring import RingBuffer
+from streamer.core.windower import Windower
 
 TOL = 1e-5
 SMALL = FeatureConfig(window_s=0.5)  # 8000-sample windows, 47 frames: fast enough for hypothesis

@@ -1,4 +1,4 @@
-"""streamer.mic against a real PortAudio input: a private PulseAudio virtual microphone (tests/pulse.py)."""
+"""streamer.sources.mic against a real PortAudio input: a private PulseAudio virtual microphone (tests/pulse.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from pulse import VirtualMicrophone, missing_binaries, virtual_microphone
 
-from streamer import mic
-from streamer.mic import InputDevice, MicError, MicSource, NoInputDeviceError
+from streamer.sources import mic
+from streamer.sources.mic import InputDevice, MicError, MicSource, NoInputDeviceError
 
 SAMPLE_RATE_HZ = 16000
 BLOCK_MS = 20

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import offline_window_probs
 
 from models.modelfile import load_classifier
-from streamer.engine import EngineConfig
-from streamer.events import ErrorEvent, Estimate
-from streamer.pipeline import Runtime, RuntimeConfig, StreamLimitError, offline_window_probs
-from streamer.vad import VadConfig
+from streamer.core.batcher import BatchConfig
+from streamer.core.events import ErrorEvent, Estimate
+from streamer.core.vad import VadConfig
+from streamer.runtime.config import RuntimeConfig, StreamLimitError
+from streamer.runtime.runtime import Runtime
 
 SR = 16000
 NO_VAD = RuntimeConfig(vad=VadConfig(enabled=False))
@@ -144,7 +146,7 @@ class FailsOnce:
 
 def test_backend_error_fails_one_batch_and_the_stream_goes_on(classifier) -> None:
     runtime = Runtime(
-        FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False), engine=EngineConfig(max_batch=1))
+        FailsOnce(classifier), RuntimeConfig(vad=VadConfig(enabled=False), batching=BatchConfig(max_batch=1))
     )
     events: list[Estimate] = []
     errors: list[ErrorEvent] = []
@@ -170,3 +172,22 @@ def test_close_stream_drops_queued_windows_and_releases_flush(classifier) -> Non
     assert events == [] and h.closed
     with pytest.raises(RuntimeError, match="closed"):
         h.push(noise(0.1, 3))
+
+
+def test_a_worker_that_fell_behind_the_ring_reports_the_lost_windows_and_resynchronises(classifier) -> None:
+    """Windows whose audio the ring no longer holds get ``audio_overwritten``; the next ones equal offline."""
+    runtime = Runtime(classifier, RuntimeConfig(vad=VadConfig(enabled=False), ring_s=7.0))  # not started
+    events: list[Estimate] = []
+    errors: list[ErrorEvent] = []
+    h = runtime.open_stream("x", SR, 1, on_estimate=events.append, on_error=errors.append)
+    audio = noise(12.0, 9)
+    assert h.push(audio) == 12  # the ring keeps the last 7 s: windows ending before 10 s lost audio
+    with runtime:
+        assert h.flush()
+    assert [e.code for e in errors] == ["audio_overwritten"] * 9
+    assert [e.seq for e in events] == [9, 10, 11]
+    ref = offline_window_probs(audio, classifier, SR)
+    for e in events:
+        np.testing.assert_allclose([e.raw_probs[k] for k in classifier.labels], ref[e.seq], atol=1e-4)
+    stats = runtime.stats()
+    assert stats.window_errors == 9 and stats.windows_published == 3

@@ -1,4 +1,4 @@
-"""streamer.protocol under arbitrary input: only ProtocolError ever escapes, valid messages round-trip."""
+"""streamer.server.protocol under arbitrary input: only ProtocolError ever escapes, valid messages round-trip."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.limits import ServerLimits, TokenBucket
-from streamer.protocol import (
+from streamer.server.limits import ServerLimits, TokenBucket
+from streamer.server.protocol import (
     ENCODINGS,
     ERROR_CLOSE_CODES,
     ProtocolError,
     StartMessage,
     StopMessage,
     decode_audio,
+    decode_pcm,
     parse_control,
 )
 
@@ -198,3 +199,29 @@ def test_a_stream_behind_real_time_may_catch_up() -> None:
     assert plain.take(1200, 13.0) == 500  # without the real-time allowance the backlog is cut
 
 
+# ---- PCM wire decoding -------------------------------------------------------------------------
+
+
+def test_decode_pcm_values_and_shape() -> None:
+    s16 = np.array([[-32768, 16384], [0, 32767]], dtype="<i2")
+    out = decode_pcm(s16.tobytes(), "pcm_s16le", 2)
+    assert out.dtype == np.float32 and out.shape == (2, 2)
+    np.testing.assert_array_equal(out, [[-1.0, 0.5], [0.0, 32767 / 32768]])
+    f32 = np.array([0.25, -0.75, 1.5], dtype="<f4")
+    np.testing.assert_array_equal(decode_pcm(f32.tobytes(), "f32le", 1), [[0.25], [-0.75], [1.5]])
+    assert decode_pcm(b"", "f32le", 3).shape == (0, 3)
+
+
+def test_decode_pcm_errors() -> None:
+    with pytest.raises(ValueError, match="not a whole number of 4-byte frames"):
+        decode_pcm(b"\x00" * 6, "pcm_s16le", 2)
+    with pytest.raises(ValueError, match="not a whole number of 8-byte frames"):
+        decode_pcm(b"\x00" * 12, "f32le", 2)
+    with pytest.raises(ValueError, match="non-finite"):
+        decode_pcm(np.array([0.0, np.nan], "<f4").tobytes(), "f32le", 1)
+    with pytest.raises(ValueError, match="frame 1, channel 0"):
+        decode_pcm(np.array([0.0, 0.0, np.inf, 0.0], "<f4").tobytes(), "f32le", 2)
+    with pytest.raises(ValueError, match="encoding"):
+        decode_pcm(b"\x00\x00", "pcm_u8", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channels"):
+        decode_pcm(b"\x00\x00", "pcm_s16le", 0)

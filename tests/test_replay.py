@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from oracle import offline_window_probs
 from wsutil import ESTIMATE_KEYS
 
 from models.modelfile import load_classifier
 from models.windows import window_ends
-from streamer.pipeline import Runtime, RuntimeConfig, offline_window_probs
-from streamer.vad import VadConfig
+from streamer.core.vad import VadConfig
+from streamer.runtime.config import RuntimeConfig
+from streamer.runtime.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REQUIRED = set(ESTIMATE_KEYS)  # the fields issue #3 requires of every estimate
+REQUIRED = set(ESTIMATE_KEYS)  # the fields docs/protocol.md requires of every estimate
 HOP_S = 1.0
 
 

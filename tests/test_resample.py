@@ -1,4 +1,4 @@
-"""StreamResampler and decode_pcm.
+"""StreamResampler.
 
 Measured (soxr 0.5.0.post1, HQ): feeding the same mono float32 audio in ANY chunking (chunks of
 0..3000 samples, including 1-sample chunks) and flushing gives output bit-identical to one-shot
@@ -14,7 +14,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.resample import StreamResampler, decode_pcm
+from streamer.core.resample import StreamResampler
 
 TOLERANCE = 0.0  # measured: bit-exact (see module docstring)
 
@@ -114,28 +114,3 @@ def test_invalid_config(args: tuple[int, int, int], match: str) -> None:
 def test_wrong_shape_rejected() -> None:
     with pytest.raises(ValueError, match=r"\(frames, 2\)"):
         StreamResampler(48000, 16000, 2).process(np.zeros(10, np.float32))
-
-
-def test_decode_pcm_values_and_shape() -> None:
-    s16 = np.array([[-32768, 16384], [0, 32767]], dtype="<i2")
-    out = decode_pcm(s16.tobytes(), "pcm_s16le", 2)
-    assert out.dtype == np.float32 and out.shape == (2, 2)
-    np.testing.assert_array_equal(out, [[-1.0, 0.5], [0.0, 32767 / 32768]])
-    f32 = np.array([0.25, -0.75, 1.5], dtype="<f4")
-    np.testing.assert_array_equal(decode_pcm(f32.tobytes(), "f32le", 1), [[0.25], [-0.75], [1.5]])
-    assert decode_pcm(b"", "f32le", 3).shape == (0, 3)
-
-
-def test_decode_pcm_errors() -> None:
-    with pytest.raises(ValueError, match="not a whole number of 4-byte frames"):
-        decode_pcm(b"\x00" * 6, "pcm_s16le", 2)
-    with pytest.raises(ValueError, match="not a whole number of 8-byte frames"):
-        decode_pcm(b"\x00" * 12, "f32le", 2)
-    with pytest.raises(ValueError, match="non-finite"):
-        decode_pcm(np.array([0.0, np.nan], "<f4").tobytes(), "f32le", 1)
-    with pytest.raises(ValueError, match="frame 1, channel 0"):
-        decode_pcm(np.array([0.0, 0.0, np.inf, 0.0], "<f4").tobytes(), "f32le", 2)
-    with pytest.raises(ValueError, match="encoding"):
-        decode_pcm(b"\x00\x00", "pcm_u8", 1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="channels"):
-        decode_pcm(b"\x00\x00", "pcm_s16le", 0)

@@ -20,8 +20,8 @@ from websockets.exceptions import InvalidStatus
 from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
 
 from models.windows import window_ends
-from streamer.hub import Outbox
-from streamer.server import exposure_warning, is_loopback
+from streamer.server.access import exposure_warning, is_loopback
+from streamer.server.hub import Outbox
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000
@@ -255,3 +255,20 @@ def test_outbox_drops_oldest_and_reports_lag() -> None:
     lag, *rest = asyncio.run(main())
     assert lag is not None and json.loads(lag) == {"type": "lag", "dropped": 2, "dropped_total": 2}
     assert rest == ["2", "3", "4", None]
+
+
+def test_every_limit_option_shows_its_field_help_and_default() -> None:
+    """`--limit-*` help is each ServerLimits field's metadata (written once, beside the field)."""
+    import argparse
+    import dataclasses
+
+    from streamer.cli.serve import add_limit_options, limits_from_args
+    from streamer.server.limits import ServerLimits
+
+    parser = argparse.ArgumentParser()
+    add_limit_options(parser)
+    helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("limit_")}
+    for f in dataclasses.fields(ServerLimits):
+        assert f.metadata["help"] and helps["limit_" + f.name] == f"{f.metadata['help']} (default {f.default})"
+    assert limits_from_args(parser.parse_args([])) == ServerLimits()
+    assert limits_from_args(parser.parse_args(["--limit-max-streams", "3"])).max_streams == 3

@@ -35,8 +35,8 @@ from wsutil import (
 )
 
 from models.windows import window_ends
-from streamer.limits import ServerLimits
-from streamer.server import Access
+from streamer.server.access import Access
+from streamer.server.limits import ServerLimits
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000

@@ -9,7 +9,6 @@ the file fast on two cores.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -350,8 +349,6 @@ def test_python_dash_m_train_help() -> None:
 def test_replay_of_the_exported_model_equals_our_offline_windows(run: dict, tmp_path: Path) -> None:
     """`emostream replay` (the streamer) on the trained model gives, window by window, the probabilities that
     evaluation computes offline from ``clip_windows``: training, evaluation and streaming window alike."""
-    if importlib.util.find_spec("streamer.cli") is None:
-        pytest.skip("streamer.cli (emostream replay) is not there yet")
     audio = np.concatenate([synth_clip("03", 17, 0), np.zeros(SR // 2, np.float32), synth_clip("04", 17, 1)])
     wav, jsonl = tmp_path / "speech.wav", tmp_path / "out.jsonl"
     sf.write(wav, audio, SR, subtype="FLOAT")

@@ -12,7 +12,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from streamer.vad import Vad, VadConfig
+from streamer.core.vad import Vad, VadConfig
+from streamer.runtime.silero import make_vad
 
 SR = 16000
 HOP = SR  # 1 s hops
@@ -55,7 +56,7 @@ def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 @pytest.mark.parametrize("method", ["silero", "energy"])
 def test_silence_and_faint_noise_are_not_speech(method: str) -> None:
-    vad = Vad(VadConfig(method=method), SR, HOP)
+    vad = make_vad(VadConfig(method=method), SR, HOP)
     rng = np.random.default_rng(0)
     audio = np.concatenate([np.zeros(2 * SR), rng.standard_normal(2 * SR) * 1e-4]).astype(np.float32)
     assert [speech for speech, _ in decisions(vad, audio)] == [False] * 4
@@ -63,7 +64,7 @@ def test_silence_and_faint_noise_are_not_speech(method: str) -> None:
 
 @pytest.mark.parametrize("method", ["silero", "energy"])
 def test_espeak_speech_is_speech(method: str, espeak_speech: np.ndarray) -> None:
-    vad = Vad(VadConfig(method=method), SR, HOP)
+    vad = make_vad(VadConfig(method=method), SR, HOP)
     result = decisions(vad, espeak_speech)
     assert result[0] == (False, 0.0)  # the leading second of silence
     n_speech_hops = (len(espeak_speech) - 2 * SR) // SR
@@ -76,7 +77,7 @@ def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> No
     """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities."""
     from silero_vad import load_silero_vad
 
-    vad = Vad(VadConfig(), SR, HOP)
+    vad = make_vad(VadConfig(), SR, HOP)
     audios = [espeak_speech[k * 3000 :] for k in range(3)]
     states = [vad.new_state() for _ in audios]
     ends = [SR + 700, 2 * SR, 3 * SR + 100]  # different amounts of audio per stream in the same call
@@ -97,8 +98,13 @@ def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> No
 
 
 def test_disabled_gate_passes_everything() -> None:
-    vad = Vad(VadConfig(enabled=False), SR, HOP)
+    vad = make_vad(VadConfig(enabled=False), SR, HOP)
     assert vad.decide(vad.new_state(), 0, SR).speech
+
+
+def test_the_silero_gate_needs_its_session() -> None:
+    with pytest.raises(ValueError, match="session"):
+        Vad(VadConfig(), SR, HOP)
 
 
 def test_config_is_checked() -> None:
@@ -107,5 +113,5 @@ def test_config_is_checked() -> None:
     with pytest.raises(ValueError, match="min_speech_ratio"):
         VadConfig(min_speech_ratio=0.0)
     with pytest.raises(ValueError, match="energy gate"):
-        Vad(VadConfig(), 22050, 22050)
-    assert Vad(VadConfig(method="energy"), 22050, 22050).chunk_samples == 706
+        make_vad(VadConfig(), 22050, 22050)
+    assert make_vad(VadConfig(method="energy"), 22050, 22050).chunk_samples == 706

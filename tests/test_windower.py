@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.windows import window_ends
-from streamer.windower import Windower, WindowSpec
+from streamer.core.windower import Windower
 
 
 def test_first_window_after_first_hop() -> None:
@@ -65,22 +65,6 @@ def test_reset_restarts_at_zero() -> None:
     w.reset()
     assert w.total_samples == 0
     assert w.push(4) == [4]
-
-
-def test_window_spec_startup_and_times() -> None:
-    w = Windower(80_000, 8_000)
-    first = w.spec(8_000)
-    assert (first.start_sample, first.end_sample, first.window_samples) == (-72_000, 8_000, 80_000)
-    assert first.is_startup
-    assert first.n_audio_samples == 8_000
-    assert first.t_start_s(16_000) == 0.0  # clamped: real audio starts at sample 0
-    assert first.t_end_s(16_000) == 0.5
-    full = WindowSpec.ending_at(96_000, 80_000)
-    assert not full.is_startup
-    assert full.n_audio_samples == 80_000
-    assert (full.t_start_s(16_000), full.t_end_s(16_000)) == (1.0, 6.0)
-    with pytest.raises(ValueError, match="start_sample"):
-        WindowSpec(end_sample=10, start_sample=3, window_samples=5)
 
 
 @pytest.mark.parametrize("window,hop", [(0, 1), (10, 0), (10, 11), (-5, 2)])

@@ -1,7 +1,7 @@
 """Test helpers for the WebSocket server: real servers (subprocess or in-process thread) and clients.
 
 ``ServeProcess`` runs ``emostream serve --port 0`` as a subprocess and reads the port it bound
-from its "listening on" line; ``InProcessServer`` runs the same ``EmoServer`` on a thread with
+from its "listening on" line (``benchmarks.serverproc.ServerProcess``, the benchmarks' launcher); ``InProcessServer`` runs the same ``EmoServer`` on a thread with
 its own event loop. Both bind 127.0.0.1 and stop within bounded time.
 """
 
@@ -11,12 +11,8 @@ import asyncio
 import base64
 import json
 import os
-import re
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +24,8 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-LISTENING = re.compile(r"listening on ws://([^:\s]+):(\d+)")
+from benchmarks.serverproc import ServerProcess, serve_command, ws_frame
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 ESTIMATE_KEYS = (
@@ -45,79 +42,24 @@ ESTIMATE_KEYS = (
 )
 
 
-class ServeProcess:
-    """``emostream serve`` in a subprocess on a free loopback port (``--port 0``)."""
+class ServeProcess(ServerProcess):
+    """``emostream serve`` in a subprocess on a free loopback port (``--port 0``): the benchmarks' launcher."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.lines: list[str] = []
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self._listening = threading.Event()
-
-    def __enter__(self) -> ServeProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=self.env,
-            cwd=Path(__file__).resolve().parents[1],
+        super().__init__(
+            serve_command(*args),
+            "emostream serve",
+            env=env,
+            start_timeout_s=START_TIMEOUT_S,
+            stop_timeout_s=STOP_TIMEOUT_S,
         )
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._listening.wait(START_TIMEOUT_S) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError("emostream serve did not start:\n" + "".join(self.lines[-40:]))
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = LISTENING.search(line)
-            if m and not self._listening.is_set():
-                self.port = int(m.group(2))
-                self._listening.set()
-        self._listening.set()  # exited: wake start()
-
-    def terminate(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait for the exit code (killed after STOP_TIMEOUT_S)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.terminate()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
 
 class InProcessServer:
     """The real ``EmoServer`` on a background thread with its own event loop."""
 
     def __init__(self, runtime: Any, limits: Any, access: Any) -> None:
-        from streamer.server import EmoServer
+        from streamer.server.app import EmoServer
 
         self.server = EmoServer(runtime, limits, access)
         self.port = 0
@@ -308,18 +250,8 @@ async def raw_connect(
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True, declared_len: int | None = None) -> bytes:
-    """A masked client frame; ``declared_len`` lets a test announce more payload than it sends."""
-    n = len(payload) if declared_len is None else declared_len
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
+    """A client frame with a random mask; ``declared_len`` lets a test announce more payload than it sends."""
+    return ws_frame(payload, opcode, fin, mask=os.urandom(4), declared_len=declared_len)
 
 
 async def read_server_frames(reader: asyncio.StreamReader, timeout_s: float) -> list[tuple[int, bytes]]:
@@ -352,8 +284,9 @@ def close_code_of(frames: list[tuple[int, bytes]]) -> int | None:
 def make_runtime(model_dir: Path, hop_s: float, max_streams: int) -> Any:
     """The real pipeline on ``model_dir``, without VAD, one inference thread (not started)."""
     from models.modelfile import load_classifier
-    from streamer.pipeline import Runtime, RuntimeConfig
-    from streamer.vad import VadConfig
+    from streamer.core.vad import VadConfig
+    from streamer.runtime.config import RuntimeConfig
+    from streamer.runtime.runtime import Runtime
 
     classifier = load_classifier(model_dir, threads=1)
     return Runtime(

@@ -34,7 +34,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -261,7 +261,7 @@ def _match(pattern: re.Pattern[str], stem: str) -> re.Match[str]:
     return match
 
 
-def _code(table: dict[str, str], code: str) -> str:
+def _code(table: Mapping[str, str], code: str) -> str:
     """The vocabulary label of a corpus's emotion code, raising `_OddFile(BAD_LABEL)` when unknown."""
     label = table.get(code)
     if label is None:
@@ -285,25 +285,105 @@ def _agree_with_folder(label: str, folder_emotion: str) -> str:
     return label
 
 
-# ---------------------------------------------------------------- RAVDESS
-
-_RAVDESS_NAME = re.compile(r"(\d\d)-(0[12])-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
-_RAVDESS_EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgust",
-    "08": "surprised",
-}
+# ---------------------------------------------------------------- corpora named by one regex
 
 
-def parse_ravdess(path: Path, root: Path) -> tuple[str, str]:
-    """`MM-CC-EE-II-SS-RR-AA`: modality, channel (01 speech, 02 song), emotion, ..., actor."""
-    match = _match(_RAVDESS_NAME, path.stem)
-    return _code(_RAVDESS_EMOTIONS, match[3]), match[7]
+@dataclass(frozen=True, slots=True)
+class NameRule:
+    """A corpus whose file stems fit one regex: the speaker group, the emotion group and its code map.
+
+    ``emotions`` maps the corpus's emotion codes (after ``code_case``) to vocabulary labels; None
+    means the group is an emotion name (``normalise_label``). ``speaker`` turns the speaker group
+    into the speaker id (it may look at the file's folder); ``folder_must_agree`` skips a file
+    whose folder names a different emotion. A stem that does not fit is ``BAD_NAME``, an unknown
+    code ``BAD_LABEL``.
+    """
+
+    regex: re.Pattern[str]
+    speaker_group: int
+    emotion_group: int
+    emotions: Mapping[str, str] | None
+    code_case: Callable[[str], str] = str.upper
+    speaker: Callable[[str | None, Path], str] = lambda group, path: str(group)
+    folder_must_agree: bool = False
+
+    def __call__(self, path: Path, root: Path) -> tuple[str, str]:
+        match = _match(self.regex, path.stem)
+        speaker = self.speaker(match[self.speaker_group], path)
+        code = match[self.emotion_group]
+        label = _label(code) if self.emotions is None else _code(self.emotions, self.code_case(code))
+        if self.folder_must_agree:
+            _agree_with_folder(label, path.parent.name)
+        return label, speaker
+
+
+def _urdu_speaker(group: str | None, path: Path) -> str:
+    """`S<G><X>` as one id per person: `sm03` and `SM3` are `SM3`."""
+    assert group is not None
+    return f"S{group[1].upper()}{int(group[2:])}"
+
+
+def _savee_speaker(group: str | None, path: Path) -> str:
+    """`DC` from `DC_a01`, else from the original layout's `DC/` folder; `BAD_NAME` without either."""
+    if group is None:
+        if _SAVEE_SPEAKER.fullmatch(path.parent.name) is None:
+            raise _OddFile(BAD_NAME)
+        group = path.parent.name
+    return group.upper()
+
+
+_SAVEE_SPEAKER = re.compile(r"[A-Z]{2}", re.IGNORECASE)
+
+# `MM-CC-EE-II-SS-RR-AA`: modality, channel (01 speech, 02 song), emotion, ..., actor.
+parse_ravdess = NameRule(
+    re.compile(r"(\d\d)-(0[12])-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)"),
+    speaker_group=7,
+    emotion_group=3,
+    emotions={
+        "01": "neutral",
+        "02": "calm",
+        "03": "happy",
+        "04": "sad",
+        "05": "angry",
+        "06": "fearful",
+        "07": "disgust",
+        "08": "surprised",
+    },
+)
+# `<SPK>_<emotion>_<n>` (emotions anger, fear, happiness, neutral, sadness, surprised).
+parse_nemo = NameRule(re.compile(r"([A-Za-z]+\d*)_([A-Za-z]+)_(\d+)"), speaker_group=1, emotion_group=2, emotions=None)
+# `S<G><X>_F<NN>_<E><NNN>`: speaker `S<G><X>`, emotion A/H/N/S, checked against the folder.
+parse_urdu = NameRule(
+    re.compile(r"(S[MF]\d+)_F(\d+)_([AHNS])(\d+)", re.IGNORECASE),
+    speaker_group=1,
+    emotion_group=3,
+    emotions={"A": "angry", "H": "happy", "N": "neutral", "S": "sad"},
+    speaker=_urdu_speaker,
+    folder_must_agree=True,
+)
+# `<speaker>_<sentence>_<emotion>_<level>`, e.g. `1001_DFA_ANG_XX`.
+parse_cremad = NameRule(
+    re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})", re.IGNORECASE),
+    speaker_group=1,
+    emotion_group=3,
+    emotions={"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"},
+)
+# `<speaker><text><emotion><version>`, e.g. `03a01Fa`; German initials (W = Wut = anger).
+parse_emodb = NameRule(
+    re.compile(r"(\d\d)([ab]\d\d)([A-Z])([a-z])", re.IGNORECASE),
+    speaker_group=1,
+    emotion_group=3,
+    emotions={"W": "angry", "L": "boredom", "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"},
+)
+# `<SPK>_<emotion><n>` (`DC_a01`), or `<emotion><n>` inside a `<SPK>/` folder (the original).
+parse_savee = NameRule(
+    re.compile(r"(?:([A-Z]{2})_)?([a-z]{1,2})(\d+)", re.IGNORECASE),
+    speaker_group=1,
+    emotion_group=2,
+    emotions={"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised"},
+    code_case=str.lower,
+    speaker=_savee_speaker,
+)
 
 
 # ---------------------------------------------------------------- TESS
@@ -335,14 +415,7 @@ def parse_tess(path: Path, root: Path) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- nEMO
 
-_NEMO_NAME = re.compile(r"([A-Za-z]+\d*)_([A-Za-z]+)_(\d+)")
 _NEMO_COLUMNS = ("file_id", "emotion", "speaker_id")
-
-
-def parse_nemo(path: Path, root: Path) -> tuple[str, str]:
-    """`<SPK>_<emotion>_<n>` (emotions anger, fear, happiness, neutral, sadness, surprised)."""
-    match = _match(_NEMO_NAME, path.stem)
-    return _label(match[2]), match[1]
 
 
 def _read_nemo_table(ctx: _Context) -> dict[str, tuple[str, str]]:
@@ -375,85 +448,6 @@ def _load_nemo(fmt: CorpusFormat, ctx: _Context) -> list[Clip]:
     for stem in sorted(table.keys() - present):
         ctx.skip(ctx.root / "samples" / stem, MISSING_FILE)
     return clips
-
-
-# ---------------------------------------------------------------- URDU
-
-_URDU_NAME = re.compile(r"S([MF])(\d+)_F(\d+)_([AHNS])(\d+)", re.IGNORECASE)
-_URDU_EMOTIONS = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
-
-
-def parse_urdu(path: Path, root: Path) -> tuple[str, str]:
-    """`S<G><X>_F<NN>_<E><NNN>`: speaker `S<G><X>`, emotion A/H/N/S, checked against the folder."""
-    match = _match(_URDU_NAME, path.stem)
-    label = _code(_URDU_EMOTIONS, match[4].upper())
-    _agree_with_folder(label, path.parent.name)
-    return label, f"S{match[1].upper()}{int(match[2])}"
-
-
-# ---------------------------------------------------------------- CREMA-D
-
-_CREMAD_NAME = re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})", re.IGNORECASE)
-_CREMAD_EMOTIONS = {
-    "ANG": "angry",
-    "DIS": "disgust",
-    "FEA": "fearful",
-    "HAP": "happy",
-    "NEU": "neutral",
-    "SAD": "sad",
-}
-
-
-def parse_cremad(path: Path, root: Path) -> tuple[str, str]:
-    """`<speaker>_<sentence>_<emotion>_<level>`, e.g. `1001_DFA_ANG_XX`."""
-    match = _match(_CREMAD_NAME, path.stem)
-    return _code(_CREMAD_EMOTIONS, match[3].upper()), match[1]
-
-
-# ---------------------------------------------------------------- EMO-DB
-
-_EMODB_NAME = re.compile(r"(\d\d)([ab]\d\d)([A-Z])([a-z])", re.IGNORECASE)
-_EMODB_EMOTIONS = {
-    "W": "angry",
-    "L": "boredom",
-    "E": "disgust",
-    "A": "fearful",
-    "F": "happy",
-    "T": "sad",
-    "N": "neutral",
-}
-
-
-def parse_emodb(path: Path, root: Path) -> tuple[str, str]:
-    """`<speaker><text><emotion><version>`, e.g. `03a01Fa`; German initials (W = Wut = anger)."""
-    match = _match(_EMODB_NAME, path.stem)
-    return _code(_EMODB_EMOTIONS, match[3].upper()), match[1]
-
-
-# ---------------------------------------------------------------- SAVEE
-
-_SAVEE_NAME = re.compile(r"(?:([A-Z]{2})_)?([a-z]{1,2})(\d+)", re.IGNORECASE)
-_SAVEE_SPEAKER = re.compile(r"[A-Z]{2}", re.IGNORECASE)
-_SAVEE_EMOTIONS = {
-    "a": "angry",
-    "d": "disgust",
-    "f": "fearful",
-    "h": "happy",
-    "n": "neutral",
-    "sa": "sad",
-    "su": "surprised",
-}
-
-
-def parse_savee(path: Path, root: Path) -> tuple[str, str]:
-    """`<SPK>_<emotion><n>` (`DC_a01`), or `<emotion><n>` inside a `<SPK>/` folder (the original)."""
-    match = _match(_SAVEE_NAME, path.stem)
-    speaker = match[1]
-    if speaker is None:
-        if _SAVEE_SPEAKER.fullmatch(path.parent.name) is None:
-            raise _OddFile(BAD_NAME)
-        speaker = path.parent.name
-    return _code(_SAVEE_EMOTIONS, match[2].lower()), speaker.upper()
 
 
 # ---------------------------------------------------------------- generic folder per class

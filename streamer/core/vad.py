@@ -16,10 +16,11 @@ reuses the newest chunk's decision. At the end of a stream the partial last chun
 per stream per 1 s hop): silero 6-15 ms for a stream run alone (190-350 us per chunk) and 2.5-4.5 ms
 when 64-200 streams are batched (70-150 us per chunk: a recurrent model batches across streams, not
 across time), i.e. 0.5-0.9 of a core for 200 streams; the energy gate about 0.1 ms. ``Vad.process``
-therefore runs all streams of an engine batch in lockstep, one ONNX call per chunk position; for
+therefore runs all streams of a batch in lockstep, one ONNX call per chunk position; for
 more than about 50 streams on two cores, use ``method="energy"`` (table in docs/protocol.md).
 
-No I/O, no clock: the caller (``streamer.pipeline``) reads the audio each state asks for.
+No I/O, no clock: the caller (``streamer.runtime``) reads the audio each state asks for and passes
+the silero session in (``streamer.runtime.silero`` loads it).
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 VAD_METHODS = ("silero", "energy")
-SILERO_MODEL_FILE = "silero_vad.onnx"  # the file silero_vad.load_silero_vad(onnx=True) loads
 SILERO_CHUNK_SAMPLES = {16000: 512, 8000: 256}
 SILERO_CONTEXT_SAMPLES = {16000: 64, 8000: 32}
 SILERO_STATE_SHAPE = (2, 128)  # per stream; the model takes (2, B, 128)
@@ -129,7 +128,9 @@ class VadRequest:
 class Vad:
     """Per-window speech decisions for many streams; silero runs batched across streams."""
 
-    def __init__(self, config: VadConfig, sample_rate_hz: int, hop_samples: int) -> None:
+    def __init__(self, config: VadConfig, sample_rate_hz: int, hop_samples: int, session: Any = None) -> None:
+        """``session``: the silero ONNX Runtime session (``streamer.runtime.silero.make_vad`` loads it);
+        needed when the silero gate is enabled, ignored otherwise."""
         self.config = config
         self.sample_rate_hz = sample_rate_hz
         self.hop_samples = hop_samples
@@ -148,7 +149,9 @@ class Vad:
         self.history_chunks = hop_samples // self.chunk_samples + 3
         self._session: Any = None
         if config.enabled and self.method == "silero":
-            self._session = load_silero_session()
+            if session is None:
+                raise ValueError("the silero gate needs its ONNX session (streamer.runtime.silero.make_vad)")
+            self._session = session
 
     def new_state(self) -> VadState:
         return VadState(self.chunk_samples, self.context_samples, self.history_chunks)
@@ -227,15 +230,3 @@ class Vad:
             states[i].context[:] = x[row, :ctx]
             out[i][:] = probs[row, : lengths[i]]
         return out
-
-
-def load_silero_session(model_file: str = SILERO_MODEL_FILE) -> Any:
-    """The silero-vad ONNX model shipped inside the silero-vad wheel (no download), on one CPU thread."""
-    import onnxruntime as ort
-
-    path = resources.files("silero_vad.data").joinpath(model_file)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

@@ -1,6 +1,6 @@
 """WebSocket hub sink: fans estimates out to connections through bounded per-connection outboxes.
 
-A slow reader never stalls the pipeline or anyone else: the engine thread only schedules a
+A slow reader never stalls the runtime or anyone else: its worker thread only schedules a
 call on the event loop (``publish`` never blocks), and each connection's ``Outbox`` holds at
 most ``maxlen`` messages, dropping the OLDEST beyond that and counting the drops. The
 connection's writer then gets a ``lag`` message before its next message.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from streamer.events import Estimate
-from streamer.protocol import LagMessage
+from streamer.core.events import Estimate
+from streamer.server.protocol import LagMessage
 
 
 class HubFullError(Exception):
@@ -89,10 +89,10 @@ class Hub:
         self._subscribers: dict[Outbox, str | None] = {}
         self.published = 0
 
-    # ---- engine thread ---------------------------------------------------------------------
+    # ---- the runtime's worker thread ----------------------------------------------------------------
 
     def publish(self, event: Estimate) -> None:
-        """Sink protocol: called from the engine thread; schedules the fan-out and returns."""
+        """The ``Sink`` end: called from the runtime's worker thread; schedules the fan-out and returns."""
         self.deliver(None, event)
 
     def deliver(self, outbox: Outbox | None, event: Estimate) -> None:

@@ -1,7 +1,8 @@
 """The WebSocket server's limits, as one frozen config, and the token bucket its rate limit implies.
 
 Every size, count, rate and timeout the server enforces is a field of ``ServerLimits`` (each
-rule written once); ``emostream serve`` exposes each as a ``--limit-*`` option and
+rule written once, with its help sentence as field metadata); ``emostream serve`` exposes each as a
+``--limit-*`` option and
 docs/protocol.md states the defaults. ``TokenBucket`` is the ingest rate policy; it reads no
 clock: callers pass ``now_s``.
 """
@@ -9,9 +10,15 @@ clock: callers pass ``now_s``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from streamer.resample import MAX_CHANNELS, MAX_RATE_HZ
+from streamer.core.resample import MAX_CHANNELS, MAX_RATE_HZ
+
+
+def _limit(default: Any, help: str) -> Any:
+    """A ``ServerLimits`` field: its default and the one sentence ``--limit-*`` shows as help."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,27 +29,35 @@ class ServerLimits:
     second ("x real time"); times in seconds.
     """
 
-    max_message_bytes: int = 1 << 20  # larger messages: error too_big + close 1009
-    hard_message_bytes_factor: int = 2  # websockets' own max_size = factor x max_message_bytes
-    max_control_chars: int = 4096  # a JSON control message longer than this is rejected
-    max_connections: int = 512  # open WebSocket connections of every kind (more: HTTP 503)
-    max_streams: int = 128  # concurrent ingest streams (more: close 1013)
-    max_subscribers: int = 64  # concurrent /feed subscribers (more: close 1013)
-    queue_messages: int = 256  # outgoing messages queued per connection; oldest dropped beyond
-    write_buffer_bytes: int = (
-        32_768  # bytes buffered per connection before a send waits (websockets write_limit)
+    max_message_bytes: int = _limit(
+        1 << 20, "largest WebSocket message accepted; larger: error too_big, close 1009"
     )
-    min_sample_rate_hz: int = 8_000
-    max_sample_rate_hz: int = 192_000
-    max_channels: int = 8
-    max_stream_id_chars: int = 64
-    realtime_factor: float = 2.0  # sustained ingest rate allowed, in x real time
-    burst_s: float = 5.0  # audio seconds a stream may send at once beyond the sustained rate
-    report_interval_s: float = 1.0  # at most one "throttled" message per stream per interval
-    idle_timeout_s: float = 30.0  # ingest: no message (start, audio, stop) for this long -> closed
-    ping_interval_s: float = 20.0  # keepalive ping every ...
-    ping_timeout_s: float = 20.0  # ... and a connection whose pong is this late is closed (1011)
-    close_timeout_s: float = 5.0  # wait this long for the peer's close frame, then drop TCP
+    hard_message_bytes_factor: int = _limit(
+        2, "websockets itself drops messages over this many times max-message-bytes"
+    )
+    max_control_chars: int = _limit(4096, "longest JSON control message")
+    max_connections: int = _limit(512, "open connections of all kinds; more: HTTP 503")
+    max_streams: int = _limit(128, "concurrent ingest streams; more: close 1013")
+    max_subscribers: int = _limit(64, "concurrent /feed subscribers; more: close 1013")
+    queue_messages: int = _limit(
+        256, "outgoing messages queued per connection; beyond it the oldest are dropped"
+    )
+    write_buffer_bytes: int = _limit(
+        32_768, "bytes buffered per connection before sending waits for the client to read"
+    )
+    min_sample_rate_hz: int = _limit(8_000, "lowest input sample rate")
+    max_sample_rate_hz: int = _limit(192_000, "highest input sample rate")
+    max_channels: int = _limit(8, "most input channels")
+    max_stream_id_chars: int = _limit(64, "longest stream id")
+    realtime_factor: float = _limit(
+        2.0, "sustained ingest rate allowed per stream, in x real time (excess dropped, reported)"
+    )
+    burst_s: float = _limit(5.0, "seconds of audio a stream may send at once beyond the sustained rate")
+    report_interval_s: float = _limit(1.0, "at most one 'throttled' message per stream per this many seconds")
+    idle_timeout_s: float = _limit(30.0, "close an ingest connection that sends nothing for this long")
+    ping_interval_s: float = _limit(20.0, "keepalive ping interval")
+    ping_timeout_s: float = _limit(20.0, "close a connection whose pong is this late")
+    close_timeout_s: float = _limit(5.0, "wait this long for the peer's close frame")
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -12,57 +12,6 @@ before) - the same padding policy training uses for short clips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """One window by absolute sample index: audio ``[start_sample, end_sample)``.
-
-    ``start_sample`` is negative for start-up windows.
-    """
-
-    end_sample: int
-    start_sample: int
-    window_samples: int
-
-    def __post_init__(self) -> None:
-        if self.window_samples <= 0:
-            raise ValueError(f"window_samples must be positive, got {self.window_samples}")
-        if self.start_sample != self.end_sample - self.window_samples:
-            raise ValueError(
-                f"start_sample ({self.start_sample}) must equal end_sample - window_samples "
-                f"({self.end_sample} - {self.window_samples})"
-            )
-
-    @classmethod
-    def ending_at(cls, end_sample: int, window_samples: int) -> WindowSpec:
-        return cls(
-            end_sample=end_sample, start_sample=end_sample - window_samples, window_samples=window_samples
-        )
-
-    @property
-    def is_startup(self) -> bool:
-        """True when the window starts before sample 0 and will be zero-padded at the front."""
-        return self.start_sample < 0
-
-    @property
-    def audio_start_sample(self) -> int:
-        """First sample of real audio in the window (``max(start_sample, 0)``)."""
-        return max(self.start_sample, 0)
-
-    @property
-    def n_audio_samples(self) -> int:
-        """Samples of real audio in the window (less than ``window_samples`` at start-up)."""
-        return self.end_sample - self.audio_start_sample
-
-    def t_start_s(self, sample_rate_hz: int) -> float:
-        """Start time of the real audio in the window (clamped to 0 for start-up windows)."""
-        return self.audio_start_sample / sample_rate_hz
-
-    def t_end_s(self, sample_rate_hz: int) -> float:
-        return self.end_sample / sample_rate_hz
-
 
 class Windower:
     """Counts one stream's samples and reports the end indices of windows that became due.
@@ -117,6 +66,3 @@ class Windower:
         self._flushed = True
         last_end = self._next_end_sample - self.hop_samples
         return [self._total_samples] if self._total_samples > last_end else []
-
-    def spec(self, end_sample: int) -> WindowSpec:
-        return WindowSpec.ending_at(end_sample, self.window_samples)

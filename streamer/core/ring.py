@@ -13,7 +13,6 @@ Absolute indices: sample ``i`` is the ``i``-th sample ever pushed since the last
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,25 +21,11 @@ class RingOverwrittenError(IndexError):
     """The requested samples were once in the buffer but have been overwritten by newer audio."""
 
 
-@dataclass(frozen=True, slots=True)
-class PoppedAudio:
-    """Audio consumed by ``RingBuffer.pop``: ``samples`` are absolute ``[start_sample, end_sample)``."""
-
-    start_sample: int
-    samples: np.ndarray  # (n,) float32, owned by the caller
-
-    @property
-    def end_sample(self) -> int:
-        return self.start_sample + int(self.samples.shape[0])
-
-
 class RingBuffer:
     """Fixed-capacity mono float32 ring with absolute sample counters.
 
-    Two ways to consume:
-    - ``pop()`` returns the unread audio with its absolute start index and marks it read;
-    - ``read_range()`` / ``read_last()`` copy audio by absolute index without consuming;
-      ``mark_read(end_abs)`` then tells the ring what the consumer is done with.
+    The consumer copies audio by absolute index without consuming it (``read_range()``), then
+    tells the ring what it is done with (``mark_read(end_sample)``).
     Unread audio that is overwritten counts toward ``dropped_samples``; already-read audio that
     is overwritten is not a drop.
     """
@@ -118,69 +103,39 @@ class RingBuffer:
         """Absolute index of the oldest sample still held (``read_range`` may start here)."""
         return max(0, self._total_written - self.capacity_samples)
 
-    def available(self) -> int:
-        """Number of unread samples."""
-        with self._lock:
-            return self._total_written - self._read_pos
-
     # ---- consumer side -------------------------------------------------------------------
 
-    def pop(self, max_samples: int | None = None) -> PoppedAudio:
-        """Consume up to ``max_samples`` (all if None) of the oldest unread audio."""
-        if max_samples is not None and max_samples < 0:
-            raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+    def mark_read(self, end_sample: int) -> None:
+        """Mark every sample before absolute index ``end_sample`` as read (never moves backwards)."""
         with self._lock:
-            start = self._read_pos
-            n = self._total_written - start
-            if max_samples is not None:
-                n = min(n, max_samples)
-            out = np.empty(n, dtype=np.float32)
-            self._copy_out_locked(start, start + n, out)
-            self._read_pos = start + n
-        return PoppedAudio(start_sample=start, samples=out)
+            if end_sample > self._total_written:
+                raise ValueError(
+                    f"mark_read({end_sample}) is beyond the {self._total_written} samples written"
+                )
+            self._read_pos = max(self._read_pos, end_sample)
 
-    def mark_read(self, end_abs: int) -> None:
-        """Mark every sample before absolute index ``end_abs`` as read (never moves backwards)."""
-        with self._lock:
-            if end_abs > self._total_written:
-                raise ValueError(f"mark_read({end_abs}) is beyond the {self._total_written} samples written")
-            self._read_pos = max(self._read_pos, end_abs)
-
-    def read_last(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy of the newest ``n`` samples (``n <= capacity_samples``); does not consume.
-
-        Zero-filled at the front when fewer than ``n`` samples were ever written.
-        """
-        if n < 0 or n > self.capacity_samples:
-            raise ValueError(f"read_last needs 0 <= n <= capacity ({self.capacity_samples}), got {n}")
-        dest = self._dest(out, n)
-        with self._lock:
-            total = self._total_written
-            k = min(n, total)
-            self._copy_out_locked(total - k, total, dest[n - k :])
-        dest[: n - k] = 0.0
-        return dest
-
-    def read_range(self, start_abs: int, end_abs: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy of absolute samples ``[start_abs, end_abs)``; does not consume.
+    def read_range(self, start_sample: int, end_sample: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy of absolute samples ``[start_sample, end_sample)``; does not consume.
 
         Raises ``ValueError`` for a malformed range or one reaching past ``total_written``, and
-        ``RingOverwrittenError`` when ``start_abs`` is older than ``oldest_sample``.
+        ``RingOverwrittenError`` when ``start_sample`` is older than ``oldest_sample``.
         """
-        if start_abs < 0 or end_abs < start_abs:
-            raise ValueError(f"bad range [{start_abs}, {end_abs}): need 0 <= start <= end")
-        n = end_abs - start_abs
+        if start_sample < 0 or end_sample < start_sample:
+            raise ValueError(f"bad range [{start_sample}, {end_sample}): need 0 <= start <= end")
+        n = end_sample - start_sample
         dest = self._dest(out, n)
         with self._lock:
             total = self._total_written
-            if end_abs > total:
-                raise ValueError(f"range [{start_abs}, {end_abs}) reaches past the {total} samples written")
-            oldest = max(0, total - self.capacity_samples)
-            if start_abs < oldest:
-                raise RingOverwrittenError(
-                    f"samples [{start_abs}, {oldest}) were overwritten; the buffer holds [{oldest}, {total})"
+            if end_sample > total:
+                raise ValueError(
+                    f"range [{start_sample}, {end_sample}) reaches past the {total} samples written"
                 )
-            self._copy_out_locked(start_abs, end_abs, dest)
+            oldest = max(0, total - self.capacity_samples)
+            if start_sample < oldest:
+                raise RingOverwrittenError(
+                    f"samples [{start_sample}, {oldest}) were overwritten; the buffer holds [{oldest}, {total})"
+                )
+            self._copy_out_locked(start_sample, end_sample, dest)
         return dest
 
     # ---- internals -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ class JsonLinesSink:
 
     ``out``: None for stdout, a path (created or truncated), or an open text stream (not closed by
     ``close()``). A reader that goes away (``BrokenPipeError``, e.g. ``| head``) silences the sink
-    instead of raising on the engine thread; ``broken`` tells.
+    instead of raising on the runtime's worker thread; ``broken`` tells.
     """
 
     def __init__(self, out: TextIO | Path | str | None = None) -> None:

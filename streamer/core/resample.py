@@ -1,4 +1,4 @@
-"""Chunked resampling of incoming audio to the model's rate (soxr, HQ) and raw PCM decoding.
+"""Chunked resampling of incoming audio to the model's rate (soxr, HQ), channels mixed down to mono.
 
 ``StreamResampler`` turns chunks of any length and channel count into mono float32 at the
 output rate. Fed the same audio in any chunking and flushed at the end, it gives the same
@@ -8,8 +8,6 @@ samples as one-shot ``soxr.resample(mono, in_rate_hz, out_rate_hz, quality="HQ")
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import soxr
 
@@ -17,9 +15,6 @@ MAX_RATE_HZ = 384_000
 MAX_CHANNELS = 8
 QUALITY = "HQ"
 INT16_SCALE = 1.0 / 32768.0  # int16 -> float in [-1, 1)
-
-PcmEncoding = Literal["pcm_s16le", "f32le"]
-_PCM_DTYPES: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 def _check_rate(name: str, rate_hz: int) -> None:
@@ -29,7 +24,7 @@ def _check_rate(name: str, rate_hz: int) -> None:
         raise ValueError(f"{name} must be in 1..{MAX_RATE_HZ} Hz, got {rate_hz}")
 
 
-def _check_channels(channels: int) -> None:
+def check_channels(channels: int) -> None:
     if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
         raise ValueError(f"channels must be an integer, got {channels!r}")
     if not 1 <= channels <= MAX_CHANNELS:
@@ -70,7 +65,7 @@ class StreamResampler:
     def __init__(self, in_rate_hz: int, out_rate_hz: int, channels: int) -> None:
         _check_rate("in_rate_hz", in_rate_hz)
         _check_rate("out_rate_hz", out_rate_hz)
-        _check_channels(channels)
+        check_channels(channels)
         self.in_rate_hz = int(in_rate_hz)
         self.out_rate_hz = int(out_rate_hz)
         self.channels = int(channels)
@@ -103,34 +98,3 @@ class StreamResampler:
         if self._soxr is None:
             return np.zeros(0, dtype=np.float32)
         return self._soxr.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-
-
-def decode_pcm(data: bytes | bytearray | memoryview, encoding: PcmEncoding, channels: int) -> np.ndarray:
-    """Interleaved little-endian PCM bytes -> (frames, channels) float32.
-
-    ``pcm_s16le`` is scaled into [-1, 1); ``f32le`` is taken as is but NaN/inf are rejected.
-    """
-    _check_channels(channels)
-    if encoding not in _PCM_DTYPES:
-        raise ValueError(f"unknown PCM encoding {encoding!r}; expected one of {sorted(_PCM_DTYPES)}")
-    dtype = _PCM_DTYPES[encoding]
-    frame_bytes = dtype.itemsize * channels
-    n_bytes = len(memoryview(data).cast("B"))
-    if n_bytes % frame_bytes != 0:
-        raise ValueError(
-            f"{n_bytes} bytes of {encoding} audio with {channels} channel(s) is not a whole number of "
-            f"{frame_bytes}-byte frames ({n_bytes % frame_bytes} trailing bytes)"
-        )
-    raw = np.frombuffer(data, dtype=dtype)
-    if encoding == "pcm_s16le":
-        out = raw.astype(np.float32) * np.float32(INT16_SCALE)
-    else:
-        out = raw.astype(np.float32)  # native-endian copy
-        bad = ~np.isfinite(out)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"f32le audio contains {int(bad.sum())} non-finite sample(s) (NaN/inf); first at "
-                f"frame {first // channels}, channel {first % channels}"
-            )
-    return out.reshape(-1, channels)

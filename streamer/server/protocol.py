@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, Literal, TypeGuard
 
 import numpy as np
 
-from streamer.limits import ServerLimits
-from streamer.resample import INT16_SCALE, decode_pcm
+from streamer.core.resample import INT16_SCALE, check_channels
+from streamer.server.limits import ServerLimits
 
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}  # encoding -> bytes per sample
+PcmEncoding = Literal["pcm_s16le", "f32le"]
+_PCM_DTYPES: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
@@ -182,6 +184,37 @@ def parse_control(text: str | bytes, limits: ServerLimits = DEFAULT_LIMITS) -> C
     raise ProtocolError("unknown_type", f'"type" must be "start" or "stop", got {_short(kind)}')
 
 
+def decode_pcm(data: bytes | bytearray | memoryview, encoding: PcmEncoding, channels: int) -> np.ndarray:
+    """Interleaved little-endian PCM bytes -> (frames, channels) float32.
+
+    ``pcm_s16le`` is scaled into [-1, 1); ``f32le`` is taken as is but NaN/inf are rejected.
+    """
+    check_channels(channels)
+    if encoding not in _PCM_DTYPES:
+        raise ValueError(f"unknown PCM encoding {encoding!r}; expected one of {sorted(_PCM_DTYPES)}")
+    dtype = _PCM_DTYPES[encoding]
+    frame_bytes = dtype.itemsize * channels
+    n_bytes = len(memoryview(data).cast("B"))
+    if n_bytes % frame_bytes != 0:
+        raise ValueError(
+            f"{n_bytes} bytes of {encoding} audio with {channels} channel(s) is not a whole number of "
+            f"{frame_bytes}-byte frames ({n_bytes % frame_bytes} trailing bytes)"
+        )
+    raw = np.frombuffer(data, dtype=dtype)
+    if encoding == "pcm_s16le":
+        out = raw.astype(np.float32) * np.float32(INT16_SCALE)
+    else:
+        out = raw.astype(np.float32)  # native-endian copy
+        bad = ~np.isfinite(out)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"f32le audio contains {int(bad.sum())} non-finite sample(s) (NaN/inf); first at "
+                f"frame {first // channels}, channel {first % channels}"
+            )
+    return out.reshape(-1, channels)
+
+
 def audio_frames(data: bytes | bytearray | memoryview, start: StartMessage) -> np.ndarray:
     """One binary message -> ``(frames, channels)`` samples as sent, checked, without a float copy.
 
@@ -211,7 +244,7 @@ def decode_audio(data: bytes | bytearray | memoryview, start: StartMessage) -> n
     return frames
 
 
-# ---- server -> client messages (besides ReadyEvent, Estimate and ErrorEvent of streamer.events) ----
+# ---- server -> client messages (besides ReadyEvent, Estimate and ErrorEvent of streamer.core.events) ----
 
 
 def _dumps(d: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@
 bar per class, a timeline of the recent labels (one coloured letter per hop, ``·`` for no
 speech), the input level in dBFS, speech/silence, latency p50/p99, dropped audio, and a table of
 streams when there are several. ``Dashboard`` is a sink (``publish(Estimate)``, called on the
-engine thread): it only updates its mutable state under a lock. A ``rich.live.Live`` redraws
+runtime's worker thread): it only updates its mutable state under a lock. A ``rich.live.Live`` redraws
 ``render(dashboard.snapshot())`` at its own rate (10 Hz by default), independent of inference.
 """
 
@@ -23,7 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamer.events import Estimate
+from streamer.core.events import Estimate
 
 BAR_WIDTH = 32
 LEVEL_FLOOR_DBFS = -60.0
@@ -367,6 +367,10 @@ class Dashboard:
         if live is not None:
             live.refresh()
             live.stop()
+
+    def close(self) -> None:
+        """The ``Sink`` end: stop redrawing (the last frame stays on screen)."""
+        self.stop()
 
     def __enter__(self) -> Dashboard:
         return self.start()

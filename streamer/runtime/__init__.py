@@ -1,0 +1,6 @@
+"""The runtime: wires the core for many streams around ONE model worker thread.
+
+config (settings, defaults = the CLI's) -> runtime (``Runtime``: open streams, sinks) -> stream
+(per-stream state, the caller's ``StreamHandle``) -> worker (the thread) -> batch (the handler:
+VAD, features, model, publication). silero loads the VAD model file.
+"""

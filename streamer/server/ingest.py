@@ -1,0 +1,312 @@
+"""One /ingest connection: start -> audio... -> [stop], with the stream's estimates flowing back meanwhile.
+
+``IngestSession`` parses the client's messages (``streamer.server.protocol``), applies the rate
+limit (``streamer.server.limits.TokenBucket``), pushes the audio into its runtime stream and
+sends ``ready``, estimates, ``throttled`` and ``end``. ``IdleWatchdog`` closes a connection that
+sends nothing for ``idle_timeout_s``. The session sees its server only through ``IngestHost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+
+from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from streamer.server.hub import Hub, Outbox
+from streamer.server.limits import ServerLimits, TokenBucket
+from streamer.server.protocol import (
+    CLOSE_NORMAL,
+    EndMessage,
+    ProtocolError,
+    StartMessage,
+    StopMessage,
+    ThrottledMessage,
+    WindowErrorMessage,
+    audio_frames,
+    parse_control,
+)
+
+# ---- what the server needs of the runtime (streamer.runtime) and of its server ----------------------
+
+
+class StreamHandleLike(Protocol):
+    def push(self, samples: np.ndarray, arrival_s: float | None = None) -> Any: ...
+    def flush(self) -> Any: ...
+    def note_dropped(self, n_input_frames: int) -> None: ...
+
+
+class RuntimeLike(Protocol):
+    @property
+    def labels(self) -> Sequence[str]: ...
+    @property
+    def sample_rate_hz(self) -> int: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def hop_s(self) -> float: ...
+    @property
+    def model_name(self) -> str: ...
+
+    def add_sink(self, sink: Any) -> None: ...
+    def remove_sink(self, sink: Any) -> None: ...
+    def open_stream(
+        self,
+        stream_id: str,
+        sample_rate_hz: int,
+        channels: int,
+        on_estimate: Callable[[Estimate], None] | None = None,
+        on_error: Callable[[ErrorEvent], None] | None = None,
+    ) -> StreamHandleLike: ...
+    def close_stream(self, stream_id: str) -> Any: ...
+
+
+class IngestHost(Protocol):
+    """What a session needs of the server that accepted it (``streamer.server.app.EmoServer``)."""
+
+    runtime: RuntimeLike
+    limits: ServerLimits
+    hub: Hub | None
+
+    def claim_stream(self, wanted: str | None) -> str: ...
+    def release_stream(self, stream_id: str) -> None: ...
+    async def fail(self, ws: ServerConnection, exc: ProtocolError, stream: str | None = None) -> None: ...
+
+
+async def pump(outbox: Outbox, ws: ServerConnection) -> None:
+    """Send the outbox's messages in order until it is closed and empty."""
+    while (message := await outbox.get()) is not None:
+        await ws.send(message)
+
+
+class IdleWatchdog:
+    """The idle timeout of one connection: cancels its task once a ``recv`` has waited ``timeout_s``.
+
+    One timer per connection, re-armed lazily when it fires early, instead of an ``asyncio.timeout``
+    (a timer scheduled and cancelled) around every message: at 50 messages a second per stream
+    that was a tenth of the event loop's time. Must be created inside the task it guards.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.waiting = False  # the task is awaiting a message now
+        self.waiting_since = self.loop.time()
+        self.fired = False
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = self.loop.call_at(
+            self.waiting_since + timeout_s, self._check
+        )
+
+    def _check(self) -> None:
+        due = self.waiting_since + self.timeout_s
+        now = self.loop.time()
+        if not self.waiting or now < due:
+            self._timer = self.loop.call_at(max(due, now + 0.05 * self.timeout_s), self._check)
+            return
+        self._timer = None
+        self.fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def take_timeout(self) -> bool:
+        """In the guarded task's ``except CancelledError``: True (and the cancel withdrawn) if it was ours."""
+        if not self.fired or self._task is None:
+            return False
+        self.fired = False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class IngestSession:
+    """One /ingest connection: start -> audio... -> [stop], with estimates flowing back meanwhile."""
+
+    def __init__(self, server: IngestHost, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.limits = server.limits
+        self.reset()
+
+    def reset(self) -> None:
+        self.stream_id: str | None = None
+        self.start: StartMessage | None = None
+        self.received_frames = 0
+        self.throttled_frames = 0
+        self._throttled_unreported = 0
+        self._last_report_s = -float("inf")
+        self._closed = False  # the runtime's stream is closed
+        self._watchdog: IdleWatchdog | None = None
+
+    async def _recv(self) -> str | bytes:
+        watchdog = self._watchdog
+        if watchdog is None:
+            watchdog = self._watchdog = IdleWatchdog(self.limits.idle_timeout_s)
+        watchdog.waiting_since = watchdog.loop.time()
+        watchdog.waiting = True
+        try:
+            message = await self.ws.recv()
+        except asyncio.CancelledError:
+            if watchdog.take_timeout():
+                raise ProtocolError(
+                    "idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s"
+                ) from None
+            raise
+        finally:
+            watchdog.waiting = False
+        if len(message) > self.limits.max_message_bytes:
+            raise ProtocolError(
+                "too_big",
+                f"message of {len(message)} bytes exceeds the limit of {self.limits.max_message_bytes}",
+            )
+        return message
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.close()
+
+    async def _run(self) -> None:
+        first = await self._recv()
+        if isinstance(first, bytes):
+            raise ProtocolError("no_start", 'send {"type":"start",...} before audio')
+        control = parse_control(first, self.limits)
+        if isinstance(control, StopMessage):
+            raise ProtocolError("no_start", "stop before start")
+        self.start = control
+        from streamer.runtime.config import StreamLimitError
+
+        server, runtime = self.server, self.server.runtime
+        assert server.hub is not None
+        stream_id = server.claim_stream(control.stream)
+        outbox = Outbox(self.limits.queue_messages)
+        hub = server.hub
+        try:
+            try:
+                handle = runtime.open_stream(
+                    stream_id,
+                    control.sample_rate_hz,
+                    control.channels,
+                    on_estimate=lambda event: hub.deliver(outbox, event),
+                    on_error=lambda event: hub.deliver_text(outbox, WindowErrorMessage.of(event).to_json()),
+                )
+            except StreamLimitError as exc:
+                raise ProtocolError("too_many_streams", str(exc)) from None
+            except ValueError as exc:
+                raise ProtocolError("bad_start", str(exc)) from None
+            self.stream_id = stream_id
+            try:
+                await self._stream(handle, outbox)
+            finally:
+                outbox.close()
+                if not self._closed:
+                    await asyncio.to_thread(runtime.close_stream, stream_id)
+        finally:
+            server.release_stream(stream_id)
+
+    async def _stream(self, handle: StreamHandleLike, outbox: Outbox) -> None:
+        runtime, start, ws = self.server.runtime, self.start, self.ws
+        assert start is not None and self.stream_id is not None
+        ready = ReadyEvent(
+            self.stream_id,
+            tuple(runtime.labels),
+            runtime.sample_rate_hz,
+            runtime.model_name,
+            runtime.window_s,
+            runtime.hop_s,
+        )
+        await ws.send(_ready_json(ready, start, self.limits))
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket.for_stream(self.limits, start.sample_rate_hz, loop.time())
+        writer = asyncio.create_task(pump(outbox, ws))
+        try:
+            while True:
+                message = await self._recv()
+                if isinstance(message, str):
+                    try:
+                        control = parse_control(message, self.limits)
+                    except ProtocolError as exc:
+                        raise ProtocolError(
+                            "unexpected_text", f"expected audio or stop: {exc.message}"
+                        ) from None
+                    if isinstance(control, StartMessage):
+                        raise ProtocolError("duplicate_start", "this connection has already started a stream")
+                    break
+                samples = audio_frames(message, start)
+                n = int(samples.shape[0])
+                self.received_frames += n
+                allowed = bucket.take(n, loop.time())
+                if allowed < n:
+                    handle.note_dropped(n - allowed)  # counted in the estimates' dropped_samples too
+                    self._throttle(n - allowed, loop.time(), outbox)
+                if allowed:
+                    handle.push(samples[:allowed])
+            await self._finish(handle, outbox, writer)
+        except ProtocolError as exc:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await self.server.fail(ws, exc, self.stream_id)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    def _throttle(self, n_dropped: int, now_s: float, outbox: Outbox) -> None:
+        self.throttled_frames += n_dropped
+        self._throttled_unreported += n_dropped
+        if now_s - self._last_report_s >= self.limits.report_interval_s:
+            assert self.stream_id is not None
+            outbox.put(
+                ThrottledMessage(
+                    self.stream_id,
+                    self._throttled_unreported,
+                    self.throttled_frames,
+                    self.limits.realtime_factor,
+                    self.limits.burst_s,
+                ).to_json()
+            )
+            self._throttled_unreported = 0
+            self._last_report_s = now_s
+
+    async def _finish(self, handle: StreamHandleLike, outbox: Outbox, writer: asyncio.Task[None]) -> None:
+        """After stop: final window, its estimates, ``end``, close 1000."""
+        assert self.stream_id is not None
+        await asyncio.to_thread(handle.flush)
+        await asyncio.to_thread(self.server.runtime.close_stream, self.stream_id)
+        self._closed = True
+        await asyncio.sleep(0)  # let estimate deliveries scheduled by the runtime's worker thread run
+        end = EndMessage(
+            self.stream_id,
+            self.received_frames,
+            self.throttled_frames,
+            outbox.put_total,
+            outbox.dropped_total,
+        )
+        outbox.put(end.to_json())
+        outbox.close()
+        async with asyncio.timeout(self.limits.idle_timeout_s):
+            await writer
+        await self.ws.close(CLOSE_NORMAL)
+
+
+def _ready_json(ready: ReadyEvent, start: StartMessage, limits: ServerLimits) -> str:
+    """ReadyEvent's fields (``sample_rate_hz``: the model's rate) plus the stream's own input format
+    (``sample_rate``: the client's rate) and the limits that apply to it."""
+    d = ready.to_dict()
+    d.update(
+        sample_rate=start.sample_rate_hz,
+        encoding=start.encoding,
+        channels=start.channels,
+        max_message_bytes=limits.max_message_bytes,
+        realtime_factor=limits.realtime_factor,
+        burst_s=limits.burst_s,
+    )
+    return json.dumps(d, separators=(",", ":"))

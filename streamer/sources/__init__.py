@@ -1,0 +1,1 @@
+"""Where audio enters: the microphone (``mic``) and sound files (``file``)."""
