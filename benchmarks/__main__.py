@@ -80,9 +80,9 @@ def log(msg: str) -> None:
 
 def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[str]) -> dict[str, Any]:
     """Single stream and capacity for our server and the baseline server on one device."""
-    from benchmarks.capacity import SearchSettings, run_capacity
-    from benchmarks.e2e import baseline_command, ours_command, single_stream, warm_up
-    from benchmarks.serverproc import ServerProcess
+    from emostream.benchmarks.capacity import SearchSettings, run_capacity
+    from emostream.benchmarks.e2e import baseline_command, ours_command, single_stream, warm_up
+    from emostream.benchmarks.serverproc import ServerProcess
 
     quick = args.quick
     single_s, trial_s, ramp_s = args.single_s, args.trial_s, args.ramp_s
@@ -126,9 +126,9 @@ def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from benchmarks.engine_bench import prepare_model, rescale_to_peak, run_engine
-    from benchmarks.features_bench import run_features
-    from benchmarks.machine import describe_machine, devices_present, matmul_peak_gflops
+    from emostream.benchmarks.engine_bench import prepare_model, rescale_to_peak, run_engine
+    from emostream.benchmarks.features_bench import run_features
+    from emostream.benchmarks.machine import describe_machine, devices_present, matmul_peak_gflops
 
     t_start = time.monotonic()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -250,7 +250,7 @@ def _headline(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from benchmarks.report import check_result, figure, plot_latency, write_json, write_markdown
+    from emostream.benchmarks.report import check_result, figure, plot_latency, write_json, write_markdown
 
     result = run(args)
     write_json(result, args.json)

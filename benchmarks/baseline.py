@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.features import FeatureConfig
-from models.modelfile import Classifier, load_classifier
-from models.windows import fit_window
-from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
-from streamer.core.resample import StreamResampler
-from streamer.core.windower import Windower
-from streamer.server.protocol import ProtocolError, StartMessage, decode_audio, parse_control
+from emostream.models.features import FeatureConfig
+from emostream.models.modelfile import Classifier, load_classifier
+from emostream.models.windows import fit_window
+from emostream.streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from emostream.streamer.core.resample import StreamResampler
+from emostream.streamer.core.windower import Windower
+from emostream.streamer.server.protocol import ProtocolError, StartMessage, decode_audio, parse_control
 
 MAX_MESSAGE_BYTES = 1 << 20
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.e2e import LoadResult, run_load
-from benchmarks.serverproc import ServerProcess
+from emostream.benchmarks.e2e import LoadResult, run_load
+from emostream.benchmarks.serverproc import ServerProcess
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import percentiles_ms
-from benchmarks.serverproc import CpuSampler, ServerProcess, serve_command
+from emostream.benchmarks.machine import percentiles_ms
+from emostream.benchmarks.serverproc import CpuSampler, ServerProcess, serve_command
 
 
 def ours_command(model: Path, hop_s: float, *, vad: str = "none", backend: str = "auto",
@@ -37,7 +37,7 @@ def ours_command(model: Path, hop_s: float, *, vad: str = "none", backend: str =
 
 
 def baseline_command(model: Path, hop_s: float, device: str = "cpu") -> list[str]:
-    return [sys.executable, "-m", "benchmarks.baseline", "--host", "127.0.0.1", "--port", "0",
+    return [sys.executable, "-m", "emostream.benchmarks.baseline", "--host", "127.0.0.1", "--port", "0",
             "--model", str(model), "--hop-s", str(hop_s), "--device", device]
 
 
@@ -137,7 +137,7 @@ def run_load(server: ServerProcess, n_streams: int, *, duration_s: float, hop_s:
     per = [n_streams // procs_n + (1 if i < n_streams % procs_n else 0) for i in range(procs_n)]
     first = 0
     for n in per:
-        cmd = [sys.executable, "-m", "benchmarks.loadgen", "--url", server.url + "/ingest",
+        cmd = [sys.executable, "-m", "emostream.benchmarks.loadgen", "--url", server.url + "/ingest",
                "--streams", str(n), "--first", str(first), "--total", str(n_streams), "--prefix", prefix,
                "--duration-s", str(duration_s), "--frame-ms", str(frame_ms), "--hop-s", str(hop_s),
                "--start-at", repr(start_at), "--spread", str(int(spread)), "--drain-s", str(drain_s),

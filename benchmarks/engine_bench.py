@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.machine import Repeats, percentiles_ms, time_calls
-from models.modelfile import Classifier, ModelFileError, load_classifier, resolve_model_path
+from emostream.benchmarks.machine import Repeats, percentiles_ms, time_calls
+from emostream.models.modelfile import Classifier, ModelFileError, load_classifier, resolve_model_path
 
 BACKENDS = ("eager", "torchscript", "onnx")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -48,9 +48,9 @@ class ModelUnderTest:
 
 def _export_standin(out_dir: Path) -> None:
     """An untrained bandsplit_bilstm at default settings, seeded, exported with models.modelfile."""
-    from models.arch import ModelConfig, build_model
-    from models.features import FeatureConfig
-    from models.modelfile import ModelSpec, export_model, save_checkpoint
+    from emostream.models.arch import ModelConfig, build_model
+    from emostream.models.features import FeatureConfig
+    from emostream.models.modelfile import ModelSpec, export_model, save_checkpoint
 
     torch.manual_seed(0)
     mc = ModelConfig(arch="bandsplit_bilstm", n_classes=len(STANDIN_LABELS), n_mels=FeatureConfig().n_mels)

@@ -19,7 +19,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from benchmarks.serverproc import ws_frame
+from emostream.benchmarks.serverproc import ws_frame
 
 START = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le", "channels": 1}
 FRAME = np.zeros(800, "<i2").tobytes()  # 50 ms at 16 kHz

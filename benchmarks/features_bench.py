@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.baseline import reference_log_mel
-from benchmarks.machine import Repeats, percentiles_ms, time_calls
-from models.features import FeatureConfig, LogMel
+from emostream.benchmarks.baseline import reference_log_mel
+from emostream.benchmarks.machine import Repeats, percentiles_ms, time_calls
+from emostream.models.features import FeatureConfig, LogMel
 
 
 def _audio(seconds: float, sample_rate_hz: int, seed: int = 0) -> np.ndarray:
@@ -49,7 +49,7 @@ def _incremental(cfg: FeatureConfig, hop_s: float, batch: int, quick: bool) -> t
     reps = Repeats.pick(quick, full=(30, 2000, 2.0))
     audio = _audio(cfg.window_s + hop_s, cfg.sample_rate_hz, seed=1)
     try:
-        from streamer.core import frames
+        from emostream.streamer.core import frames
     except ImportError:
         frames = None  # type: ignore[assignment]
     if frames is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serverproc import ws_frame
+from emostream.benchmarks.serverproc import ws_frame
 
 SAMPLE_RATE_HZ = 16000
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "streamer" / "assets" / "demo.flac"

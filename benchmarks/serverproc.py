@@ -18,14 +18,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamer.server.app import LISTENING_PATTERN
+from emostream.streamer.server.app import LISTENING_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def serve_command(*args: str) -> list[str]:
     """``emostream serve`` on 127.0.0.1 and a free port (``--port 0``), plus ``args``."""
-    return [sys.executable, "-m", "models.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args]
+    return [sys.executable, "-m", "emostream.models.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args]
 
 
 class ServerProcess:

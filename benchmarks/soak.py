@@ -38,10 +38,10 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from benchmarks.faults import run_bad
-from benchmarks.machine import describe_machine
-from benchmarks.serverproc import ServerProcess, serve_command
-from models.windows import window_ends
+from emostream.benchmarks.faults import run_bad
+from emostream.benchmarks.machine import describe_machine
+from emostream.benchmarks.serverproc import ServerProcess, serve_command
+from emostream.models.windows import window_ends
 
 RATES_HZ = (16000, 48000)
 FRAME_MS = (20, 40, 60, 100)

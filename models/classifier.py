@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
-from models.modelformat import (
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig
+from emostream.models.modelformat import (
     BACKENDS,
     CHECKPOINT_NAME,
     ONNX_NAME,

@@ -62,7 +62,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from models.modelfile import ModelFileError, export_model, load_classifier
+    from emostream.models.modelfile import ModelFileError, export_model, load_classifier
 
     try:
         out = export_model(args.checkpoint, args.out, opset=args.opset)

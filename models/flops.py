@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.arch import build_model, count_parameters
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
+from emostream.models.arch import build_model, count_parameters
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 

@@ -6,7 +6,7 @@ two jobs live in their own modules.
 
 from __future__ import annotations
 
-from models.classifier import (
+from emostream.models.classifier import (
     Classifier,
     OnnxClassifier,
     TorchClassifier,
@@ -14,7 +14,7 @@ from models.classifier import (
     onnxruntime_available,
     softmax,
 )
-from models.modelformat import (
+from emostream.models.modelformat import (
     BACKENDS,
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch import build_model
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
+from emostream.models.arch import build_model
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig
 
 CHECKPOINT_FORMAT = "emostream-checkpoint"
 MODEL_FORMAT = "emostream-model"

@@ -23,10 +23,10 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Pat
     """Export an untrained, small bandsplit_bilstm (seeded) into ``out_dir``: model.ts, model.onnx, checkpoint.pt."""
     import torch
 
-    from models.arch import build_model
-    from models.arch.config import ModelConfig
-    from models.features import FeatureConfig
-    from models.modelfile import ModelSpec, export_model, save_checkpoint
+    from emostream.models.arch import build_model
+    from emostream.models.arch.config import ModelConfig
+    from emostream.models.features import FeatureConfig
+    from emostream.models.modelfile import ModelSpec, export_model, save_checkpoint
 
     torch.manual_seed(seed)
     features = FeatureConfig(window_s=window_s, **TINY_FEATURES)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from models.features import LogMel
-from models.windows import stream_windows
+from emostream.models.features import LogMel
+from emostream.models.windows import stream_windows
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
+    from emostream.models.classifier import Classifier
 
 
 @torch.inference_mode()

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.arch import ARCHITECTURES, build_model, count_parameters
-from models.arch.acnt import ACNT, ResidualBlock, SinusoidalPositions
-from models.arch.cnn14 import Cnn14Backbone
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
-from models.flops import count_flops, describe, rnn_flops
-from models.modelfile import ModelSpec, export_model, load_classifier, save_checkpoint
+from emostream.models.arch import ARCHITECTURES, build_model, count_parameters
+from emostream.models.arch.acnt import ACNT, ResidualBlock, SinusoidalPositions
+from emostream.models.arch.cnn14 import Cnn14Backbone
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig
+from emostream.models.flops import count_flops, describe, rnn_flops
+from emostream.models.modelfile import ModelSpec, export_model, load_classifier, save_checkpoint
 
 LABELS = ("angry", "happy", "neutral", "sad")
 TINY_CNN14 = [4, 8, 8, 16, 16, 32]  # Cnn14-shaped (6 blocks, 5 poolings), a few thousand parameters

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.capacity import SearchSettings, Trial, search_capacity
-from benchmarks.machine import Repeats, percentiles_ms, time_calls
-from benchmarks.report import REQUIRED_KEYS, check_result, markdown
-from models.features import FeatureConfig, LogMel
-from models.windows import window_ends
+from emostream.benchmarks.capacity import SearchSettings, Trial, search_capacity
+from emostream.benchmarks.machine import Repeats, percentiles_ms, time_calls
+from emostream.benchmarks.report import REQUIRED_KEYS, check_result, markdown
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.windows import window_ends
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,7 +101,7 @@ def test_percentiles_and_time_calls() -> None:
 def test_reference_log_mel_equals_ours() -> None:
     """The baseline feeds the model the same features as emostream, computed the reference way (librosa)."""
     pytest.importorskip("librosa")
-    from benchmarks.baseline import reference_log_mel
+    from emostream.benchmarks.baseline import reference_log_mel
 
     cfg = FeatureConfig()
     rng = np.random.default_rng(0)
@@ -115,8 +115,8 @@ def test_reference_log_mel_equals_ours() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_baseline_windows_match_the_streamer_policy(seed: int) -> None:
     """Random chunkings give a window at every hop (and a final one on flush), each = fit_window of the audio."""
-    from benchmarks.baseline import _Stream
-    from models.windows import stream_windows
+    from emostream.benchmarks.baseline import _Stream
+    from emostream.models.windows import stream_windows
 
     rng = np.random.default_rng(seed)
     window_samples, hop_samples = 400, 100
@@ -176,7 +176,7 @@ def test_skipped_stages_read_as_not_run_rather_than_as_zero() -> None:
 def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json), "--md", str(out_md),
+        [sys.executable, "-m", "emostream.benchmarks", "--quick", "--json", str(out_json), "--md", str(out_md),
          "--plot", str(out_png)],
         cwd=REPO, capture_output=True, text=True, timeout=880,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.cli import main
+from emostream.models.cli import main
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -27,7 +27,7 @@ def run_cli(
     argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer", *argv], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "emostream.streamer", *argv], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -88,7 +88,7 @@ def test_missing_default_model_says_how_to_get_one(
     import numpy as np
     import soundfile as sf
 
-    from models import modelfile
+    from emostream.models import modelfile
 
     monkeypatch.setattr(modelfile, "DEFAULT_MODEL_DIR", tmp_path / "no-default-model")  # as in a fresh clone
 
@@ -153,7 +153,7 @@ def test_live_streams_from_a_microphone_and_says_so_when_it_vanishes(tiny_model_
             [
                 sys.executable,
                 "-m",
-                "streamer",
+                "emostream.streamer",
                 "live",
                 "--json",
                 "--device",
@@ -197,7 +197,7 @@ def test_replay_stops_on_a_signal_with_whole_flushed_lines(tiny_model_dir: Path,
     clip, out = tmp_path / "long.wav", tmp_path / "out.jsonl"
     sf.write(clip, synth_audio(60.0, 16000), 16000, subtype="PCM_16")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "replay", str(clip), "--model", str(tiny_model_dir), "--no-vad",
+        [sys.executable, "-m", "emostream.streamer", "replay", str(clip), "--model", str(tiny_model_dir), "--no-vad",
          "--realtime", "--speed", "4", "--jsonl", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -221,8 +221,8 @@ def test_replay_stops_on_a_signal_with_whole_flushed_lines(tiny_model_dir: Path,
 
 @pytest.mark.parametrize("command", [["replay", "x.wav"], ["demo"], ["serve"], ["live"]])
 def test_the_runtime_defaults_are_the_ones_the_cli_runs(command: list[str]) -> None:
-    from models.cli import build_parser
-    from streamer.cli.options import runtime_config
-    from streamer.runtime.config import RuntimeConfig
+    from emostream.models.cli import build_parser
+    from emostream.streamer.cli.options import runtime_config
+    from emostream.streamer.runtime.config import RuntimeConfig
 
     assert runtime_config(build_parser().parse_args(command)) == RuntimeConfig()

@@ -12,7 +12,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.corpora import (
+from emostream.train.corpora import (
     BAD_AUDIO,
     BAD_LABEL,
     BAD_NAME,
@@ -26,7 +26,7 @@ from train.corpora import (
     load_corpora,
     load_corpus,
 )
-from train.labels import (
+from emostream.train.labels import (
     PRESETS,
     VOCABULARY,
     LabelSet,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import FeatureConfig, LogMel
-from models.modelfile import load_classifier
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.modelfile import load_classifier
 
 pytestmark = [
     pytest.mark.cuda,

@@ -7,8 +7,15 @@ import io
 import numpy as np
 from rich.console import Console
 
-from streamer.core.events import Estimate
-from streamer.sinks.dashboard import Dashboard, DashboardState, StreamView, bar, label_letters, render
+from emostream.streamer.core.events import Estimate
+from emostream.streamer.sinks.dashboard import (
+    Dashboard,
+    DashboardState,
+    StreamView,
+    bar,
+    label_letters,
+    render,
+)
 
 LABELS = ("neutral", "happy", "sad", "angry", "surprised")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.modelfile import load_classifier
-from streamer.core.batcher import BatchConfig, Batcher
-from streamer.core.classify import JobResult, WindowJob, classify
-from streamer.runtime.worker import BatchWorker
+from emostream.models.modelfile import load_classifier
+from emostream.streamer.core.batcher import BatchConfig, Batcher
+from emostream.streamer.core.classify import JobResult, WindowJob, classify
+from emostream.streamer.runtime.worker import BatchWorker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

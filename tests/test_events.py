@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from emostream.streamer.core.events import ErrorEvent, Estimate, ReadyEvent
 
 LABELS = ("angry", "happy", "neutral", "sad")
 KEYS = [

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import FeatureConfig, LogMel, analysis_window, log_mel, mel_filterbank
-from models.windows import fit_window, stream_windows, window_ends
+from emostream.models.features import FeatureConfig, LogMel, analysis_window, log_mel, mel_filterbank
+from emostream.models.windows import fit_window, stream_windows, window_ends
 
 # Our float32 torch log-mel against librosa's (float32 input, numpy FFT), natural log: the largest
 # difference found was ~9e-6 (hann/hamming/rectangular, n_fft 512/1024); allowed: 5e-5, i.e. the

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import FeatureConfig, LogMel
-from models.windows import fit_window
-from streamer.core.frames import FrameRing, IncrementalLogMel, StreamFrames
-from streamer.core.ring import RingBuffer
-from streamer.core.windower import Windower
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.windows import fit_window
+from emostream.streamer.core.frames import FrameRing, IncrementalLogMel, StreamFrames
+from emostream.streamer.core.ring import RingBuffer
+from emostream.streamer.core.windower import Windower
 
 TOL = 1e-5
 SMALL = FeatureConfig(window_s=0.5)  # 8000-sample windows, 47 frames: fast enough for hypothesis

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import compute_metrics, confusion_matrix, metrics_from_confusion
+from emostream.train.metrics import compute_metrics, confusion_matrix, metrics_from_confusion
 
 
 def test_confusion_matrix_counts_rows_truth_columns_prediction() -> None:

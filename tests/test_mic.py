@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from pulse import VirtualMicrophone, missing_binaries, virtual_microphone
 
-from streamer.sources import mic
-from streamer.sources.mic import InputDevice, MicError, MicSource, NoInputDeviceError
+from emostream.streamer.sources import mic
+from emostream.streamer.sources.mic import InputDevice, MicError, MicSource, NoInputDeviceError
 
 SAMPLE_RATE_HZ = 16000
 BLOCK_MS = 20

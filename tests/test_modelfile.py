@@ -15,10 +15,10 @@ import onnx
 import pytest
 import torch
 
-from models.arch import build_model
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig
-from models.modelfile import (
+from emostream.models.arch import build_model
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig
+from emostream.models.modelfile import (
     CONFIG_EXTRA,
     ModelFileError,
     ModelSpec,
@@ -147,7 +147,7 @@ def test_cli_export(saved: tuple[torch.nn.Module, Path, Path], tmp_path: Path) -
     _, ckpt, _ = saved
     out = tmp_path / "exported"
     script = Path(sys.executable).with_name("emostream")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "models.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "emostream.models.cli"]
     result = subprocess.run(
         [*cmd, "export", "--checkpoint", str(ckpt), "--out", str(out)],
         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -159,7 +159,7 @@ def test_cli_export(saved: tuple[torch.nn.Module, Path, Path], tmp_path: Path) -
 
 
 def test_cli_export_reports_a_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from models.cli import main
+    from emostream.models.cli import main
 
     assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.arch.cnn14 import Cnn14Backbone, load_panns_state_dict
-from models.features import FeatureConfig, LogMel
+from emostream.models.arch.cnn14 import Cnn14Backbone, load_panns_state_dict
+from emostream.models.features import FeatureConfig, LogMel
 
 N_AUDIOSET = 527
 SAMPLE_RATE_HZ = 16000

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from oracle import offline_window_probs
 
-from models.modelfile import load_classifier
-from streamer.core.batcher import BatchConfig
-from streamer.core.events import ErrorEvent, Estimate
-from streamer.core.vad import VadConfig
-from streamer.runtime.config import RuntimeConfig, StreamLimitError
-from streamer.runtime.runtime import Runtime
+from emostream.models.modelfile import load_classifier
+from emostream.streamer.core.batcher import BatchConfig
+from emostream.streamer.core.events import ErrorEvent, Estimate
+from emostream.streamer.core.vad import VadConfig
+from emostream.streamer.runtime.config import RuntimeConfig, StreamLimitError
+from emostream.streamer.runtime.runtime import Runtime
 
 SR = 16000
 NO_VAD = RuntimeConfig(vad=VadConfig(enabled=False))

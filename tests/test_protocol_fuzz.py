@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.server.limits import ServerLimits, TokenBucket
-from streamer.server.protocol import (
+from emostream.streamer.server.limits import ServerLimits, TokenBucket
+from emostream.streamer.server.protocol import (
     ENCODINGS,
     ERROR_CLOSE_CODES,
     ProtocolError,

@@ -14,11 +14,11 @@ import soxr
 from oracle import offline_window_probs
 from wsutil import ESTIMATE_KEYS
 
-from models.modelfile import load_classifier
-from models.windows import window_ends
-from streamer.core.vad import VadConfig
-from streamer.runtime.config import RuntimeConfig
-from streamer.runtime.runtime import Runtime
+from emostream.models.modelfile import load_classifier
+from emostream.models.windows import window_ends
+from emostream.streamer.core.vad import VadConfig
+from emostream.streamer.runtime.config import RuntimeConfig
+from emostream.streamer.runtime.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def replay(path: Path, model: Path, out: Path) -> list[dict]:
     cmd = [
         sys.executable,
         "-m",
-        "streamer",
+        "emostream.streamer",
         "replay",
         str(path),
         "--model",

@@ -14,7 +14,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.resample import StreamResampler
+from emostream.streamer.core.resample import StreamResampler
 
 TOLERANCE = 0.0  # measured: bit-exact (see module docstring)
 

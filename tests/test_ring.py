@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.ring import RingBuffer, RingOverwrittenError
+from emostream.streamer.core.ring import RingBuffer, RingOverwrittenError
 
 
 def ramp(start: int, n: int) -> np.ndarray:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import FeatureConfig, LogMel
-from models.modelfile import load_classifier, onnxruntime_available
-from train.augment import AugmentConfig, Augmenter
-from train.dataset import sampling_weights
-from train.perturb import (
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.modelfile import load_classifier, onnxruntime_available
+from emostream.train.augment import AugmentConfig, Augmenter
+from emostream.train.dataset import sampling_weights
+from emostream.train.perturb import (
     Perturbation,
     active_rms,
     add_noise,
@@ -52,9 +52,10 @@ def spectrum_db(x: np.ndarray, lo: float, hi: float) -> float:
 BACKENDS = ["eager", "torchscript", *(["onnx"] if onnxruntime_available() else [])]
 
 
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, backend: str) -> None:
-    clf = load_classifier(tiny_model_dir, backend=backend)
+def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, backend: str, which: str) -> None:
+    clf = load_classifier(tiny_model_dir if which == "tiny" else "default", backend=backend)
     fc = clf.feature_config
     logmel = LogMel(fc)
     window = np.zeros(fc.window_samples, np.float32)
@@ -71,8 +72,8 @@ def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, bac
 
 def test_batchnorm_model_moves_with_gain(tmp_path: Path) -> None:
     """The first models' fixed BatchNorm input is level-dependent: what the normalisation removes."""
-    from models.arch import build_model
-    from models.arch.config import ModelConfig
+    from emostream.models.arch import build_model
+    from emostream.models.arch.config import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("bandsplit_bilstm", 4, 64, {"channels": [4, 8], "band_dim": 16, "lstm_hidden": 16})).eval()

@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
 
-from models.windows import window_ends
-from streamer.server.access import exposure_warning, is_loopback
-from streamer.server.hub import Outbox
+from emostream.models.windows import window_ends
+from emostream.streamer.server.access import exposure_warning, is_loopback
+from emostream.streamer.server.hub import Outbox
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000
@@ -226,7 +226,7 @@ def test_example_client_prints_estimates(server: ServeProcess, tmp_path: Path) -
 def test_bad_tuning_options_are_refused() -> None:
     for bad in (["--gil-switch-ms", "0"], ["--gil-switch-ms", "5000"], ["--max-wait-ms", "-1"], ["--max-batch", "0"]):
         out = subprocess.run(
-            [sys.executable, "-m", "models.cli", "serve", "--port", "0", *bad],
+            [sys.executable, "-m", "emostream.models.cli", "serve", "--port", "0", *bad],
             capture_output=True, text=True, timeout=120, cwd=REPO,
         )
         assert out.returncode in (1, 2), (bad, out.stderr)
@@ -262,8 +262,8 @@ def test_every_limit_option_shows_its_field_help_and_default() -> None:
     import argparse
     import dataclasses
 
-    from streamer.cli.serve import add_limit_options, limits_from_args
-    from streamer.server.limits import ServerLimits
+    from emostream.streamer.cli.serve import add_limit_options, limits_from_args
+    from emostream.streamer.server.limits import ServerLimits
 
     parser = argparse.ArgumentParser()
     add_limit_options(parser)

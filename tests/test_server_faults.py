@@ -34,9 +34,9 @@ from wsutil import (
     synth_audio,
 )
 
-from models.windows import window_ends
-from streamer.server.access import Access
-from streamer.server.limits import ServerLimits
+from emostream.models.windows import window_ends
+from emostream.streamer.server.access import Access
+from emostream.streamer.server.limits import ServerLimits
 
 HOP_S = 0.5
 MODEL_RATE_HZ = 16000

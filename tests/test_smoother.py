@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.core.smoother import Smoother, SmootherConfig
+from emostream.streamer.core.smoother import Smoother, SmootherConfig
 
 A = np.array([0.8, 0.1, 0.1])
 B = np.array([0.1, 0.8, 0.1])

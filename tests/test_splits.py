@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from train.corpora import Clip
-from train.splits import (
+from emostream.train.corpora import Clip
+from emostream.train.splits import (
     Split,
     check_speaker_disjoint,
     choose_holdout_speakers,

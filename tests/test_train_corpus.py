@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.modelfile import DEFAULT_MODEL_DIR, load_classifier
+from emostream.models.modelfile import DEFAULT_MODEL_DIR, load_classifier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -21,7 +21,7 @@ pytestmark = [
 def test_default_model_on_held_out_speakers_beats_chance(tmp_path: Path) -> None:
     import argparse
 
-    from train.cli import register_evaluate
+    from emostream.train.cli import register_evaluate
 
     parser = argparse.ArgumentParser()
     register_evaluate(parser.add_subparsers())

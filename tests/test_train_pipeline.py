@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from models.features import FeatureConfig
-from models.modelfile import load_checkpoint, load_classifier
-from train.augment import AugmentConfig, Augmenter
-from train.cli import register_evaluate, register_train
-from train.dataset import TrainWindows, WindowConfig, clip_windows, load_audio
-from train.loop import TrainConfig, train
+from emostream.models.features import FeatureConfig
+from emostream.models.modelfile import load_checkpoint, load_classifier
+from emostream.train.augment import AugmentConfig, Augmenter
+from emostream.train.cli import register_evaluate, register_train
+from emostream.train.dataset import TrainWindows, WindowConfig, clip_windows, load_audio
+from emostream.train.loop import TrainConfig, train
 
 SR = 16000
 ACTORS = [1, 2, 3, 4, 5, 6, 15, 16, 17, 18, 19, 20]
@@ -210,8 +210,12 @@ def test_evaluate_counts_new_speakers_as_unseen_and_reports_robustness(run: dict
             sf.write(new_actor / f"03-01-{code}-01-01-{take + 1:02d}-22.wav", synth_clip(code, 22, take), SR)
     rep = tmp_path / "r.json"
     argv = ["--model", str(run["out"] / "model"), "--data", str(data), "--report", str(rep)]
-    assert _evaluate([*argv, "--cache", str(tmp_path / "cache"), "--perturb", "gain:-12,gain:+6,noise:10,phone"]) == 0
+    md = tmp_path / "r.md"
+    perturb = ["--perturb", "gain:-12,gain:+6,noise:10,phone", "--markdown", str(md)]
+    assert _evaluate([*argv, "--cache", str(tmp_path / "cache"), *perturb]) == 0
     report = json.loads(rep.read_text())
+    text = md.read_text()
+    assert "| ravdess | 66 |" in text and "| clean | gain:-12 | gain:+6 | noise:10 | phone |" in text
     d = report["datasets"]["ravdess"]
     assert d["speakers"] == ["ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20", "ravdess:22"]
     assert d["n"] == 60 + 6
@@ -264,7 +268,7 @@ def test_evaluate_on_an_unseen_folder_per_class_corpus_skips_unknown_labels(
 
 def test_augmenter_changes_training_windows_and_masks_features(run: dict) -> None:
     fc = FeatureConfig(**FEATURES)
-    from train.corpora import load_corpus
+    from emostream.train.corpora import load_corpus
 
     clips, _ = load_corpus("ravdess", run["data"] / "ravdess")
     audio = load_audio(clips[:16], SR, run["cache"])
@@ -285,8 +289,7 @@ def test_augmenter_changes_training_windows_and_masks_features(run: dict) -> Non
 
 
 def test_resume_after_a_crash_equals_a_straight_run(run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import train.loop as loop
-
+    import emostream.train.loop as loop
     root = run["root"]
     kw = {"epochs": 2, "max_clips_per_dataset": 90}
     straight = train(config(run["data"], root / "straight", run["cache"], **kw))
@@ -341,7 +344,7 @@ def test_train_cli_errors_are_clear(
 
 def test_python_dash_m_train_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "train", "train", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "emostream.train", "train", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "--datasets" in out.stdout and "--resume" in out.stdout
 
@@ -353,7 +356,7 @@ def test_replay_of_the_exported_model_equals_our_offline_windows(run: dict, tmp_
     wav, jsonl = tmp_path / "speech.wav", tmp_path / "out.jsonl"
     sf.write(wav, audio, SR, subtype="FLOAT")
     exe = Path(sys.executable).with_name("emostream")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "models.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "emostream.models.cli"]
     out = subprocess.run(
         [
             *cmd,
@@ -375,7 +378,7 @@ def test_replay_of_the_exported_model_equals_our_offline_windows(run: dict, tmp_
     estimates = [json.loads(line) for line in jsonl.read_text().splitlines()]
     estimates = [e for e in estimates if e.get("type") == "estimate"]
     clf = load_classifier(run["out"] / "model", backend="onnx")
-    from train.dataset import Featuriser
+    from emostream.train.dataset import Featuriser
 
     offline = clf.predict(Featuriser(clf.feature_config)(clip_windows(audio, clf.feature_config)))
     assert len(estimates) == len(offline)

@@ -12,8 +12,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from streamer.core.vad import Vad, VadConfig
-from streamer.runtime.silero import make_vad
+from emostream.streamer.core.vad import Vad, VadConfig
+from emostream.streamer.runtime.silero import make_vad
 
 SR = 16000
 HOP = SR  # 1 s hops

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.windows import window_ends
-from streamer.core.windower import Windower
+from emostream.models.windows import window_ends
+from emostream.streamer.core.windower import Windower
 
 
 def test_first_window_after_first_hop() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from benchmarks.serverproc import ServerProcess, serve_command, ws_frame
+from emostream.benchmarks.serverproc import ServerProcess, serve_command, ws_frame
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -59,7 +59,7 @@ class InProcessServer:
     """The real ``EmoServer`` on a background thread with its own event loop."""
 
     def __init__(self, runtime: Any, limits: Any, access: Any) -> None:
-        from streamer.server.app import EmoServer
+        from emostream.streamer.server.app import EmoServer
 
         self.server = EmoServer(runtime, limits, access)
         self.port = 0
@@ -283,10 +283,10 @@ def close_code_of(frames: list[tuple[int, bytes]]) -> int | None:
 
 def make_runtime(model_dir: Path, hop_s: float, max_streams: int) -> Any:
     """The real pipeline on ``model_dir``, without VAD, one inference thread (not started)."""
-    from models.modelfile import load_classifier
-    from streamer.core.vad import VadConfig
-    from streamer.runtime.config import RuntimeConfig
-    from streamer.runtime.runtime import Runtime
+    from emostream.models.modelfile import load_classifier
+    from emostream.streamer.core.vad import VadConfig
+    from emostream.streamer.runtime.config import RuntimeConfig
+    from emostream.streamer.runtime.runtime import Runtime
 
     classifier = load_classifier(model_dir, threads=1)
     return Runtime(

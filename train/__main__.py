@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.cli import register_evaluate, register_train
+from emostream.train.cli import register_evaluate, register_train
 
 
 def main(argv: list[str] | None = None) -> int:

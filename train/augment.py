@@ -26,7 +26,7 @@ import numpy as np
 import soxr
 import torch
 
-from train.perturb import (
+from emostream.train.perturb import (
     active_rms,
     add_noise,
     apply_gain,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.features import FeatureConfig, LogMel
+from emostream.models.features import FeatureConfig, LogMel
 
 PITCH_MIN_HZ = 60.0
 PITCH_MAX_HZ = 500.0

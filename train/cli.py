@@ -101,11 +101,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from train.augment import AugmentConfig
-    from train.corpora import corpus_format
-    from train.dataset import WindowConfig
-    from train.labels import resolve_label_set
-    from train.loop import TrainConfig, train
+    from emostream.train.augment import AugmentConfig
+    from emostream.train.corpora import corpus_format
+    from emostream.train.dataset import WindowConfig
+    from emostream.train.labels import resolve_label_set
+    from emostream.train.loop import TrainConfig, train
 
     console = Console()
     err = Console(stderr=True)
@@ -190,6 +190,9 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
     p.add_argument("--predictions", type=Path, default=None, help="output CSV, one row per clip")
     p.add_argument("--confusion", type=Path, default=None, help="output PNG of the confusion matrices")
+    p.add_argument(
+        "--markdown", type=Path, default=None, help="output Markdown: scores, robustness and confusion tables"
+    )
     p.add_argument("--backend", choices=("auto", "onnx", "torchscript", "eager"), default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
@@ -207,7 +210,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from train.evaluate import run
+    from emostream.train.evaluate import run
 
     return run(args)
 
@@ -238,7 +241,7 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
 def _run_crosscorpus(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from train.protocols import default_cache, run_crosscorpus
+    from emostream.train.protocols import default_cache, run_crosscorpus
 
     console = Console()
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -284,7 +287,7 @@ def register_baseline(sub: argparse._SubParsersAction) -> None:
 def _run_baseline(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from train.protocols import default_cache, run_baseline
+    from emostream.train.protocols import default_cache, run_baseline
 
     console = Console()
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -299,7 +302,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
 def _check_data(data: Path, datasets: list[str]) -> None:
     """ValueError unless ``data`` holds a folder for every named corpus."""
-    from train.corpora import corpus_format
+    from emostream.train.corpora import corpus_format
 
     if not data.is_dir():
         raise ValueError(f"data directory not found: {data}")

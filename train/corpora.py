@@ -42,7 +42,7 @@ from typing import Any
 
 import soundfile as sf
 
-from train.labels import normalise_label
+from emostream.train.labels import normalise_label
 
 N_EXAMPLES_PER_REASON = 3
 """How many example paths a `LoadReport` keeps for each reason a file was skipped."""

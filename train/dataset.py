@@ -47,11 +47,11 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from models.features import FeatureConfig, LogMel
-from models.windows import fit_window, stream_windows
-from train.augment import Augmenter
-from train.corpora import Clip
-from train.perturb import active_rms
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.windows import fit_window, stream_windows
+from emostream.train.augment import Augmenter
+from emostream.train.corpora import Clip
+from emostream.train.perturb import active_rms
 
 EVAL_HOP_S = 1.0
 """The streamer's default hop between windows; evaluation windows a clip exactly like that."""

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from models.features import FeatureConfig
-from models.modelfile import Classifier, load_classifier
-from train.corpora import Clip, corpus_format, detect_corpus, load_corpora, load_corpus
-from train.dataset import EVAL_HOP_S, clip_probabilities, load_audio, progress_bar, to_float
-from train.labels import normalise_label
-from train.metrics import Metrics, compute_metrics, plot_confusion
-from train.perturb import Perturbation
-from train.splits import default_holdout
+from emostream.models.features import FeatureConfig
+from emostream.models.modelfile import Classifier, load_classifier
+from emostream.train.corpora import Clip, corpus_format, detect_corpus, load_corpora, load_corpus
+from emostream.train.dataset import EVAL_HOP_S, clip_probabilities, load_audio, progress_bar, to_float
+from emostream.train.labels import normalise_label
+from emostream.train.metrics import Metrics, compute_metrics, plot_confusion
+from emostream.train.perturb import Perturbation
+from emostream.train.splits import default_holdout
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,7 @@ def evaluate_classifier(
     if out_csv is not None:
         write_predictions(out_csv, t.clips, t.targets, probs, labels)
     if out_png is not None and report["datasets"]:
-        from train.metrics import metrics_from_confusion
+        from emostream.train.metrics import metrics_from_confusion
 
         ms: dict[str, Metrics] = {
             name: metrics_from_confusion(np.array(d["confusion"]), labels)
@@ -334,7 +334,7 @@ def subsample(clips: list[Clip], per_dataset: int, seed: int = 0) -> list[Clip]:
 
 def run(args: Any) -> int:
     """``emostream evaluate``: see ``train.cli.register_evaluate``."""
-    from train.labels import parse_map
+    from emostream.train.labels import parse_map
 
     console = Console(stderr=True)
     try:
@@ -390,6 +390,9 @@ def run(args: Any) -> int:
         },
         perturbations=perturbations,
     )
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_report(report))
     print_summary(report, console)
     return 0
 
@@ -440,3 +443,55 @@ def print_robustness(rob: dict[str, Any], console: Console) -> None:
             cells.append(f"{100 * ua:.1f}{delta}")
         table.add_row(corpus, *cells)
     console.print(table)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: scores per corpus, the robustness table, one confusion matrix per corpus."""
+    lines = [
+        f"Speakers: {report.get('speakers', 'all')}; model `{report['model']['name']}` "
+        f"({report['model']['arch']}, {report['model']['backend']}).",
+        "",
+        "| corpus | clips | UA % | WA % | macro-F1 % | restricted UA % (own classes) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
+        r = d.get("restricted")
+        restricted = f"{100 * r['ua']:.1f} ({len(r['labels'])} classes)" if r else "-"
+        lines.append(
+            f"| {name} | {d['n']} | {100 * d['ua']:.1f} | {100 * d['wa']:.1f} | {100 * d['macro_f1']:.1f} | "
+            f"{restricted} |"
+        )
+    rob = report.get("robustness")
+    if rob:
+        names = list(rob)
+        lines += [
+            "",
+            "UA % under each condition (change from clean):",
+            "",
+            "| corpus | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for corpus in [*report["datasets"], "overall"]:
+            cells = []
+            for name in names:
+                ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
+                ref = rob["clean"]["ua"] if corpus == "overall" else rob["clean"]["datasets"][corpus]["ua"]
+                cells.append(f"{100 * ua:.1f}" + ("" if name == "clean" else f" ({100 * (ua - ref):+.1f})"))
+            lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    for name, d in report["datasets"].items():
+        labels = d["labels"]
+        lines += [
+            "",
+            f"**{name}** (rows true, columns predicted; speakers {', '.join(d.get('speakers', []))})",
+            "",
+            "| true \\ pred | " + " | ".join(label[:4] for label in labels) + " | recall % |",
+            "|---|" + "---:|" * (len(labels) + 1),
+        ]
+        for i, row in enumerate(d["confusion"]):
+            total = sum(row)
+            if not total:
+                continue
+            lines.append(
+                f"| {labels[i]} | " + " | ".join(str(v) for v in row) + f" | {100 * row[i] / total:.1f} |"
+            )
+    return "\n".join(lines) + "\n"

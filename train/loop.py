@@ -27,10 +27,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from models.arch import build_model, count_parameters
-from models.arch.config import ModelConfig
-from models.features import FeatureConfig, LogMel
-from models.modelfile import (
+from emostream.models.arch import build_model, count_parameters
+from emostream.models.arch.config import ModelConfig
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.modelfile import (
     ModelSpec,
     export_model,
     load_checkpoint,
@@ -38,9 +38,9 @@ from models.modelfile import (
     onnxruntime_available,
     save_checkpoint,
 )
-from train.augment import AugmentConfig, Augmenter
-from train.corpora import load_corpora
-from train.dataset import (
+from emostream.train.augment import AugmentConfig, Augmenter
+from emostream.train.corpora import load_corpora
+from emostream.train.dataset import (
     DEFAULT_CACHE_DIR,
     EVAL_HOP_S,
     TrainWindows,
@@ -49,10 +49,10 @@ from train.dataset import (
     load_audio,
     progress_bar,
 )
-from train.evaluate import evaluate_classifier, map_to_model, print_summary
-from train.labels import resolve_label_set
-from train.metrics import compute_metrics
-from train.splits import default_holdout
+from emostream.train.evaluate import evaluate_classifier, map_to_model, print_summary
+from emostream.train.labels import resolve_label_set
+from emostream.train.metrics import compute_metrics
+from emostream.train.splits import default_holdout
 
 ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "bandsplit_bilstm": {"input_norm": "cmn", "pooling": "masked_stats"},

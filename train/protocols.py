@@ -27,13 +27,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from models.features import FeatureConfig
-from train.baseline import ClipFeatures, LogisticBaseline
-from train.corpora import Clip, load_corpora
-from train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar
-from train.evaluate import map_to_model, score
-from train.labels import resolve_label_set
-from train.splits import default_holdout
+from emostream.models.features import FeatureConfig
+from emostream.train.baseline import ClipFeatures, LogisticBaseline
+from emostream.train.corpora import Clip, load_corpora
+from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar
+from emostream.train.evaluate import map_to_model, score
+from emostream.train.labels import resolve_label_set
+from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
 SHARED_CLASSES = "4class"
@@ -130,9 +130,9 @@ def run_crosscorpus(
     max_clips: int = 0,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``."""
-    from models.modelfile import load_classifier, onnxruntime_available
-    from train.evaluate import evaluate_classifier
-    from train.loop import TrainConfig, train
+    from emostream.models.modelfile import load_classifier, onnxruntime_available
+    from emostream.train.evaluate import evaluate_classifier
+    from emostream.train.loop import TrainConfig, train
 
     if len(datasets) < 2:
         raise ValueError("leave-one-corpus-out needs at least two corpora")

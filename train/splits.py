@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from train.corpora import Clip
+from emostream.train.corpora import Clip
 
 TEST_SPEAKER_FRACTION = 0.2
 VAL_SPEAKER_FRACTION = 0.1

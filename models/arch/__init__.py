@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from models.arch.config import ModelConfig
+from emostream.models.arch.config import ModelConfig
 
 ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14")
 # Architectures whose settings may name pretrained weights read at construction (``load_weights``).
@@ -18,11 +18,11 @@ PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14")
 
 # arch name -> (module, class); each module also defines DEFAULTS, the settings it accepts.
 _CLASSES: dict[str, tuple[str, str]] = {
-    "bandsplit_bilstm": ("models.arch.bandsplit_bilstm", "BandSplitBiLSTM"),
-    "panns_bandsplit": ("models.arch.panns_bandsplit", "PannsBandSplit"),
-    "cnn_bilstm_attn": ("models.arch.cnn_bilstm_attn", "CnnBiLSTMAttn"),
-    "acnt": ("models.arch.acnt", "ACNT"),
-    "cnn14": ("models.arch.cnn14", "Cnn14Classifier"),
+    "bandsplit_bilstm": ("emostream.models.arch.bandsplit_bilstm", "BandSplitBiLSTM"),
+    "panns_bandsplit": ("emostream.models.arch.panns_bandsplit", "PannsBandSplit"),
+    "cnn_bilstm_attn": ("emostream.models.arch.cnn_bilstm_attn", "CnnBiLSTMAttn"),
+    "acnt": ("emostream.models.arch.acnt", "ACNT"),
+    "cnn14": ("emostream.models.arch.cnn14", "Cnn14Classifier"),
 }
 
 

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from models.arch.config import ModelConfig
-from models.arch.layers import conv_stack
+from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.layers import conv_stack
 
 DEFAULTS: dict = {
     "channels": [16, 32, 64, 128],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.arch.config import ModelConfig
-from models.arch.layers import (
+from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.layers import (
     NORM_MODES,
     AttentionPool,
     ConvBlock,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.arch.config import ModelConfig
+from emostream.models.arch.config import ModelConfig
 
 DEFAULTS: dict = {
     "channels": [64, 128, 256, 512, 1024, 2048],

@@ -7,10 +7,10 @@ import warnings
 import torch
 from torch import nn
 
-from models.arch.bandsplit_bilstm import BandAttention, BandEncoder
-from models.arch.cnn14 import CNN14_CHANNELS, N_BLOCKS, Cnn14Backbone, load_panns_weights
-from models.arch.config import ModelConfig
-from models.arch.layers import AttentionPool, band_edges
+from emostream.models.arch.bandsplit_bilstm import BandAttention, BandEncoder
+from emostream.models.arch.cnn14 import CNN14_CHANNELS, N_BLOCKS, Cnn14Backbone, load_panns_weights
+from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.layers import AttentionPool, band_edges
 
 DEFAULTS: dict = {
     "backbone_channels": list(CNN14_CHANNELS),

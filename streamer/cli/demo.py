@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from streamer.cli.options import (
+from emostream.streamer.cli.options import (
     DEMO_CLIP,
     EXIT_ERROR,
     EXIT_OK,
@@ -17,7 +17,7 @@ from streamer.cli.options import (
     positive_float,
     stops_on_sigterm,
 )
-from streamer.cli.output import open_output
+from emostream.streamer.cli.output import open_output
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
 @stops_on_sigterm
 def run_demo(args: argparse.Namespace) -> int:
     prog = "emostream demo"
-    from streamer.sources.file import FileSource, SourceError, stream_file
+    from emostream.streamer.sources.file import FileSource, SourceError, stream_file
 
     path = args.file if args.file is not None else DEMO_CLIP
     try:

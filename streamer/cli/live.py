@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from streamer.cli.options import (
+from emostream.streamer.cli.options import (
     EXIT_ERROR,
     EXIT_NO_DEVICE,
     EXIT_OK,
@@ -19,10 +19,10 @@ from streamer.cli.options import (
     error,
     stops_on_sigterm,
 )
-from streamer.cli.output import open_output
+from emostream.streamer.cli.output import open_output
 
 if TYPE_CHECKING:
-    from streamer.runtime.runtime import Runtime
+    from emostream.streamer.runtime.runtime import Runtime
 
 
 def register_live(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def register_live(sub: argparse._SubParsersAction) -> None:
 @stops_on_sigterm
 def run_live(args: argparse.Namespace) -> int:
     prog = "emostream live"
-    from streamer.sources import mic
+    from emostream.streamer.sources import mic
 
     if args.list_devices:
         try:
@@ -140,9 +140,9 @@ def _start_feed(runtime: Runtime, port: int, prog: str) -> Callable[[], None] | 
     try:
         import asyncio
 
-        from streamer.server.access import Access
-        from streamer.server.app import EmoServer
-        from streamer.server.limits import ServerLimits
+        from emostream.streamer.server.access import Access
+        from emostream.streamer.server.app import EmoServer
+        from emostream.streamer.server.limits import ServerLimits
     except ImportError as exc:
         print(
             f"{prog}: --ws-port: the WebSocket server is not available ({exc}); going on without it",

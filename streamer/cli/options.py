@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.core.vad import VAD_METHODS, VadConfig
-from streamer.runtime.config import RuntimeConfig
+from emostream.streamer.core.vad import VAD_METHODS, VadConfig
+from emostream.streamer.runtime.config import RuntimeConfig
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
-    from streamer.runtime.runtime import Runtime
+    from emostream.models.classifier import Classifier
+    from emostream.streamer.runtime.runtime import Runtime
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
 EXIT_OK, EXIT_ERROR, EXIT_NO_DEVICE = 0, 1, 2
@@ -162,7 +162,7 @@ def runtime_config(args: argparse.Namespace, max_streams: int = 256) -> RuntimeC
 
 def load_model(args: argparse.Namespace, prog: str = "emostream") -> Classifier:
     """The classifier ``--model`` names; a clear message and ``CliExit(1)`` when it cannot be loaded."""
-    from models.modelfile import DEFAULT_MODEL_DIR, ModelFileError, load_classifier
+    from emostream.models.modelfile import DEFAULT_MODEL_DIR, ModelFileError, load_classifier
 
     if args.model == "default" and (not DEFAULT_MODEL_DIR.is_dir() or not any(DEFAULT_MODEL_DIR.iterdir())):
         raise error(
@@ -187,7 +187,7 @@ def load_model(args: argparse.Namespace, prog: str = "emostream") -> Classifier:
 
 def build_runtime(args: argparse.Namespace, max_streams: int = 256, prog: str = "emostream") -> Runtime:
     """A ``Runtime`` (not started) from the runtime options; ``CliExit(1)`` with a message on bad settings."""
-    from streamer.runtime.runtime import Runtime  # here: `emostream --help` need not import torch
+    from emostream.streamer.runtime.runtime import Runtime  # here: `emostream --help` need not import torch
 
     try:
         config = runtime_config(args, max_streams)

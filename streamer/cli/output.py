@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from streamer.core.events import ErrorEvent
-from streamer.sinks.base import Sink
+from emostream.streamer.core.events import ErrorEvent
+from emostream.streamer.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from streamer.runtime.runtime import Runtime
-    from streamer.sinks.dashboard import Dashboard
+    from emostream.streamer.runtime.runtime import Runtime
+    from emostream.streamer.sinks.dashboard import Dashboard
 
 
 class Output:
@@ -71,11 +71,11 @@ def open_output(
     """JSON lines on stdout with ``--json``, else the dashboard; added to the runtime's sinks."""
     output: Output
     if getattr(args, "json", False):
-        from streamer.sinks.jsonl import JsonLinesSink
+        from emostream.streamer.sinks.jsonl import JsonLinesSink
 
         output = Output(JsonLinesSink(out), prog)
     else:
-        from streamer.sinks.dashboard import Dashboard
+        from emostream.streamer.sinks.dashboard import Dashboard
 
         dashboard = Dashboard(
             runtime.labels,

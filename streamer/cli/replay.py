@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from streamer.cli.options import (
+from emostream.streamer.cli.options import (
     EXIT_OK,
     FILE_BLOCK_MS,
     add_runtime_options,
@@ -46,8 +46,8 @@ def register_replay(sub: argparse._SubParsersAction) -> None:
 @stops_on_sigterm
 def run_replay(args: argparse.Namespace) -> int:
     prog = "emostream replay"
-    from streamer.sinks.jsonl import JsonLinesSink
-    from streamer.sources.file import FileSource, SourceError, replay_file
+    from emostream.streamer.sinks.jsonl import JsonLinesSink
+    from emostream.streamer.sources.file import FileSource, SourceError, replay_file
 
     try:
         source = FileSource(args.file)

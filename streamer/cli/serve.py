@@ -16,10 +16,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from streamer.cli.options import add_runtime_options, build_runtime
-from streamer.server.access import TOKEN_ENV, Access, exposure_warning
-from streamer.server.app import DEFAULT_HOST, DEFAULT_PORT, LISTENING_LINE, PATHS, EmoServer
-from streamer.server.limits import ServerLimits
+from emostream.streamer.cli.options import add_runtime_options, build_runtime
+from emostream.streamer.server.access import TOKEN_ENV, Access, exposure_warning
+from emostream.streamer.server.app import DEFAULT_HOST, DEFAULT_PORT, LISTENING_LINE, PATHS, EmoServer
+from emostream.streamer.server.limits import ServerLimits
 
 log = logging.getLogger("emostream.server")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
+    from emostream.models.classifier import Classifier
 
 
 @dataclass(frozen=True, slots=True)

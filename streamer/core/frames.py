@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.features import FeatureConfig, LogMel
-from models.windows import fit_window
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.windows import fit_window
 
 
 class FrameRing:

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from streamer.core.classify import WindowJob, classify
-from streamer.core.events import ErrorEvent, Estimate
-from streamer.core.frames import FrameRequest, IncrementalLogMel
-from streamer.core.ring import RingOverwrittenError
-from streamer.core.vad import SpeechDecision, Vad, VadRequest
-from streamer.runtime.stream import StreamState, Window
-from streamer.sinks.base import Sink
+from emostream.streamer.core.classify import WindowJob, classify
+from emostream.streamer.core.events import ErrorEvent, Estimate
+from emostream.streamer.core.frames import FrameRequest, IncrementalLogMel
+from emostream.streamer.core.ring import RingOverwrittenError
+from emostream.streamer.core.vad import SpeechDecision, Vad, VadRequest
+from emostream.streamer.runtime.stream import StreamState, Window
+from emostream.streamer.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
+    from emostream.models.classifier import Classifier
 
 log = logging.getLogger("emostream.runtime")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from streamer.core.batcher import BatchConfig
-from streamer.core.smoother import SmootherConfig
-from streamer.core.vad import VadConfig
+from emostream.streamer.core.batcher import BatchConfig
+from emostream.streamer.core.smoother import SmootherConfig
+from emostream.streamer.core.vad import VadConfig
 
 
 class StreamLimitError(RuntimeError):

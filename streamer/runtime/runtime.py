@@ -52,11 +52,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streamer.core.frames import IncrementalLogMel
-from streamer.runtime.batch import BatchHandler
-from streamer.runtime.config import RuntimeConfig, RuntimeStats, StreamLimitError
-from streamer.runtime.silero import make_vad
-from streamer.runtime.stream import (
+from emostream.streamer.core.frames import IncrementalLogMel
+from emostream.streamer.runtime.batch import BatchHandler
+from emostream.streamer.runtime.config import RuntimeConfig, RuntimeStats, StreamLimitError
+from emostream.streamer.runtime.silero import make_vad
+from emostream.streamer.runtime.stream import (
     ErrorCallback,
     EstimateCallback,
     StreamGeometry,
@@ -64,11 +64,11 @@ from streamer.runtime.stream import (
     StreamState,
     Window,
 )
-from streamer.runtime.worker import BatchWorker
-from streamer.sinks.base import Sink
+from emostream.streamer.runtime.worker import BatchWorker
+from emostream.streamer.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
+    from emostream.models.classifier import Classifier
 
 
 class Runtime:

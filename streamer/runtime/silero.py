@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from streamer.core.vad import SILERO_CHUNK_SAMPLES, Vad, VadConfig
+from emostream.streamer.core.vad import SILERO_CHUNK_SAMPLES, Vad, VadConfig
 
 SILERO_MODEL_FILE = "silero_vad.onnx"  # the file silero_vad.load_silero_vad(onnx=True) loads
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import FeatureConfig
-from streamer.core.events import ErrorEvent, Estimate
-from streamer.core.frames import StreamFrames
-from streamer.core.resample import StreamResampler
-from streamer.core.ring import RingBuffer
-from streamer.core.smoother import Smoother, SmootherConfig
-from streamer.core.vad import Vad
-from streamer.core.windower import Windower
+from emostream.models.features import FeatureConfig
+from emostream.streamer.core.events import ErrorEvent, Estimate
+from emostream.streamer.core.frames import StreamFrames
+from emostream.streamer.core.resample import StreamResampler
+from emostream.streamer.core.ring import RingBuffer
+from emostream.streamer.core.smoother import Smoother, SmootherConfig
+from emostream.streamer.core.vad import Vad
+from emostream.streamer.core.windower import Windower
 
 EstimateCallback = Callable[[Estimate], None]
 ErrorCallback = Callable[[ErrorEvent], None]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from streamer.core.batcher import BatchConfig, Batcher
+from emostream.streamer.core.batcher import BatchConfig, Batcher
 
 T = TypeVar("T")
 

@@ -24,12 +24,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamer.core.events import ErrorEvent
-from streamer.server.access import Access
-from streamer.server.hub import Hub, HubFullError
-from streamer.server.ingest import IngestSession, RuntimeLike, pump
-from streamer.server.limits import ServerLimits
-from streamer.server.protocol import STREAM_ID_PATTERN, ProtocolError, SubscribedMessage
+from emostream.streamer.core.events import ErrorEvent
+from emostream.streamer.server.access import Access
+from emostream.streamer.server.hub import Hub, HubFullError
+from emostream.streamer.server.ingest import IngestSession, RuntimeLike, pump
+from emostream.streamer.server.limits import ServerLimits
+from emostream.streamer.server.protocol import STREAM_ID_PATTERN, ProtocolError, SubscribedMessage
 
 log = logging.getLogger("emostream.server")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from streamer.core.events import Estimate
-from streamer.server.protocol import LagMessage
+from emostream.streamer.core.events import Estimate
+from emostream.streamer.server.protocol import LagMessage
 
 
 class HubFullError(Exception):

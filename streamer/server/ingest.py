@@ -16,10 +16,10 @@ from typing import Any, Protocol
 import numpy as np
 from websockets.asyncio.server import ServerConnection
 
-from streamer.core.events import ErrorEvent, Estimate, ReadyEvent
-from streamer.server.hub import Hub, Outbox
-from streamer.server.limits import ServerLimits, TokenBucket
-from streamer.server.protocol import (
+from emostream.streamer.core.events import ErrorEvent, Estimate, ReadyEvent
+from emostream.streamer.server.hub import Hub, Outbox
+from emostream.streamer.server.limits import ServerLimits, TokenBucket
+from emostream.streamer.server.protocol import (
     CLOSE_NORMAL,
     EndMessage,
     ProtocolError,
@@ -183,7 +183,7 @@ class IngestSession:
         if isinstance(control, StopMessage):
             raise ProtocolError("no_start", "stop before start")
         self.start = control
-        from streamer.runtime.config import StreamLimitError
+        from emostream.streamer.runtime.config import StreamLimitError
 
         server, runtime = self.server, self.server.runtime
         assert server.hub is not None

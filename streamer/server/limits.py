@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from streamer.core.resample import MAX_CHANNELS, MAX_RATE_HZ
+from emostream.streamer.core.resample import MAX_CHANNELS, MAX_RATE_HZ
 
 
 def _limit(default: Any, help: str) -> Any:

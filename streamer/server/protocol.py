@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal, TypeGuard
 
 import numpy as np
 
-from streamer.core.resample import INT16_SCALE, check_channels
-from streamer.server.limits import ServerLimits
+from emostream.streamer.core.resample import INT16_SCALE, check_channels
+from emostream.streamer.server.limits import ServerLimits
 
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}  # encoding -> bytes per sample
 PcmEncoding = Literal["pcm_s16le", "f32le"]

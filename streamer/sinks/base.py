@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from streamer.core.events import Estimate
+from emostream.streamer.core.events import Estimate
 
 
 class Sink(Protocol):

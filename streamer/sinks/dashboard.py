@@ -23,7 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamer.core.events import Estimate
+from emostream.streamer.core.events import Estimate
 
 BAR_WIDTH = 32
 LEVEL_FLOOR_DBFS = -60.0

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from streamer.core.events import ErrorEvent, Estimate
-from streamer.runtime.config import RuntimeConfig
-from streamer.runtime.stream import ErrorCallback, StreamHandle
+from emostream.streamer.core.events import ErrorEvent, Estimate
+from emostream.streamer.runtime.config import RuntimeConfig
+from emostream.streamer.runtime.stream import ErrorCallback, StreamHandle
 
 if TYPE_CHECKING:
-    from models.classifier import Classifier
-    from streamer.runtime.runtime import Runtime
+    from emostream.models.classifier import Classifier
+    from emostream.streamer.runtime.runtime import Runtime
 
 
 class SourceError(Exception):
@@ -149,7 +149,7 @@ def replay_file(
     Errors of windows (e.g. a backend failure) are raised as ``RuntimeError`` after the estimates
     that came before them.
     """
-    from streamer.runtime.runtime import Runtime  # here: importing the source needs no torch
+    from emostream.streamer.runtime.runtime import Runtime  # here: importing the source needs no torch
 
     source = FileSource(path, block_ms=block_ms, realtime=realtime, speed=speed)
     events: queue.SimpleQueue[Estimate | ErrorEvent] = queue.SimpleQueue()
