@@ -53,7 +53,7 @@ def reference_log_mel(window: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         sr=cfg.sample_rate_hz,
         n_fft=cfg.n_fft,
         hop_length=cfg.hop_samples,
-        win_length=cfg.win_samples,
+        win_length=cfg.stft_win_samples,
         window="boxcar" if cfg.window == "rectangular" else cfg.window,
         center=False,
         power=2.0,

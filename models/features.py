@@ -13,6 +13,10 @@ WINDOW_TYPES = ("hann", "hamming", "rectangular")
 LOG_KINDS = ("ln", "db")
 
 
+LEGACY_NAMES = {"win_samples": "stft_win_samples"}
+"""Setting names of older model files and what they are called now."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureConfig:
     """Every setting of the log-mel extractor; travels inside every model file.
@@ -24,7 +28,8 @@ class FeatureConfig:
 
     sample_rate_hz: int = 16000
     n_fft: int = 512
-    win_samples: int = 400
+    stft_win_samples: int = 400
+    """Samples of the STFT analysis window (not to be confused with ``window_samples``, the 5-s window)."""
     hop_samples: int = 160
     window: str = "hann"
     n_mels: int = 64
@@ -41,8 +46,8 @@ class FeatureConfig:
             raise ValueError(f"log_kind must be one of {LOG_KINDS}, got {self.log_kind!r}")
         if self.sample_rate_hz <= 0 or self.hop_samples <= 0 or self.n_mels <= 0:
             raise ValueError("sample_rate_hz, hop_samples and n_mels must be positive")
-        if not 0 < self.win_samples <= self.n_fft:
-            raise ValueError(f"win_samples ({self.win_samples}) must be in 1..n_fft ({self.n_fft})")
+        if not 0 < self.stft_win_samples <= self.n_fft:
+            raise ValueError(f"stft_win_samples ({self.stft_win_samples}) must be in 1..n_fft ({self.n_fft})")
         if not 0 <= self.f_min_hz < self.f_max_hz <= self.sample_rate_hz / 2:
             raise ValueError(
                 f"need 0 <= f_min_hz < f_max_hz <= sample_rate_hz/2, got {self.f_min_hz}, {self.f_max_hz}"
@@ -89,6 +94,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        data = {LEGACY_NAMES.get(k, k): v for k, v in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -138,16 +144,16 @@ def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
 
 
 def analysis_window(cfg: FeatureConfig) -> torch.Tensor:
-    """The STFT window, ``win_samples`` long, zero-padded to ``n_fft`` and centred (as librosa does)."""
+    """The STFT window, ``stft_win_samples`` long, zero-padded to ``n_fft`` and centred (as librosa does)."""
     if cfg.window == "hann":
-        win = torch.hann_window(cfg.win_samples, periodic=True, dtype=torch.float64)
+        win = torch.hann_window(cfg.stft_win_samples, periodic=True, dtype=torch.float64)
     elif cfg.window == "hamming":
-        win = torch.hamming_window(cfg.win_samples, periodic=True, dtype=torch.float64)
+        win = torch.hamming_window(cfg.stft_win_samples, periodic=True, dtype=torch.float64)
     else:
-        win = torch.ones(cfg.win_samples, dtype=torch.float64)
-    left = (cfg.n_fft - cfg.win_samples) // 2
+        win = torch.ones(cfg.stft_win_samples, dtype=torch.float64)
+    left = (cfg.n_fft - cfg.stft_win_samples) // 2
     padded = torch.zeros(cfg.n_fft, dtype=torch.float64)
-    padded[left : left + cfg.win_samples] = win
+    padded[left : left + cfg.stft_win_samples] = win
     return padded.to(torch.float32)
 
 

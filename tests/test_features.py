@@ -22,11 +22,11 @@ LIBROSA_LOG_TOL = 5e-5
 LIBROSA_WINDOW = {"hann": "hann", "hamming": "hamming", "rectangular": "boxcar"}
 
 PANNS_32K = FeatureConfig(
-    sample_rate_hz=32000, n_fft=1024, win_samples=1024, hop_samples=320, n_mels=64, f_min_hz=50.0,
+    sample_rate_hz=32000, n_fft=1024, stft_win_samples=1024, hop_samples=320, n_mels=64, f_min_hz=50.0,
     f_max_hz=14000.0,
 )
 PANNS_16K = FeatureConfig(
-    sample_rate_hz=16000, n_fft=512, win_samples=512, hop_samples=160, n_mels=64, f_min_hz=50.0, f_max_hz=8000.0
+    sample_rate_hz=16000, n_fft=512, stft_win_samples=512, hop_samples=160, n_mels=64, f_min_hz=50.0, f_max_hz=8000.0
 )
 
 
@@ -63,13 +63,13 @@ def test_mel_filterbank_equals_librosa_slaney(cfg: FeatureConfig) -> None:
 
 
 @pytest.mark.parametrize("window", ["hann", "hamming", "rectangular"])
-@pytest.mark.parametrize("n_fft,win_samples", [(512, 400), (1024, 1024)])
-def test_log_mel_equals_librosa(window: str, n_fft: int, win_samples: int) -> None:
-    cfg = FeatureConfig(window=window, n_fft=n_fft, win_samples=win_samples)
+@pytest.mark.parametrize("n_fft,stft_win_samples", [(512, 400), (1024, 1024)])
+def test_log_mel_equals_librosa(window: str, n_fft: int, stft_win_samples: int) -> None:
+    cfg = FeatureConfig(window=window, n_fft=n_fft, stft_win_samples=stft_win_samples)
     y = speechlike(cfg.sample_rate_hz, cfg.sample_rate_hz)
     ours = LogMel(cfg)(torch.from_numpy(y)[None])[0].numpy()
     power = librosa.feature.melspectrogram(
-        y=y, sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, hop_length=cfg.hop_samples, win_length=cfg.win_samples,
+        y=y, sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, hop_length=cfg.hop_samples, win_length=cfg.stft_win_samples,
         window=LIBROSA_WINDOW[window], center=False, power=2.0, n_mels=cfg.n_mels, fmin=cfg.f_min_hz,
         fmax=cfg.f_max_hz,
     )
@@ -172,8 +172,8 @@ def test_feature_config_round_trip() -> None:
         ({"sample_rate_hz": 22050, "window_s": 0.1234567}, "whole number of samples"),
         ({"window": "blackman"}, "window must be one of"),
         ({"log_kind": "log10"}, "log_kind"),
-        ({"win_samples": 600}, "win_samples"),
-        ({"win_samples": 0}, "win_samples"),
+        ({"stft_win_samples": 600}, "stft_win_samples"),
+        ({"stft_win_samples": 0}, "stft_win_samples"),
         ({"f_max_hz": 8001.0}, "f_max_hz"),
         ({"f_min_hz": 8000.0}, "f_min_hz"),
         ({"f_min_hz": -1.0}, "f_min_hz"),
@@ -234,3 +234,11 @@ def test_stream_windows_are_the_padded_history_up_to_each_end(n_samples: int, ho
         heard = min(end, window)
         np.testing.assert_array_equal(row[window - heard :], audio[end - heard : end])
         assert not row[: window - heard].any()
+
+
+def test_older_model_files_setting_names_still_load() -> None:
+    from emostream.models.features import FeatureConfig as FC
+
+    old = {**FC().to_dict(), "win_samples": 320}
+    del old["stft_win_samples"]
+    assert FC.from_dict(old).stft_win_samples == 320

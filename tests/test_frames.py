@@ -113,7 +113,7 @@ def test_incremental_equals_whole_window(
     [
         (FeatureConfig(window_s=0.505), 1600),  # window not a multiple of the frame hop: shifted grid
         (SMALL, 1000),  # hop not a multiple of the frame hop: every window from scratch, still exact
-        (FeatureConfig(window_s=0.5, n_fft=400, win_samples=400, window="hamming", log_kind="db"), 800),
+        (FeatureConfig(window_s=0.5, n_fft=400, stft_win_samples=400, window="hamming", log_kind="db"), 800),
     ],
 )
 def test_other_grids(cfg: FeatureConfig, hop: int) -> None:

@@ -19,7 +19,7 @@ SAMPLE_RATE_HZ = 16000
 # panns_inference's 16 kHz Cnn14 (Cnn14_16k_mAP=0.438.pth): n_fft 512, hop 160, 64 mels, 50-8000 Hz,
 # log-mel in dB (10 log10, floor 1e-10). Our settings that reproduce it (with center=False framing):
 PANNS_16K_FEATURES = FeatureConfig(
-    sample_rate_hz=16000, n_fft=512, win_samples=512, hop_samples=160, window="hann", n_mels=64,
+    sample_rate_hz=16000, n_fft=512, stft_win_samples=512, hop_samples=160, window="hann", n_mels=64,
     f_min_hz=50.0, f_max_hz=8000.0, log_floor=1e-10, log_kind="db",
 )
 

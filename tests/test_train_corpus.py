@@ -45,6 +45,8 @@ def test_default_model_on_held_out_speakers_beats_chance(tmp_path: Path) -> None
             str(tmp_path / "p.csv"),
             "--cache",
             str(tmp_path / "cache"),
+            "--perturb",
+            "gain:-12,gain:+12",
         ]
     )
     assert args.func(args) == 0
@@ -55,3 +57,9 @@ def test_default_model_on_held_out_speakers_beats_chance(tmp_path: Path) -> None
     assert ravdess["n"] == 60 and urdu["n"] == 60
     assert ravdess["ua"] > 1.5 / n_classes  # chance 1/7
     assert urdu["restricted"]["ua"] > 1.5 / 4  # chance 1/4 among URDU's own classes
+    # the shipped model normalises the level itself: a gain that does not clip moves UA by at most 2 points
+    # (+12 dB clips URDU's loud recordings, about -18 dBFS, and 60 clips with 4 neutral ones are too few to
+    # bound that here; the full evaluation in models/default/REPORT.md measures it)
+    for condition, corpus in (("gain:-12", "ravdess"), ("gain:-12", "urdu"), ("gain:+12", "ravdess")):
+        moved = report["robustness"][condition]["datasets"][corpus]["ua"] - report["datasets"][corpus]["ua"]
+        assert abs(moved) <= 0.02, (condition, corpus, moved)

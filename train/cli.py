@@ -76,8 +76,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--select",
         choices=("mean_corpus_ua", "pooled_ua"),
-        default="mean_corpus_ua",
-        help="model selection on the validation speakers: mean of the per-corpus UAs, or one pooled UA",
+        default="pooled_ua",
+        help="model selection on the validation speakers: one pooled UA, or the mean of the per-corpus UAs "
+        "(each over the corpus's own classes)",
     )
     p.add_argument("--window", choices=("hann", "hamming", "rectangular"), default="hann", help="STFT window")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -226,16 +227,21 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         epilog="example: emostream crosscorpus --data ../shared/data --out runs/loco --deep --epochs 12",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
-    p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora (each is held out once)")
+    _corpus_options(p, "comma-separated corpora (each is held out once)")
     p.add_argument("--out", required=True, type=Path, help="output folder (report, one training run per fold)")
     p.add_argument("--deep", action="store_true", help="also train and score a streaming model per fold (slow)")
     p.add_argument("--epochs", type=int, default=12, help="epochs per deep fold")
     p.add_argument("--max-clips", type=int, default=0, help="deep folds: at most N clips per corpus (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=_run_crosscorpus)
+
+
+def _corpus_options(p: argparse.ArgumentParser, datasets_help: str) -> None:
+    """--data, --datasets, --seed and --cache, as the protocol commands take them."""
+    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
+    p.add_argument("--datasets", default=DEFAULT_DATASETS, help=datasets_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
-    p.set_defaults(func=_run_crosscorpus)
 
 
 def _run_crosscorpus(args: argparse.Namespace) -> int:
@@ -275,12 +281,9 @@ def register_baseline(sub: argparse._SubParsersAction) -> None:
         epilog="example: emostream baseline --data ../shared/data --report runs/baseline.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
-    p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora")
+    _corpus_options(p, "comma-separated corpora")
     p.add_argument("--labels", default="7class", help="a preset (7class, 8class, 4class) or comma-separated labels")
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
     p.set_defaults(func=_run_baseline)
 
 

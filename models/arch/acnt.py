@@ -1,4 +1,4 @@
-"""acnt: residual CNN blocks, a linear projection, sinusoidal positions and a Transformer encoder (reference 003)."""
+"""acnt: residual CNN blocks, a linear projection, sinusoidal positions and a Transformer encoder (the CNN-Transformer reference system of ../shared/REFERENCES.md)."""
 
 from __future__ import annotations
 

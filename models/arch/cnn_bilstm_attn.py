@@ -1,4 +1,4 @@
-"""cnn_bilstm_attn: two conv blocks, a BiLSTM over time and attention pooling (reference system 002)."""
+"""cnn_bilstm_attn: two conv blocks, a BiLSTM over time and attention pooling (the CNN-BiLSTM-attention reference system of ../shared/REFERENCES.md)."""
 
 from __future__ import annotations
 
