@@ -6,6 +6,11 @@ normalised to `train.labels.VOCABULARY` (before any task mapping such as calm ->
 Files that do not fit (unparseable names, unknown emotion codes, unreadable audio headers) are
 skipped and counted in a `LoadReport`, never fatal.
 
+This module is over 600 lines on purpose: nine layouts (seven named corpora, a folder per class, a
+CSV manifest) share one loading machinery (`_Context`, header checks, skip reasons, the
+`NameRule` table), and the layouts' parsers use its private helpers; split apart, every part would
+import the others' internals.
+
 Layouts (`CORPORA`; any audio extension soundfile reads, searched recursively under `root`):
 
 - ravdess: `Actor_NN/03-CC-EE-II-SS-RR-AA.ext`, speech (CC=01) and song (CC=02); speaker = AA.

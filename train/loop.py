@@ -12,12 +12,10 @@ them, keeps ``best.pt`` (highest validation UA) and ``last.pt`` (+ ``last.state.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,104 +36,23 @@ from emostream.models.modelfile import (
     onnxruntime_available,
     save_checkpoint,
 )
-from emostream.train.augment import AugmentConfig, Augmenter
+from emostream.train.augment import Augmenter
+from emostream.train.config import LICENCE_NOTE, ROBUST_FEATURE_SETTINGS, ROBUST_MODEL_SETTINGS, TrainConfig
 from emostream.train.corpora import load_corpora
 from emostream.train.dataset import (
     DEFAULT_CACHE_DIR,
     EVAL_HOP_S,
     TrainWindows,
-    WindowConfig,
     clip_probabilities,
     load_audio,
     progress_bar,
 )
-from emostream.train.evaluate import evaluate_classifier, map_to_model, print_summary
+from emostream.train.evaluate import evaluate_classifier, map_to_model
 from emostream.train.labels import resolve_label_set
 from emostream.train.metrics import compute_metrics
+from emostream.train.optim import EmaWeights, schedule
+from emostream.train.report import print_summary
 from emostream.train.splits import default_holdout
-
-ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
-    "bandsplit_bilstm": {"input_norm": "cmn", "pooling": "masked_stats"},
-}
-"""Settings every new training run uses unless ``model_settings`` says otherwise: level-invariant
-input normalisation computed inside the model and pooling that ignores padding and silence."""
-ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
-"""An absolute log floor far below quiet speech (-45 dBFS), so only the model's relative floor acts."""
-
-LICENCE_NOTE = (
-    "Trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0) and URDU "
-    "(research use only): the weights are a derived work of non-commercial data; non-commercial research use only."
-)
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved in each checkpoint's metadata."""
-
-    data_dir: str = "../shared/data"
-    datasets: tuple[str, ...] = ("ravdess", "tess", "nemo", "urdu")
-    labels: str = "7class"
-    label_map: str = ""
-    arch: str = "bandsplit_bilstm"
-    model_settings: dict[str, Any] = field(default_factory=dict)
-    feature_settings: dict[str, Any] = field(default_factory=dict)
-    """FeatureConfig fields to override (e.g. {"window": "hamming"})."""
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    schedule: str = "onecycle"
-    """"onecycle" (peak ``lr`` after ``warmup_epochs``) or "cosine" (linear warmup, cosine decay)."""
-    warmup_epochs: float = 2.0
-    patience: int = 8
-    """Stop after this many validations without a better validation UA (0 = never stop early)."""
-    eval_every: int = 1
-    label_smoothing: float = 0.05
-    seed: int = 0
-    balance: float = 0.5
-    """Corpus- and speaker-balanced sampling (``train.dataset.sampling_weights``); 0 = every clip once."""
-    ema_decay: float = 0.998
-    """Validate, keep and export an exponential moving average of the weights (0 = the raw weights)."""
-    select: str = "pooled_ua"
-    """Model selection: ``pooled_ua`` (UA over all validation clips) or ``mean_corpus_ua`` (mean of the
-    validation corpora's UAs, each over its own classes). The shipped run first selected on the
-    per-corpus mean scored 7-way, where URDU's three validation speakers swung it below chance
-    (docs/results.md)."""
-    threads: int = 2
-    out_dir: str = "runs/default"
-    resume: bool = False
-    cache_dir: str = ""
-    max_clips_per_dataset: int = 0
-    """Use at most this many clips of each corpus (0 = all); for quick runs."""
-    name: str = ""
-    command: str = ""
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["datasets"] = list(self.datasets)
-        return d
-
-
-def _schedule(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = min(total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup / total, anneal_strategy="cos"
-        )
-    if cfg.schedule == "cosine":
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle or cosine")
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
@@ -208,7 +125,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
-    scheduler = _schedule(optimizer, cfg, steps_per_epoch)
+    scheduler = schedule(optimizer, cfg, steps_per_epoch)
     console.print(
         f"model: {cfg.arch} {model_config.settings or '(defaults)'}, {count_parameters(model):,} parameters; "
         f"class weights {np.round(weights.numpy(), 2).tolist()}",
@@ -446,31 +363,3 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         f"(val UA {best_ua:.3f}); model -> {model_dir}"
     )
     return report
-
-
-class EmaWeights:
-    """An exponential moving average of a model's weights (buffers copied), warmed up over the first
-    steps: decay ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.decay = float(decay)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
-            avg.lerp_(cur.detach(), 1.0 - d)
-        for avg_b, cur_b in zip(self.model.buffers(), model.buffers(), strict=True):
-            avg_b.copy_(cur_b)
-        self.updates += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["weights"])
-        self.updates = int(state["updates"])

@@ -1,0 +1,107 @@
+"""The evaluation report for people: a Rich table of scores and robustness, and Markdown of the whole report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    """A small Rich table of UA / WA / macro-F1 per data set."""
+    from rich.table import Table
+
+    table = Table(title=f"scores ({report.get('speakers', 'all speakers')})")
+    for col in ("data set", "n", "UA %", "WA %", "macro-F1 %", "restricted UA %"):
+        table.add_column(col, justify="right")
+    rows = [*report["datasets"].items(), ("overall", report["overall"])]
+    for name, d in rows:
+        r = d.get("restricted")
+        table.add_row(
+            name,
+            str(d["n"]),
+            f"{100 * d['ua']:.1f}",
+            f"{100 * d['wa']:.1f}",
+            f"{100 * d['macro_f1']:.1f}",
+            f"{100 * r['ua']:.1f}" if r else "",
+        )
+    console.print(table)
+    if report.get("robustness"):
+        print_robustness(report["robustness"], console)
+    skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
+    if skipped:
+        console.print(f"skipped (labels the model lacks): {skipped}")
+
+
+def print_robustness(rob: dict[str, Any], console: Console) -> None:
+    """UA % per condition (columns) and corpus (rows), with the change from clean in brackets."""
+    from rich.table import Table
+
+    names = list(rob)
+    corpora = list(next(iter(rob.values()))["datasets"]) if rob else []
+    table = Table(title="robustness: UA % per condition (change from clean)")
+    table.add_column("data set", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    base = rob.get("clean")
+    for corpus in [*corpora, "overall"]:
+        cells = []
+        for name in names:
+            ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
+            ref = (base["ua"] if corpus == "overall" else base["datasets"][corpus]["ua"]) if base else None
+            delta = f" ({100 * (ua - ref):+.1f})" if ref is not None and name != "clean" else ""
+            cells.append(f"{100 * ua:.1f}{delta}")
+        table.add_row(corpus, *cells)
+    console.print(table)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: scores per corpus, the robustness table, one confusion matrix per corpus."""
+    lines = [
+        f"Speakers: {report.get('speakers', 'all')}; model `{report['model']['name']}` "
+        f"({report['model']['arch']}, {report['model']['backend']}).",
+        "",
+        "| corpus | clips | UA % | WA % | macro-F1 % | restricted UA % (own classes) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
+        r = d.get("restricted")
+        restricted = f"{100 * r['ua']:.1f} ({len(r['labels'])} classes)" if r else "-"
+        lines.append(
+            f"| {name} | {d['n']} | {100 * d['ua']:.1f} | {100 * d['wa']:.1f} | {100 * d['macro_f1']:.1f} | "
+            f"{restricted} |"
+        )
+    rob = report.get("robustness")
+    if rob:
+        names = list(rob)
+        lines += [
+            "",
+            "UA % under each condition (change from clean):",
+            "",
+            "| corpus | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for corpus in [*report["datasets"], "overall"]:
+            cells = []
+            for name in names:
+                ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
+                ref = rob["clean"]["ua"] if corpus == "overall" else rob["clean"]["datasets"][corpus]["ua"]
+                cells.append(f"{100 * ua:.1f}" + ("" if name == "clean" else f" ({100 * (ua - ref):+.1f})"))
+            lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    for name, d in report["datasets"].items():
+        labels = d["labels"]
+        lines += [
+            "",
+            f"**{name}** (rows true, columns predicted; speakers {', '.join(d.get('speakers', []))})",
+            "",
+            "| true \\ pred | " + " | ".join(label[:4] for label in labels) + " | recall % |",
+            "|---|" + "---:|" * (len(labels) + 1),
+        ]
+        for i, row in enumerate(d["confusion"]):
+            total = sum(row)
+            if not total:
+                continue
+            lines.append(
+                f"| {labels[i]} | " + " | ".join(str(v) for v in row) + f" | {100 * row[i] / total:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
