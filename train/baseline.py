@@ -72,10 +72,9 @@ class ClipFeatures:
 
     @torch.inference_mode()
     def one(self, audio: np.ndarray) -> np.ndarray:
+        """The statistics of one clip of float audio in [-1, 1]."""
         sr = self.fc.sample_rate_hz
         x = np.asarray(audio, dtype=np.float32)
-        if x.dtype != np.float32 or (len(x) and np.abs(x).max() > 1.5):
-            x = x / 32767.0
         if len(x) < self.fc.n_fft:
             x = np.pad(x, (0, self.fc.n_fft - len(x)))
         mel = self.logmel(torch.from_numpy(x)[None])[0].numpy()  # (M, T), natural log
@@ -101,6 +100,7 @@ class ClipFeatures:
         return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts]).astype(np.float32)
 
     def __call__(self, audio: Sequence[np.ndarray]) -> np.ndarray:
+        """``one`` of every clip (float audio in [-1, 1])."""
         return np.stack([self.one(a) for a in audio]) if len(audio) else np.zeros((0, 0), np.float32)
 
 

@@ -8,12 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from emostream.train.perturb import PERTURB_HELP
+
 DEFAULT_DATASETS = "ravdess,tess,nemo,urdu"
-PERTURB_CONDITIONS = (
-    "gain:DB (clipped at full scale), level:DBFS (active speech set to DBFS), phone (300-3400 Hz, 8 kHz, "
-    "8-bit mu-law), lowpass:HZ, noise:SNR (pink, dB over active speech), reverb[:RT60] (synthetic room, "
-    "0.5 s), bits:N; e.g. --perturb gain:-12,gain:+12,phone,noise:10,reverb"
-)
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +100,6 @@ def _run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emostream.train.augment import AugmentConfig
-    from emostream.train.corpora import corpus_format
     from emostream.train.dataset import WindowConfig
     from emostream.train.labels import resolve_label_set
     from emostream.train.loop import TrainConfig, train
@@ -112,12 +108,7 @@ def _run_train(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     try:
-        if not args.data.is_dir():
-            raise ValueError(f"data directory not found: {args.data}")
-        for name in datasets:
-            corpus_format(name)
-            if not (args.data / corpus_format(name).name).is_dir():
-                raise ValueError(f"no {corpus_format(name).name}/ folder under {args.data}")
+        _check_data(args.data, list(datasets))
         resolve_label_set(args.labels, args.map)
         settings = json.loads(args.model_settings)
         augment = json.loads(args.augment)
@@ -205,7 +196,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         default="",
         metavar="COND,...",
         help="robustness report: re-score the same clips under each condition and report UA per condition "
-        "and corpus; conditions: " + PERTURB_CONDITIONS,
+        "and corpus; conditions: " + PERTURB_HELP + "; e.g. --perturb gain:-12,gain:+12,phone,noise:10,reverb",
     )
     p.set_defaults(func=_run_evaluate)
 

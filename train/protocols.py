@@ -30,7 +30,7 @@ from rich.table import Table
 from emostream.models.features import FeatureConfig
 from emostream.train.baseline import ClipFeatures, LogisticBaseline
 from emostream.train.corpora import Clip, load_corpora
-from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar
+from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
 from emostream.train.evaluate import map_to_model, score
 from emostream.train.labels import resolve_label_set
 from emostream.train.splits import default_holdout
@@ -57,7 +57,7 @@ def clip_features(
     with progress_bar(console) as progress:
         task = progress.add_task(f"statistics of {len(clips)} clips", total=len(clips))
         for a in audio:
-            rows.append(feats.one(np.asarray(a, dtype=np.float32) / 32767.0))
+            rows.append(feats.one(to_float(a)))
             progress.advance(task)
     x = np.stack(rows)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ def run_crosscorpus(
             "train_corpora": [d for d in datasets if d != held],
             "n_test_clips": len(test_idx),
             "n_train_clips": len(train_idx),
-            "baseline": {"ua": base["overall"]["ua"], "wa": base["overall"]["wa"], "macro_f1": base["overall"]["macro_f1"]},
+            "baseline": _headline(base["overall"]),
         }
         console.print(f"[bold]{held}[/bold] held out: baseline UA {100 * base['overall']['ua']:.1f} %")
         if deep:
@@ -183,9 +183,7 @@ def run_crosscorpus(
             )
             rep = evaluate_classifier(classifier, test_clips, label_set.mapping, cache_dir=cache_dir, console=console)
             fold["deep"] = {
-                "ua": rep["overall"]["ua"],
-                "wa": rep["overall"]["wa"],
-                "macro_f1": rep["overall"]["macro_f1"],
+                **_headline(rep["overall"]),
                 "epochs": epochs,
                 "model": str(run_dir / "model"),
             }
@@ -219,6 +217,11 @@ def run_crosscorpus(
     table.add_row("mean", "", *[f"{100 * v:.1f}" for v in report["mean_ua"].values()])
     console.print(table)
     return report
+
+
+def _headline(overall: dict[str, Any]) -> dict[str, float]:
+    """UA, WA and macro-F1 of a report's ``overall`` section."""
+    return {k: overall[k] for k in ("ua", "wa", "macro_f1")}
 
 
 def markdown_table(report: dict[str, Any]) -> str:
