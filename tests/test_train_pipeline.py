@@ -138,6 +138,7 @@ def test_exported_model_directory_carries_its_settings(run: dict) -> None:
     clf = load_classifier(model_dir, backend="onnx")
     assert clf.labels == ("neutral", "happy", "sad")
     assert clf.feature_config.window_s == 2.0 and clf.feature_config.n_mels == 32
+    assert clf.model_config.settings["input_norm"] == "cmn" and clf.feature_config.log_floor == 1e-14
     meta = clf.spec.meta
     assert meta["split"]["test"] == ["ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20"]
     assert "non-commercial" in meta["licence"] and meta["command"] == "pytest"

@@ -14,7 +14,8 @@ ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
 """Settings every new training run uses unless ``model_settings`` says otherwise: level-invariant
 input normalisation computed inside the model and pooling that ignores padding and silence."""
 ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
-"""An absolute log floor far below quiet speech (-45 dBFS), so only the model's relative floor acts."""
+"""For models with a window normalisation (``input_norm`` other than ``batch``): an absolute log floor far
+below quiet speech (-45 dBFS), so only the model's relative floor acts. Other models keep the default."""
 
 LICENCE_NOTE = (
     "Trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0) and URDU "

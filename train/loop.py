@@ -98,7 +98,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
     if cfg.select not in ("mean_corpus_ua", "pooled_ua"):
         raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
-    fc = FeatureConfig(**{**ROBUST_FEATURE_SETTINGS, **cfg.feature_settings})
+    settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
+    level_invariant = settings.get("input_norm", "batch") != "batch"
+    fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
@@ -115,7 +117,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     val_corpora = [clips[i].corpus for i in split.val]
 
     # ---------------------------------------------------------------- model, loss, optimiser
-    settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
     model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings)
     model = build_model(model_config)
     ema = EmaWeights(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
