@@ -37,22 +37,29 @@ def print_robustness(rob: dict[str, Any], console: Console) -> None:
     """UA % per condition (columns) and corpus (rows), with the change from clean in brackets."""
     from rich.table import Table
 
-    names = list(rob)
-    corpora = list(next(iter(rob.values()))["datasets"]) if rob else []
     table = Table(title="robustness: UA % per condition (change from clean)")
     table.add_column("data set", justify="right")
-    for name in names:
+    for name in rob:
         table.add_column(name, justify="right")
+    for corpus, cells in robustness_rows(rob):
+        table.add_row(corpus, *cells)
+    console.print(table)
+
+
+def robustness_rows(rob: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Per corpus, then overall: one cell per condition, ``UA`` or ``UA (change from clean)``."""
+    corpora = list(next(iter(rob.values()))["datasets"]) if rob else []
     base = rob.get("clean")
+    rows = []
     for corpus in [*corpora, "overall"]:
         cells = []
-        for name in names:
+        for name in rob:
             ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
             ref = (base["ua"] if corpus == "overall" else base["datasets"][corpus]["ua"]) if base else None
             delta = f" ({100 * (ua - ref):+.1f})" if ref is not None and name != "clean" else ""
             cells.append(f"{100 * ua:.1f}{delta}")
-        table.add_row(corpus, *cells)
-    console.print(table)
+        rows.append((corpus, cells))
+    return rows
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -81,13 +88,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             "| corpus | " + " | ".join(names) + " |",
             "|---|" + "---:|" * len(names),
         ]
-        for corpus in [*report["datasets"], "overall"]:
-            cells = []
-            for name in names:
-                ua = rob[name]["ua"] if corpus == "overall" else rob[name]["datasets"][corpus]["ua"]
-                ref = rob["clean"]["ua"] if corpus == "overall" else rob["clean"]["datasets"][corpus]["ua"]
-                cells.append(f"{100 * ua:.1f}" + ("" if name == "clean" else f" ({100 * (ua - ref):+.1f})"))
-            lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+        lines += [f"| {corpus} | " + " | ".join(cells) + " |" for corpus, cells in robustness_rows(rob)]
     for name, d in report["datasets"].items():
         labels = d["labels"]
         lines += [
