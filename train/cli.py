@@ -77,6 +77,20 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="model selection on the validation speakers: one pooled UA, or the mean of the per-corpus UAs "
         "(each over the corpus's own classes)",
     )
+    p.add_argument(
+        "--fold-merged",
+        action="store_true",
+        help="train the labels that --labels/--map merge (calm -> neutral) as classes of their own; the "
+        "exported model sums their probabilities into the class they map to, so it has the --labels classes",
+    )
+    p.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="mix pairs of training windows' log-mel with weights from Beta(ALPHA, ALPHA) (0 = off; 0.2-0.4 usual)",
+    )
+    p.add_argument("--mixup-prob", type=float, default=0.5, help="share of batches mixed when --mixup > 0")
     p.add_argument("--window", choices=("hann", "hamming", "rectangular"), default="hann", help="STFT window")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -136,6 +150,9 @@ def _run_train(args: argparse.Namespace) -> int:
         balance=args.balance,
         ema_decay=args.ema_decay,
         select=args.select,
+        fold_merged=args.fold_merged,
+        mixup=args.mixup,
+        mixup_prob=args.mixup_prob,
         threads=args.threads,
         out_dir=str(args.out),
         resume=args.resume,

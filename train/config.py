@@ -46,6 +46,13 @@ class TrainConfig:
     """Stop after this many validations without a better validation UA (0 = never stop early)."""
     eval_every: int = 1
     label_smoothing: float = 0.05
+    fold_merged: bool = False
+    """Train the labels the label map merges (calm -> neutral) as classes of their own; the exported model
+    sums their probabilities into the class they map to (``models.arch.ModelConfig.fold``)."""
+    mixup: float = 0.0
+    """Mixup's Beta(alpha, alpha) parameter on the log-mel of a batch (0 = off)."""
+    mixup_prob: float = 0.5
+    """Share of batches mixed when ``mixup`` > 0."""
     seed: int = 0
     balance: float = 0.5
     """Corpus- and speaker-balanced sampling (``train.dataset.sampling_weights``); 0 = every clip once."""

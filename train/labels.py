@@ -7,6 +7,7 @@ says which of those labels a model predicts and which ones are merged into anoth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 VOCABULARY: tuple[str, ...] = (
@@ -114,6 +115,25 @@ class LabelSet:
         """The class index for a clip labelled `label`, or None when this set does not train on it."""
         name = self.map_label(label)
         return None if name is None else self.labels.index(name)
+
+
+def fold_plan(label_set: LabelSet, present: Iterable[str]) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """Train each merged label that occurs in the data (``present``) as a class of its own, merged at inference.
+
+    Returns the head's labels (the set's labels, then the merged ones, in mapping order) and, per class of
+    the set, the head classes whose probabilities sum into it (``ModelConfig.fold``). With nothing to
+    merge, the head is the set itself and the fold is empty.
+    """
+    seen = {normalise_label(name) or name for name in present}
+    extra = tuple(src for src in label_set.mapping if src in seen)
+    if not extra:
+        return label_set.labels, ()
+    head = label_set.labels + extra
+    groups = tuple(
+        (j, *(head.index(src) for src in extra if label_set.mapping[src] == name))
+        for j, name in enumerate(label_set.labels)
+    )
+    return head, groups
 
 
 def parse_labels(text: str) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from emostream.models.arch import build_model, count_parameters
 from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.layers import FoldClasses
 from emostream.models.features import FeatureConfig, LogMel
 from emostream.models.modelfile import (
     ModelSpec,
@@ -48,7 +49,7 @@ from emostream.train.dataset import (
     progress_bar,
 )
 from emostream.train.evaluate import evaluate_classifier, map_to_model
-from emostream.train.labels import resolve_label_set
+from emostream.train.labels import fold_plan, resolve_label_set
 from emostream.train.metrics import compute_metrics
 from emostream.train.optim import EmaWeights, schedule
 from emostream.train.report import print_summary
@@ -84,9 +85,16 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         keep.sort()
         clips, targets = [clips[i] for i in keep], targets[keep]
     split = default_holdout(clips, cfg.seed)
+    # the head's classes: the label set's, plus each merged label trained apart (--fold-merged)
+    head_labels, fold = fold_plan(label_set, [c.label for c in clips]) if cfg.fold_merged else (labels, ())
+    head_set = resolve_label_set(",".join(head_labels))
+    head_targets = np.array([head_set.class_index(c.label) for c in clips], dtype=np.int64)
+    if not 0 <= cfg.mixup_prob <= 1 or cfg.mixup < 0:
+        raise ValueError(f"mixup must be >= 0 and mixup_prob in [0, 1], got {cfg.mixup}, {cfg.mixup_prob}")
     speakers = {part: sorted({clips[i].speaker for i in getattr(split, part)}) for part in ("val", "test")}
     console.print(
         f"labels: {', '.join(labels)} (map {label_set.mapping or 'none'}); skipped {mapped.skipped or 'none'}"
+        + (f"; trained apart and folded at inference: {', '.join(head_labels[len(labels):])}" if fold else "")
     )
     console.print(
         f"clips: train {len(split.train)}, val {len(split.val)} ({', '.join(speakers['val'])}), "
@@ -105,7 +113,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
         [audio[i] for i in split.train],
-        targets[split.train],
+        head_targets[split.train],
         [clips[i].speaker for i in split.train],
         fc,
         cfg.windows,
@@ -117,12 +125,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     val_corpora = [clips[i].corpus for i in split.val]
 
     # ---------------------------------------------------------------- model, loss, optimiser
-    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings)
+    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
     model = build_model(model_config)
+    head = model.inner if isinstance(model, FoldClasses) else model  # trained on every head class
     ema = EmaWeights(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     logmel = LogMel(fc)
-    counts = train_windows.class_shares(len(labels))
-    weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1e-9)), dtype=torch.float32)
+    counts = train_windows.class_shares(len(head_labels))
+    weights = torch.tensor(counts.sum() / (len(head_labels) * np.maximum(counts, 1e-9)), dtype=torch.float32)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
@@ -142,6 +151,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         "command": cfg.command,
         "datasets": list(load_reports),
         "label_map": dict(label_set.mapping),
+        **({"head_labels": list(head_labels)} if fold else {}),
         "split": {
             "method": "train.splits.default_holdout",
             "seed": cfg.seed,
@@ -201,13 +211,19 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             model.train()
             epoch_start = time.time()
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch)
-            total_loss, correct, seen = 0.0, 0, 0
+            total_loss, correct, seen, mixed = 0.0, 0, 0, 0
             for waves, y in train_windows.batches(cfg.batch_size, rng):
                 with torch.no_grad():
                     x = augmenter.spec(logmel(torch.from_numpy(waves)), gen)
                 yt = torch.from_numpy(y)
-                logits = model(x)
-                loss = criterion(logits, yt)
+                if cfg.mixup > 0 and rng.random() < cfg.mixup_prob:
+                    lam, mixed = float(rng.beta(cfg.mixup, cfg.mixup)), mixed + 1
+                    perm = torch.from_numpy(rng.permutation(len(y)))
+                    logits = head(lam * x + (1 - lam) * x[perm])
+                    loss = lam * criterion(logits, yt) + (1 - lam) * criterion(logits, yt[perm])
+                else:
+                    logits = head(x)
+                    loss = criterion(logits, yt)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -227,6 +243,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                 "train_acc": correct / seen,
                 "lr": scheduler.get_last_lr()[0],
                 "train_s": round(train_s, 1),
+                **({"mixed_batches": mixed} if cfg.mixup > 0 else {}),
             }
 
             # validation: the validation speakers' clips, windowed as the streamer windows them

@@ -10,10 +10,11 @@ from typing import Any
 from torch import nn
 
 from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.layers import FoldClasses
 
-ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14")
+ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14", "resnet", "densenet")
 # Architectures whose settings may name pretrained weights read at construction (``load_weights``).
-PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14")
+PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14", "resnet", "densenet")
 
 
 # arch name -> (module, class); each module also defines DEFAULTS, the settings it accepts.
@@ -23,6 +24,8 @@ _CLASSES: dict[str, tuple[str, str]] = {
     "cnn_bilstm_attn": ("emostream.models.arch.cnn_bilstm_attn", "CnnBiLSTMAttn"),
     "acnt": ("emostream.models.arch.acnt", "ACNT"),
     "cnn14": ("emostream.models.arch.cnn14", "Cnn14Classifier"),
+    "resnet": ("emostream.models.arch.resnet", "ResNetClassifier"),
+    "densenet": ("emostream.models.arch.densenet", "DenseNetClassifier"),
 }
 
 
@@ -47,6 +50,9 @@ def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
     ``load_weights=False`` when a state dict will be loaded next (a checkpoint): pretrained weight files
     named in the settings are then neither read nor required to exist.
     """
+    if cfg.fold:
+        head = ModelConfig(cfg.arch, cfg.n_head_classes, cfg.n_mels, cfg.settings)
+        return FoldClasses(build_model(head, load_weights), cfg.fold)
     builder = _builder(cfg.arch)
     unknown = set(cfg.settings) - set(default_settings(cfg.arch))
     if unknown:

@@ -126,3 +126,23 @@ class MaskedStatsPool(nn.Module):
         mean = (weights * x).sum(dim=1)
         var = (weights * x * x).sum(dim=1) - mean * mean
         return torch.cat([mean, torch.sqrt(var.clamp(min=1e-6))], dim=1)
+
+
+class FoldClasses(nn.Module):
+    """Merge classes that were trained apart: output ``j``'s probability is the sum of the probabilities
+    of the head's classes in ``groups[j]`` (``logsumexp`` of their logits, so a softmax over the outputs
+    gives exactly those sums). Training uses ``inner`` (all head classes); export and inference the fold.
+    """
+
+    def __init__(self, inner: nn.Module, groups: tuple[tuple[int, ...], ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        n_head = sum(len(group) for group in groups)
+        log_mask = torch.full((len(groups), n_head), -1e4)  # exp(-1e4) == 0 in float32
+        for j, group in enumerate(groups):
+            log_mask[j, list(group)] = 0.0
+        self.register_buffer("log_mask", log_mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        return torch.logsumexp(logits.unsqueeze(1) + self.log_mask, dim=-1)
