@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,6 +31,9 @@ from emostream.streamer.server.hub import Hub, HubFullError
 from emostream.streamer.server.ingest import IngestSession, RuntimeLike, pump
 from emostream.streamer.server.limits import ServerLimits
 from emostream.streamer.server.protocol import STREAM_ID_PATTERN, ProtocolError, SubscribedMessage
+
+if TYPE_CHECKING:
+    from emostream.streamer.server.broker import Broker
 
 log = logging.getLogger("emostream.server")
 
@@ -50,10 +54,14 @@ class ServerStats:
 class EmoServer:
     """Routes WebSocket connections to ingest sessions and feed subscriptions over one runtime."""
 
-    def __init__(self, runtime: RuntimeLike, limits: ServerLimits, access: Access) -> None:
+    def __init__(
+        self, runtime: RuntimeLike, limits: ServerLimits, access: Access, broker: Broker | None = None
+    ) -> None:
         self.runtime = runtime
         self.limits = limits
         self.access = access
+        self.broker = broker  # cluster-wide feed and stream ids (streamer.server.broker); None: this process only
+        self.routes: dict[str, Callable[[ServerConnection, Request], Response]] = {}  # plain-HTTP GET paths
         self.reset()
 
     def reset(self) -> None:
@@ -67,6 +75,8 @@ class EmoServer:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         query = parse_qs(url.query)
+        if (route := self.routes.get(url.path)) is not None:
+            return route(connection, request)
         if url.path not in PATHS:
             return connection.respond(HTTPStatus.NOT_FOUND, f"unknown path; use one of {', '.join(PATHS)}\n")
         if not self.access.origin_ok(request.headers):
@@ -148,7 +158,7 @@ class EmoServer:
 
     # -- stream ids -------------------------------------------------------------------------------
 
-    def claim_stream(self, wanted: str | None) -> str:
+    async def claim_stream(self, wanted: str | None) -> str:
         if len(self._stream_ids) >= self.limits.max_streams:
             raise ProtocolError(
                 "too_many_streams", f"the server has its maximum of {self.limits.max_streams} streams"
@@ -158,11 +168,16 @@ class EmoServer:
         elif wanted in self._stream_ids:
             raise ProtocolError("stream_in_use", f"stream {wanted!r} is already being streamed")
         self._stream_ids.add(wanted)
+        if self.broker is not None and not await self.broker.claim(wanted):
+            self._stream_ids.discard(wanted)
+            raise ProtocolError("stream_in_use", f"stream {wanted!r} is already being streamed (on another worker)")
         self.stats.streams = len(self._stream_ids)
         return wanted
 
     def release_stream(self, stream_id: str) -> None:
         self._stream_ids.discard(stream_id)
+        if self.broker is not None:
+            self.broker.release(stream_id)
         self.stats.streams = len(self._stream_ids)
 
     # -- lifetime ---------------------------------------------------------------------------------
@@ -173,10 +188,20 @@ class EmoServer:
         port: int,
         stop: asyncio.Event,
         on_listening: Callable[[str, int], None] | None = None,
+        **serve_options: Any,
     ) -> None:
-        """Serve until ``stop`` is set; then close every connection with 1001 and return."""
+        """Serve until ``stop`` is set; then close every connection with 1001 and return.
+
+        With a broker, it is connected first (``BrokerUnavailableError`` if it does not answer) and
+        the hub publishes through it. ``serve_options`` go to ``create_server`` (e.g. ``reuse_port``).
+        """
         loop = asyncio.get_running_loop()
-        self.hub = Hub(loop, self.limits.max_subscribers, self.limits.queue_messages)
+        limits = self.limits
+        if self.broker is None:
+            self.hub = Hub(loop, limits.max_subscribers, limits.queue_messages)
+        else:
+            self.hub = self.broker.make_hub(loop, limits.max_subscribers, limits.queue_messages)
+            await self.broker.start()
         self.runtime.add_sink(self.hub)
         try:
             async with serve(
@@ -191,6 +216,7 @@ class EmoServer:
                 close_timeout=self.limits.close_timeout_s,
                 write_limit=self.limits.write_buffer_bytes,
                 server_header=None,
+                **serve_options,
             ) as server:
                 bound_port = _bound_port(server)
                 if on_listening is not None:
@@ -201,6 +227,8 @@ class EmoServer:
                 await server.wait_closed()
         finally:
             self.runtime.remove_sink(self.hub)
+            if self.broker is not None:
+                await self.broker.close()
             self.hub.close()
 
 

@@ -72,7 +72,7 @@ class IngestHost(Protocol):
     limits: ServerLimits
     hub: Hub | None
 
-    def claim_stream(self, wanted: str | None) -> str: ...
+    async def claim_stream(self, wanted: str | None) -> str: ...
     def release_stream(self, stream_id: str) -> None: ...
     async def fail(self, ws: ServerConnection, exc: ProtocolError, stream: str | None = None) -> None: ...
 
@@ -187,7 +187,7 @@ class IngestSession:
 
         server, runtime = self.server, self.server.runtime
         assert server.hub is not None
-        stream_id = server.claim_stream(control.stream)
+        stream_id = await server.claim_stream(control.stream)
         outbox = Outbox(self.limits.queue_messages)
         hub = server.hub
         try:
