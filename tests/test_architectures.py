@@ -32,6 +32,11 @@ CONFIGS = {
     "cnn_bilstm_attn": ModelConfig("cnn_bilstm_attn", 4, 64, {"channels": [8, 16], "lstm_hidden": 32}),
     "acnt": ModelConfig("acnt", 4, 64, {"channels": [8, 16, 32, 64], "d_model": 64, "ff_dim": 128}),
     "cnn14": ModelConfig("cnn14", 4, 64, {"channels": TINY_CNN14}),
+    # ResNet50-shaped (bottlenecks, 1-channel stem) and DenseNet-shaped, a few thousand parameters
+    "resnet": ModelConfig("resnet", 4, 64, {"variant": "resnet50", "layers": [1, 1, 1, 1], "base_channels": 4,
+                                            "in_channels": 1, "dropout": 0.2}),
+    "densenet": ModelConfig("densenet", 4, 64, {"block_config": [1, 2, 1, 1], "growth_rate": 4,
+                                                "num_init_features": 8}),
 }
 BATCHES = (1, 3, 8)
 LENGTHS = (200, 497)
@@ -87,7 +92,7 @@ def logmel(batch: int, n_mels: int, n_frames: int, seed: int = 0) -> torch.Tenso
 def test_registry_names_every_architecture() -> None:
     assert set(CONFIGS) == set(ARCHITECTURES)
     with pytest.raises(ValueError, match="unknown architecture"):
-        build_model(ModelConfig("resnet50", 4, 64, {}))
+        build_model(ModelConfig("vgg16", 4, 64, {}))
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
