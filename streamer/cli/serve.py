@@ -17,9 +17,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from emostream.streamer.cli.options import add_runtime_options, build_runtime
+from emostream.streamer.cli.workers import EXIT_BROKER, Supervisor, add_cluster_options, resolve_workers
 from emostream.streamer.server.access import TOKEN_ENV, Access, exposure_warning
 from emostream.streamer.server.app import DEFAULT_HOST, DEFAULT_PORT, LISTENING_LINE, PATHS, EmoServer
+from emostream.streamer.server.broker import BrokerUnavailableError
 from emostream.streamer.server.limits import ServerLimits
+from emostream.streamer.server.ops import Ops
 
 log = logging.getLogger("emostream.server")
 
@@ -97,6 +100,7 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "The network thread runs Python without pause under load; a short interval hands the interpreter "
         "lock back to the model thread sooner after each of its native calls",
     )
+    add_cluster_options(p)
     add_limit_options(p)
     add_runtime_options(p)
     p.set_defaults(func=run_serve)
@@ -128,15 +132,29 @@ def run_serve(args: argparse.Namespace) -> int:
         run_loop = loop_runner(args.event_loop)
         if not (0 < args.gil_switch_ms < 1000):
             raise ValueError(f"--gil-switch-ms must be between 0 and 1000, got {args.gil_switch_ms:g}")
+        n_workers = resolve_workers(args.workers)
+        if args.broker:
+            from emostream.streamer.server.broker import check_broker_url
+
+            check_broker_url(args.broker)
     except ValueError as exc:
         print(f"emostream serve: {exc}", file=sys.stderr)
         return 2
     token = args.token or None
     if (warning := exposure_warning(args.host, token)) is not None:
         log.warning(warning)
+    worker = getattr(args, "worker", None)  # set in a worker process of --workers N (streamer.cli.workers)
+    if n_workers > 1 and worker is None:
+        return Supervisor(args, n_workers, stop_timeout_s=limits.close_timeout_s + 25).run()
     runtime = build_runtime(args, max_streams=limits.max_streams, prog="emostream serve")
     sys.setswitchinterval(args.gil_switch_ms / 1000.0)
-    server = EmoServer(runtime, limits, Access(token, tuple(args.allow_origin)))
+    broker = None
+    if args.broker:
+        from emostream.streamer.server.broker import Broker, BrokerConfig
+
+        broker = Broker(BrokerConfig(args.broker))
+    server = EmoServer(runtime, limits, Access(token, tuple(args.allow_origin)), broker)
+    ops = Ops(server, worker.info if worker is not None else None)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -145,7 +163,11 @@ def run_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
 
         def listening(host: str, port: int) -> None:
-            print(LISTENING_LINE.format(host=host, port=port), file=sys.stderr, flush=True)
+            ops.ready = True
+            if worker is None:
+                print(LISTENING_LINE.format(host=host, port=port), file=sys.stderr, flush=True)
+            else:  # the parent prints the listening line once every worker listens
+                worker.announce(port)
             log.info(
                 "model %s, window %.2f s, hop %.2f s; auth %s; paths %s",
                 runtime.model_name,
@@ -155,11 +177,18 @@ def run_serve(args: argparse.Namespace) -> int:
                 ", ".join(PATHS),
             )
 
-        await server.run(args.host, args.port, stop, listening)
+        poller = asyncio.create_task(ops.poll())
+        try:
+            await server.run(args.host, args.port, stop, listening, reuse_port=worker is not None)
+        finally:
+            poller.cancel()
 
     runtime.start()
     try:
         run_loop(main())
+    except BrokerUnavailableError as exc:
+        print(f"emostream serve: {exc}", file=sys.stderr)
+        return EXIT_BROKER
     except OSError as exc:
         print(f"emostream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -202,6 +202,10 @@ class Runtime:
             with stream.done:
                 stream.done.notify_all()
 
+    def observe_batches(self, callback: Callable[[int], None] | None) -> None:
+        """Call ``callback(n_windows)`` on the worker thread after each batch (metrics); None: stop."""
+        self._worker.on_batch = callback
+
     def stats(self) -> RuntimeStats:
         with self._lock:
             n_streams = len(self._streams)

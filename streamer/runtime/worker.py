@@ -34,6 +34,7 @@ class BatchWorker(Generic[T]):
         self.on_error = on_error
         self.name = name
         self.clock = clock
+        self.on_batch: Callable[[int], None] | None = None  # observer: the size of each batch handled
         self._batcher: Batcher[T] = Batcher(config)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -130,3 +131,8 @@ class BatchWorker(Generic[T]):
                     self.n_items += len(batch)
                     self._busy = False
                     self._cond.notify_all()
+                if self.on_batch is not None:
+                    try:
+                        self.on_batch(len(batch))
+                    except Exception:
+                        pass

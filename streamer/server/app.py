@@ -174,6 +174,11 @@ class EmoServer:
         self.stats.streams = len(self._stream_ids)
         return wanted
 
+    @property
+    def stream_ids(self) -> set[str]:
+        """The ids of the streams of this process now (a copy)."""
+        return set(self._stream_ids)
+
     def release_stream(self, stream_id: str) -> None:
         self._stream_ids.discard(stream_id)
         if self.broker is not None:
