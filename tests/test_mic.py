@@ -257,3 +257,53 @@ def test_overflow_is_counted_from_adc_timestamps_and_a_raising_callback_aborts()
     assert recorder.statuses[-1].kind == "callback_error"
     with pytest.raises(MicError, match="boom"):
         source.check()
+
+
+def mic_latencies_ms(
+    vmic: VirtualMicrophone, model_dir: Any, rate_hz: int, block_ms: int, n_windows: int
+) -> list[float]:
+    """Microphone -> Runtime as `emostream live` wires it; for each estimate, its publication time minus the
+    arrival of the block that holds the window's last sample (ms)."""
+    from wsutil import make_runtime
+
+    hop_s = 0.5
+    runtime = make_runtime(model_dir, hop_s=hop_s, max_streams=1)
+    blocks: list[tuple[int, float]] = []  # (input frames up to the block's end, its arrival)
+    published: list[tuple[float, float]] = []  # (t_end_s, publication time)
+    with runtime:
+        handle = runtime.open_stream(
+            "mic", rate_hz, 1, on_estimate=lambda e: published.append((e.t_end_s, time.monotonic()))
+        )
+
+        def on_audio(block: np.ndarray, n_lost: int) -> None:
+            now = time.monotonic()
+            blocks.append(((blocks[-1][0] if blocks else 0) + len(block), now))
+            handle.push(block, arrival_s=now)
+
+        source = MicSource(vmic.device_name, sample_rate_hz=rate_hz, block_ms=block_ms, on_audio=on_audio)
+        with source:
+            deadline = time.monotonic() + hop_s * n_windows + 10.0
+            while len(published) < n_windows and time.monotonic() < deadline:
+                time.sleep(0.05)
+                source.check()
+    assert len(published) >= n_windows, (rate_hz, block_ms, len(published))
+    out = []
+    for t_end_s, at in published[:n_windows]:
+        needed = -(-round(t_end_s * 16000) * rate_hz // 16000)  # input frames up to the window's end
+        arrival = next(t for frames, t in blocks if frames >= needed)
+        out.append((at - arrival) * 1000)
+    return out
+
+
+@needs_pulse
+@pytest.mark.pulseaudio
+@pytest.mark.timeout(120)
+def test_mic_latency_does_not_depend_on_the_rate(vmic: VirtualMicrophone, tiny_model_dir: Any) -> None:
+    """A 48 kHz microphone in 100 ms blocks gets each estimate as soon as a 16 kHz one does (nothing held back)."""
+    p50 = {
+        rate: float(np.median(mic_latencies_ms(vmic, tiny_model_dir, rate, 100, n_windows=6)))
+        for rate in (16000, 48000)
+    }
+    print("microphone latency p50 (ms):", {rate: round(v, 1) for rate, v in p50.items()})
+    assert p50[48000] <= p50[16000] + 15.0, p50
+    assert p50[48000] < 60.0, p50

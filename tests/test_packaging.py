@@ -28,6 +28,9 @@ def test_the_wheel_holds_only_the_emostream_package(tmp_path: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"emostream"}, sorted(top)
     for module in ("models/cli.py", "streamer/cli/live.py", "train/cli.py", "benchmarks/__main__.py"):
         assert f"emostream/{module}" in names
+    static = REPO / "streamer" / "server" / "static"
+    for page_file in sorted(p.name for p in static.iterdir()):  # the browser page, served by `emostream serve`
+        assert f"emostream/streamer/server/static/{page_file}" in names, page_file
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "emostream = emostream.models.cli:main" in text

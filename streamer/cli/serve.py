@@ -61,7 +61,9 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="WebSocket server: stream audio in on /ingest, get estimates back; subscribe on /feed",
         description="Serve the emotion recognizer over WebSocket. Clients send a JSON start message and binary "
         "PCM frames to ws://HOST:PORT/ingest and get estimates of their stream back; subscribers on "
-        "ws://HOST:PORT/feed[?stream=ID] get the estimates of every stream (or one). Protocol, error codes "
+        "ws://HOST:PORT/feed[?stream=ID] get the estimates of every stream (or one). A browser opening "
+        "http://HOST:PORT/ gets the live meter (its microphone -> /ingest; /wall shows every stream; "
+        "?autostart=1 starts at once, ?token=T passes the token). Protocol, error codes "
         "and limits: docs/protocol.md.",
     )
     p.add_argument(
@@ -81,7 +83,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         default=[],
         metavar="ORIGIN",
         help="browser Origin allowed to connect, e.g. https://app.example (repeatable; requests with any other "
-        "Origin header get 403; clients without an Origin header are not browsers and are allowed)",
+        "Origin header get 403, except this server's own page at http://127.0.0.1:PORT, http://localhost:PORT "
+        "or http://[::1]:PORT; clients without an Origin header are not browsers and are allowed)",
     )
     tuning = p.add_argument_group("server tuning (measured in the README's benchmark section)")
     tuning.add_argument(

@@ -19,7 +19,7 @@ API (what ``emostream serve``, ``live``, ``demo`` and ``replay`` build on)::
 - ``open_stream`` raises ``StreamLimitError`` beyond ``max_streams`` and ``ValueError`` for a bad or
   duplicate id, sample rate (1..384000 Hz) or channel count (1..8).
 - ``StreamHandle.push`` may be called from any thread (one thread per stream at a time: pushes of a
-  stream must not race each other); it only resamples (soxr), copies into the ring and submits the
+  stream must not race each other); it only resamples (nothing held back), copies into the ring and submits the
   windows that became due, so it is cheap enough for an asyncio loop or an audio callback. It returns
   the number of windows submitted, and raises ``ValueError`` for a wrong shape or non-finite samples.
   ``arrival_s`` is the ``time.monotonic()`` at which the chunk's last sample arrived at the edge

@@ -31,6 +31,7 @@ from emostream.streamer.server.hub import Hub, HubFullError
 from emostream.streamer.server.ingest import IngestSession, RuntimeLike, pump
 from emostream.streamer.server.limits import ServerLimits
 from emostream.streamer.server.protocol import STREAM_ID_PATTERN, ProtocolError, SubscribedMessage
+from emostream.streamer.server.static import StaticFiles
 
 if TYPE_CHECKING:
     from emostream.streamer.server.broker import Broker
@@ -40,7 +41,7 @@ log = logging.getLogger("emostream.server")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 PATHS = ("/ingest", "/feed")
-LISTENING_LINE = "emostream serve: listening on ws://{host}:{port}"  # printed once the port is bound
+LISTENING_LINE = "emostream serve: listening on ws://{host}:{port} (live meter: http://{host}:{port}/)"  # once bound
 LISTENING_PATTERN = re.compile(r"listening on ws://([^:\s]+):(\d+)")  # what launchers wait for: host, port
 
 
@@ -62,6 +63,7 @@ class EmoServer:
         self.access = access
         self.broker = broker  # cluster-wide feed and stream ids (streamer.server.broker); None: this process only
         self.routes: dict[str, Callable[[ServerConnection, Request], Response]] = {}  # plain-HTTP GET paths
+        self.routes.update(StaticFiles().routes())  # the browser page: /, /wall, /static/*
         self.reset()
 
     def reset(self) -> None:
@@ -224,6 +226,7 @@ class EmoServer:
                 **serve_options,
             ) as server:
                 bound_port = _bound_port(server)
+                self.access = self.access.for_port(bound_port)  # its own loopback page may connect
                 if on_listening is not None:
                     on_listening(host, bound_port)
                 await stop.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -231,6 +232,7 @@ class IngestSession:
         try:
             while True:
                 message = await self._recv()
+                arrival_s = time.monotonic()  # latency_ms counts from here (the runtime's clock)
                 if isinstance(message, str):
                     try:
                         control = parse_control(message, self.limits)
@@ -249,7 +251,7 @@ class IngestSession:
                     handle.note_dropped(n - allowed)  # counted in the estimates' dropped_samples too
                     self._throttle(n - allowed, loop.time(), outbox)
                 if allowed:
-                    handle.push(samples[:allowed])
+                    handle.push(samples[:allowed], arrival_s)
             await self._finish(handle, outbox, writer)
         except ProtocolError as exc:
             writer.cancel()
