@@ -1,14 +1,17 @@
 """Who may connect: the bearer token, the allowed browser Origins, and the warning for an exposed server.
 
 Checked in the WebSocket handshake (``streamer.server.app.EmoServer.process_request``), before any
-audio is read. Tokens are compared in constant time.
+audio is read. Tokens are compared in constant time. Browsers are let in from the ``--allow-origin``
+list and from this server's own page on a loopback address (``http://127.0.0.1:PORT``,
+``http://localhost:PORT``, ``http://[::1]:PORT`` with the port the server bound): never from "any
+Origin equal to the Host header", which a DNS-rebinding page controls.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from websockets.datastructures import Headers
 
@@ -21,6 +24,17 @@ class Access:
 
     token: str | None = None
     allow_origins: tuple[str, ...] = ()
+    server_port: int | None = None  # set once bound: the server's own loopback page is allowed
+
+    def for_port(self, port: int) -> Access:
+        """The same rules, plus the server's own page on loopback at ``port``."""
+        return replace(self, server_port=int(port))
+
+    @property
+    def own_origins(self) -> tuple[str, ...]:
+        if self.server_port is None:
+            return ()
+        return tuple(f"http://{host}:{self.server_port}" for host in ("127.0.0.1", "localhost", "[::1]"))
 
     def token_ok(self, headers: Headers, query: dict[str, list[str]]) -> bool:
         if self.token is None:
@@ -37,7 +51,7 @@ class Access:
         origins = headers.get_all("Origin")
         if not origins:
             return True  # not a browser
-        return len(origins) == 1 and origins[0] in self.allow_origins
+        return len(origins) == 1 and (origins[0] in self.allow_origins or origins[0] in self.own_origins)
 
 
 def is_loopback(host: str) -> bool:
