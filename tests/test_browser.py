@@ -136,6 +136,12 @@ def test_live_meter_in_chromium(server: ServeProcess, tmp_path: Path) -> None:
                 "{label: c.label.textContent, last: c.last, n: window.emostream.nEstimates}; })()",
                 timeout_s=10,
             )
+            await meter.evaluate("document.getElementById('stop').click()")
+            stopped = await meter.wait_for(
+                "window.emostream.status === 'idle' && document.getElementById('start').disabled === false",
+                timeout_s=10,
+            )
+            assert stopped
             refused = await browser.open(f"{base}/?autostart=1&token=wrong")
             refused_state = await refused.wait_for(
                 "window.emostream && window.emostream.errors.length && window.emostream", timeout_s=15

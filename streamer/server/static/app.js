@@ -86,7 +86,14 @@ async function start() {
   }
   listMicrophones().catch(() => {});
   try {
-    s.ctx = new AudioContext();
+    // At the microphone's own rate where the browser says it: Firefox cannot connect a microphone
+    // to an AudioContext of another rate; Chromium resamples, and either way the server is told.
+    const trackRate = s.media.getAudioTracks()[0]?.getSettings().sampleRate;
+    try {
+      s.ctx = new AudioContext(trackRate ? { sampleRate: trackRate } : {});
+    } catch (err) {
+      s.ctx = new AudioContext();
+    }
     await s.ctx.audioWorklet.addModule("/static/capture-worklet.js");
   } catch (err) {
     stop(`The audio engine could not start: ${err.message || err}`);
