@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from emostream.streamer.server.app import LISTENING_PATTERN
 
@@ -53,6 +54,8 @@ class ServerProcess:
         self.lines: list[str] = []
         self.port = 0
         self._listening = threading.Event()
+        self._kids: list[Any] = []  # psutil.Process of the child processes, for cpu_s
+        self._kids_at = -float("inf")
 
     @property
     def url(self) -> str:
@@ -66,6 +69,7 @@ class ServerProcess:
         self._listening = threading.Event()
         self.lines = []
         self.port = 0
+        self._kids, self._kids_at = [], -float("inf")
         self.proc = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
@@ -116,12 +120,24 @@ class ServerProcess:
             return self.proc.returncode if self.proc is not None else None
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds the server has used so far (all its threads)."""
+        """User + system CPU seconds the server has used so far: all its threads, and its child processes
+        (``--workers N``: the workers and the private redis-server; the list is refreshed every 2 s)."""
         import psutil
 
         assert self.proc is not None
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return float(t.user + t.system)
+        parent = psutil.Process(self.proc.pid)
+        now = time.monotonic()
+        if now - self._kids_at > 2.0:
+            self._kids, self._kids_at = parent.children(recursive=True), now
+        t = parent.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system  # children_*: exited ones
+        for kid in self._kids:
+            try:
+                k = kid.cpu_times()
+            except psutil.Error:  # exited since the list was made
+                continue
+            total += k.user + k.system
+        return float(total)
 
     def wait_idle(self, below_cores: float = 0.1, timeout_s: float = 30.0) -> float:
         """Wait until the server's CPU use over 0.5 s falls below ``below_cores``; returns the wait."""

@@ -20,7 +20,7 @@ from emostream.streamer.cli.options import add_runtime_options, build_runtime
 from emostream.streamer.cli.workers import EXIT_BROKER, Supervisor, add_cluster_options, resolve_workers
 from emostream.streamer.server.access import TOKEN_ENV, Access, exposure_warning
 from emostream.streamer.server.app import DEFAULT_HOST, DEFAULT_PORT, LISTENING_LINE, PATHS, EmoServer
-from emostream.streamer.server.broker import BrokerUnavailableError
+from emostream.streamer.server.brokerconf import BrokerUnavailableError
 from emostream.streamer.server.limits import ServerLimits
 from emostream.streamer.server.ops import Ops
 
@@ -137,7 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--gil-switch-ms must be between 0 and 1000, got {args.gil_switch_ms:g}")
         n_workers = resolve_workers(args.workers)
         if args.broker:
-            from emostream.streamer.server.broker import check_broker_url
+            from emostream.streamer.server.brokerconf import check_broker_url
 
             check_broker_url(args.broker)
     except ValueError as exc:
@@ -153,7 +153,8 @@ def run_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(args.gil_switch_ms / 1000.0)
     broker = None
     if args.broker:
-        from emostream.streamer.server.broker import Broker, BrokerConfig
+        from emostream.streamer.server.broker import Broker
+        from emostream.streamer.server.brokerconf import BrokerConfig
 
         broker = Broker(BrokerConfig(args.broker))
     server = EmoServer(runtime, limits, Access(token, tuple(args.allow_origin)), broker)

@@ -180,7 +180,7 @@ class Supervisor:
             log.info("stopped")
 
     def _start_broker(self) -> int:
-        from emostream.streamer.server.broker import BrokerUnavailableError, ping_broker
+        from emostream.streamer.server.brokerconf import BrokerUnavailableError, ping_broker
         from emostream.streamer.server.redisproc import RedisServer, RedisServerError, redis_server_path
 
         if self.args.broker:
