@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from emostream.streamer.server.app import LISTENING_LINE
+from emostream.streamer.server.brokerconf import redact_url
 from emostream.streamer.server.ops import WorkerInfo
 
 log = logging.getLogger("emostream.server")
@@ -99,16 +100,37 @@ def _worker_main(args: argparse.Namespace, info: WorkerInfo, conn: Connection) -
     """A worker process (spawned): ``emostream serve`` as one process, on the shared port."""
     from emostream.streamer.cli.serve import run_serve
 
+    _die_with_parent()
     args.worker = WorkerChild(info, conn)
     sys.exit(run_serve(args))
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the parent dies, even by SIGKILL (no orphaned workers on the port)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT, not listening: holds the port for the workers."""
+    """A socket bound to (host, port) with SO_REUSEPORT, not listening: holds the port for the workers.
+
+    A fixed port is first bound without SO_REUSEPORT, so that a port in use by anything (another
+    ``--workers`` server too, which would otherwise share it silently) fails here.
+    """
     family, kind, proto, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
+    if port:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # TIME_WAIT is fine, a listener is not
+            probe.bind(addr)
     sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(addr)
@@ -167,7 +189,7 @@ class Supervisor:
                 return failed
             print(LISTENING_LINE.format(host=args.host, port=self.port), file=sys.stderr, flush=True)
             log.info(
-                "%d workers on port %d (SO_REUSEPORT), broker %s", self.n, self.port, _safe_url(args.broker)
+                "%d workers on port %d (SO_REUSEPORT), broker %s", self.n, self.port, redact_url(args.broker)
             )
             self._watch()
             return 0
@@ -200,7 +222,7 @@ class Supervisor:
             return EXIT_BROKER
         assert self.run_dir is not None
         try:
-            self.redis = RedisServer(self.run_dir / "redis").start()
+            self.redis = RedisServer(self.run_dir / "redis", die_with_parent=True).start()
         except RedisServerError as exc:
             print(f"emostream serve: cannot start the private redis-server: {exc}", file=sys.stderr)
             return EXIT_BROKER
@@ -326,13 +348,3 @@ class Supervisor:
                 p.join(5)
         for conn in self.conns.values():
             conn.close()
-
-
-def _safe_url(url: str | None) -> str:
-    """The broker URL without a password, for the log."""
-    if not url:
-        return "none"
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url

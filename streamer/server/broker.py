@@ -11,7 +11,8 @@ process one ``Broker``:
 - **Feed.** One task per worker reads the Stream (``XREAD BLOCK``) and hands every entry to the
   local ``/feed`` subscribers through the same ``Outbox`` es as a single process (same lag rules).
   Entries of a stream are in ``seq`` order (a stream lives in one worker, which writes in order);
-  a jump in ``seq`` reaches the subscribers as a ``gap`` message.
+  a jump in ``seq`` reaches the subscribers as a ``gap`` message. A worker without subscribers
+  reads nothing: it only refreshes its position (every ``idle_poll_s``, at once on a subscribe).
 - **Stream ids.** ``claim`` is ``SET emostream:stream:ID OWNER NX EX claim_ttl_s``; a heartbeat
   renews this worker's claims every ``heartbeat_s``, ``release`` deletes the key if still ours.
 - **Faults.** A failed Redis call marks the broker lost: subscribers get one ``feed_error``
@@ -41,9 +42,10 @@ from emostream.streamer.server.brokerconf import (
     FeedResumedMessage,
     GapMessage,
     connect_client,
+    redact_url,
     redis_errors,
 )
-from emostream.streamer.server.hub import Hub
+from emostream.streamer.server.hub import Hub, Outbox
 
 if TYPE_CHECKING:
     from emostream.streamer.server.metrics import Metrics
@@ -71,6 +73,11 @@ class BrokerHub(Hub):
             self.loop.call_soon_threadsafe(self.broker.enqueue, event.stream, event.seq, text)
         except RuntimeError:  # the loop is closed: the server is shutting down
             pass
+
+    def subscribe(self, stream: str | None) -> Outbox:
+        outbox = super().subscribe(stream)
+        self.broker._subscribed.set()
+        return outbox
 
     def route(self, stream: str, text: str) -> None:
         """Event-loop thread: to the subscribers of ``stream`` and of every stream."""
@@ -102,6 +109,7 @@ class Broker:
         self._client: Any = None
         self.pending: deque[tuple[str, int, str, float]] = deque()
         self._wake: asyncio.Event | None = None
+        self._subscribed = asyncio.Event()  # set by BrokerHub.subscribe: wakes an idle feed reader
         self._claims: set[str] = set()
         self._last_seq: OrderedDict[str, int] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,7 +134,7 @@ class Broker:
         except redis_errors() as exc:
             await self._client.aclose()
             raise BrokerUnavailableError(
-                f"cannot reach the broker at {cfg.url}: {exc or type(exc).__name__}"
+                f"cannot reach the broker at {redact_url(cfg.url)}: {exc or type(exc).__name__}"
             ) from None
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
@@ -243,6 +251,20 @@ class Broker:
         delay_s = cfg.backoff_min_s
         while True:
             try:
+                if self.hub is not None and not self.hub.n_subscribers:
+                    # nobody to serve: keep the position fresh and read nothing (parsing every
+                    # estimate of the cluster costs CPU); a new subscriber wakes this at once
+                    self._subscribed.clear()
+                    newest = await self._last_id()
+                    if not self._subscribed.is_set():  # else keep the position taken before that subscribe
+                        last_id = newest
+                    self._last_seq.clear()
+                    self._set_connected(True)
+                    delay_s = cfg.backoff_min_s
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(cfg.idle_poll_s):
+                            await self._subscribed.wait()
+                    continue
                 reply = await self._client.xread(
                     {cfg.feed_key: last_id}, count=cfg.read_count, block=cfg.read_block_ms
                 )

@@ -18,12 +18,22 @@ class BrokerUnavailableError(RuntimeError):
     """The broker did not answer at start-up."""
 
 
+def redact_url(url: str | None) -> str:
+    """The broker URL without its password, for messages and logs."""
+    if not url:
+        return "none"
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
 def check_broker_url(url: str) -> str:
     """``url`` unchanged if its scheme is one we speak; ValueError with the accepted forms otherwise."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in BROKER_SCHEMES or len(url) <= len(scheme) + 3:
         raise ValueError(
-            f"--broker {url!r}: use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///path/redis.sock"
+            f"--broker {redact_url(url)!r}: use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///path/redis.sock"
         )
     return url
 
@@ -40,6 +50,7 @@ class BrokerConfig:
     pending_max: int = 50_000  # estimates held while Redis is away; the oldest dropped beyond
     read_count: int = 1024
     read_block_ms: int = 1000
+    idle_poll_s: float = 0.5  # without /feed subscribers: refresh the feed position this often, read nothing
     claim_ttl_s: int = 10  # a dead worker's stream ids are free again after this long
     heartbeat_s: float = 3.0
     op_timeout_s: float = 2.0
@@ -128,6 +139,6 @@ def ping_broker(url: str, timeout_s: float = 3.0) -> None:
     try:
         client.ping()
     except Exception as exc:
-        raise BrokerUnavailableError(f"cannot reach the broker at {url}: {exc}") from None
+        raise BrokerUnavailableError(f"cannot reach the broker at {redact_url(url)}: {exc}") from None
     finally:
         client.close()

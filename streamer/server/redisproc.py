@@ -9,8 +9,10 @@ socket readable by this user only (``--unixsocketperm 700``).
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,14 @@ INSTALL_HINT = (
     "redis-server is not installed: install it (Debian/Ubuntu: apt-get install redis-server; "
     "macOS: brew install redis) or pass --broker redis://HOST:PORT/DB"
 )
+
+
+def _parent_death_signal() -> None:
+    """In the child before exec (Linux): SIGTERM when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class RedisServerError(RuntimeError):
@@ -51,8 +61,11 @@ class RedisServer:
     socket (the fault tests restart Redis mid-stream this way).
     """
 
-    def __init__(self, folder: Path | None = None, start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, folder: Path | None = None, start_timeout_s: float = 10.0, die_with_parent: bool = False
+    ) -> None:
         self._own_folder = folder is None
+        self.die_with_parent = die_with_parent  # Linux: SIGTERM it when the thread that started it ends
         self.folder = Path(tempfile.mkdtemp(prefix="emostream-redis-")) if folder is None else Path(folder)
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,6 +98,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal goes to emostream, which stops it in order
+            preexec_fn=_parent_death_signal if self.die_with_parent else None,
         )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
