@@ -35,6 +35,9 @@ CONFIG_EXTRA = "config.json"
 ONNX_METADATA_KEY = "emostream"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 BACKENDS = ("auto", "onnx", "torchscript", "eager")
+SPEECH_META_KEY = "speech"
+"""Model metadata: True when the model is about speech, so the streamer classifies only the windows its speech
+detector passes; False (sound classes, music genres) classifies every window. Absent means True."""
 
 
 
@@ -76,6 +79,11 @@ class ModelSpec:
             raise ValueError(
                 f"model expects {self.model_config.n_mels} mel bins, features give {self.feature_config.n_mels}"
             )
+
+    @property
+    def speech_gated(self) -> bool:
+        """Whether windows are gated on speech for this model (``SPEECH_META_KEY``; models before it: True)."""
+        return bool(self.meta.get(SPEECH_META_KEY, True))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -115,7 +115,9 @@ def test_ready_and_error_events() -> None:
         "model": "m",
         "window_s": 5.0,
         "hop_s": 0.33333,
+        "speech_gated": True,
     }
+    assert json.loads(dataclasses.replace(ready, speech_gated=False).to_json())["speech_gated"] is False
     err = ErrorEvent(code="bad_audio", message="NaN in f32le audio", stream=None)
     assert json.loads(err.to_json()) == {
         "type": "error",

@@ -26,24 +26,44 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "--labels 7class --map calm=neutral --out runs/default",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", required=True, type=Path, help="folder holding one folder per corpus")
-    p.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated corpora to train on")
+    p.add_argument(
+        "--data", required=True, type=Path,
+        help="folder holding one folder per corpus, or one corpus itself (an UrbanSound8K/ or GTZAN folder)",
+    )
+    p.add_argument(
+        "--datasets", default=None,
+        help=f"comma-separated corpora to train on (default: the corpus --data is when it is urbansound8k or "
+        f"gtzan, else {DEFAULT_DATASETS})",
+    )
     p.add_argument(
         "--arch",
         default="bandsplit_bilstm",
-        help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14",
+        help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14, resnet "
+        "(variant resnet18/34/50, resnext50_32x4d), densenet (densenet121/161)",
     )
     p.add_argument(
         "--model-settings",
         default="{}",
         metavar="JSON",
         help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'; bandsplit_bilstm runs get "
-        "'{\"input_norm\": \"cmn\", \"pooling\": \"masked_stats\"}' (level-invariant) unless these say otherwise",
+        "'{\"input_norm\": \"cmn\", \"pooling\": \"masked_stats\"}' (level-invariant) unless these say otherwise; "
+        "resnet/densenet: '{\"variant\": \"resnet50\", \"imagenet_weights\": \"resnet50-0676ba61.pth\"}' "
+        "fine-tunes torchvision's ImageNet weights from that file",
+    )
+    p.add_argument(
+        "--feature-settings",
+        default="{}",
+        metavar="JSON",
+        help="log-mel settings (models.features.FeatureConfig) as JSON, e.g. "
+        "'{\"n_mels\": 128, \"n_fft\": 2048, \"stft_win_samples\": 2048, \"hop_samples\": 500}'; the "
+        "feature hop must divide the streamer's 1-s hop",
     )
     p.add_argument(
         "--labels",
-        default="7class",
-        help="a preset (7class, 8class, 4class) or comma-separated labels, e.g. neutral,happy,sad,angry",
+        default=None,
+        help="a preset (7class, 8class, 4class), comma-separated labels (e.g. neutral,happy,sad,angry), or "
+        "'data': every class the corpora hold (sound classes, genres). Default: 7class for speech corpora, "
+        "data for urbansound8k and gtzan",
     )
     p.add_argument(
         "--map",
@@ -115,19 +135,22 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from emostream.train.augment import AugmentConfig
     from emostream.train.dataset import WindowConfig
-    from emostream.train.labels import resolve_label_set
+    from emostream.train.labels import DATA_LABELS, resolve_label_set
     from emostream.train.loop import TrainConfig, train
 
     console = Console()
     err = Console(stderr=True)
-    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     try:
+        datasets = resolve_datasets(args.data, args.datasets)
+        labels = args.labels or default_labels(datasets)
         _check_data(args.data, list(datasets))
-        resolve_label_set(args.labels, args.map)
+        if labels != DATA_LABELS:
+            resolve_label_set(labels, args.map)
         settings = json.loads(args.model_settings)
         augment = json.loads(args.augment)
-        if not isinstance(settings, dict) or not isinstance(augment, dict):
-            raise ValueError("--model-settings and --augment must be JSON objects")
+        features = json.loads(args.feature_settings)
+        if not isinstance(settings, dict) or not isinstance(augment, dict) or not isinstance(features, dict):
+            raise ValueError("--model-settings, --feature-settings and --augment must be JSON objects")
         augment_config = AugmentConfig.from_dict({**augment, "enabled": not args.no_augment})
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         err.print(f"[red]emostream train: {exc}[/red]")
@@ -135,11 +158,11 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data_dir=str(args.data),
         datasets=datasets,
-        labels=args.labels,
+        labels=labels,
         label_map=args.map,
         arch=args.arch,
         model_settings=settings,
-        feature_settings={"window": args.window} if args.window != "hann" else {},
+        feature_settings={**features, **({"window": args.window} if args.window != "hann" else {})},
         epochs=2 if args.quick else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -312,11 +335,32 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
 
 def _check_data(data: Path, datasets: list[str]) -> None:
-    """ValueError unless ``data`` holds a folder for every named corpus."""
-    from emostream.train.corpora import corpus_format
+    """ValueError unless ``data`` holds a folder for every named corpus (or is the one corpus named)."""
+    from emostream.train.corpora import corpus_format, corpus_root
 
     if not data.is_dir():
         raise ValueError(f"data directory not found: {data}")
     for name in datasets:
-        if not (data / corpus_format(name).name).is_dir():
-            raise ValueError(f"no {corpus_format(name).name}/ folder under {data}")
+        if not corpus_root(data, name).is_dir():
+            raise ValueError(f"no {corpus_format(name).name}/ folder under {data}, nor is {data} that corpus")
+
+
+def resolve_datasets(data: Path, text: str | None) -> tuple[str, ...]:
+    """``--datasets`` as given, else the task corpus ``data`` is (urbansound8k, gtzan), else the default four."""
+    if text:
+        return tuple(d.strip() for d in text.split(",") if d.strip())
+    from emostream.train.corpora import detect_corpus
+    from emostream.train.corpora_tasks import is_speech_corpus
+
+    found = detect_corpus(data) if data.is_dir() else None
+    if found is not None and not is_speech_corpus(found):
+        return (found,)
+    return tuple(DEFAULT_DATASETS.split(","))
+
+
+def default_labels(datasets: tuple[str, ...]) -> str:
+    """``data`` (the corpora's own classes) when any corpus is not speech, else ``7class``."""
+    from emostream.train.corpora_tasks import is_speech_corpus
+    from emostream.train.labels import DATA_LABELS
+
+    return "7class" if all(is_speech_corpus(d) for d in datasets) else DATA_LABELS

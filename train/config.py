@@ -23,6 +23,18 @@ LICENCE_NOTE = (
 )
 
 
+
+def licence_note(datasets: list[str]) -> str:
+    """The licence note a model file carries, from the corpora it was trained on."""
+    from emostream.train.corpora_tasks import TASK_LICENCES
+
+    tasks = [TASK_LICENCES[name] for name in datasets if name in TASK_LICENCES]
+    if not tasks:
+        return LICENCE_NOTE
+    note = f"Trained on {'; '.join(tasks)}: the weights are a derived work of that data; check its licence."
+    return note if len(tasks) == len(datasets) else f"{note} {LICENCE_NOTE}"
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; saved in each checkpoint's metadata."""

@@ -6,10 +6,10 @@ normalised to `train.labels.VOCABULARY` (before any task mapping such as calm ->
 Files that do not fit (unparseable names, unknown emotion codes, unreadable audio headers) are
 skipped and counted in a `LoadReport`, never fatal.
 
-This module is over 600 lines on purpose: nine layouts (seven named corpora, a folder per class, a
-CSV manifest) share one loading machinery (`_Context`, header checks, skip reasons, the
-`NameRule` table), and the layouts' parsers use its private helpers; split apart, every part would
-import the others' internals.
+The machinery every layout shares (`Clip`, `LoadReport`, skip reasons, the loading context) is
+`train.corpus_base`; the environmental-sound and music layouts (UrbanSound8K, GTZAN) are
+`train.corpora_tasks`, registered in `CORPORA` here. The layouts below share this module's private
+parsing helpers.
 
 Layouts (`CORPORA`; any audio extension soundfile reads, searched recursively under `root`):
 
@@ -38,217 +38,33 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
+from emostream.train.corpora_tasks import TASK_FORMATS, looks_like_us8k
+from emostream.train.corpus_base import BAD_AUDIO as BAD_AUDIO  # re-exported: callers know them from here
+from emostream.train.corpus_base import (
+    BAD_LABEL,
+    BAD_NAME,
+    LABEL_CONFLICT,
+    MISSING_FILE,
+    Clip,
+    CorpusFormat,
+    LoadReport,
+    NameParser,
+)
+from emostream.train.corpus_base import EMPTY_AUDIO as EMPTY_AUDIO
+from emostream.train.corpus_base import HIDDEN_FILE as HIDDEN_FILE
+from emostream.train.corpus_base import N_EXAMPLES_PER_REASON as N_EXAMPLES_PER_REASON
+from emostream.train.corpus_base import Context as _Context
+from emostream.train.corpus_base import OddFile as _OddFile
+from emostream.train.corpus_base import list_audio as _list_audio
+from emostream.train.corpus_base import load_files as _load_files
+from emostream.train.corpus_base import load_named as _load_named
+from emostream.train.corpus_base import make_clip as _clip
 from emostream.train.labels import normalise_label
-
-N_EXAMPLES_PER_REASON = 3
-"""How many example paths a `LoadReport` keeps for each reason a file was skipped."""
-
-BAD_NAME = "unparseable name"
-BAD_LABEL = "unknown emotion"
-LABEL_CONFLICT = "emotion contradicts folder"
-BAD_AUDIO = "unreadable audio"
-EMPTY_AUDIO = "empty audio"
-HIDDEN_FILE = "hidden file"
-MISSING_FILE = "listed but missing"
-
-
-@dataclass(frozen=True, slots=True)
-class Clip:
-    """One labelled recording: `label` in the shared vocabulary, `speaker` prefixed with the corpus."""
-
-    path: Path
-    label: str
-    speaker: str
-    corpus: str
-
-
-@dataclass(frozen=True, slots=True)
-class LoadReport:
-    """What loading one corpus found: clips kept, files skipped (by reason, with examples), notes."""
-
-    corpus: str
-    root: Path
-    n_clips: int
-    n_ignored: int
-    """Files that are not audio (README, data.tsv, ...), ignored without counting as skipped."""
-    skipped: dict[str, int] = field(default_factory=dict, hash=False)
-    examples: tuple[tuple[str, str], ...] = ()
-    """(reason, path relative to root) for the first few skipped files of each reason."""
-    notes: tuple[str, ...] = ()
-
-    @property
-    def n_skipped(self) -> int:
-        """Files (or manifest rows) skipped for any reason."""
-        return sum(self.skipped.values())
-
-    def summary(self) -> str:
-        """A few human-readable lines: counts, skip reasons with examples, notes."""
-        lines = [f"{self.corpus} ({self.root}): {self.n_clips} clips, {self.n_skipped} skipped"]
-        for reason, count in sorted(self.skipped.items()):
-            shown = ", ".join(path for why, path in self.examples if why == reason)
-            lines.append(f"  {count} x {reason}: {shown}")
-        lines.extend(f"  note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (for run logs and checkpoint metadata)."""
-        return {
-            "corpus": self.corpus,
-            "root": str(self.root),
-            "n_clips": self.n_clips,
-            "n_ignored": self.n_ignored,
-            "skipped": dict(self.skipped),
-            "examples": [list(pair) for pair in self.examples],
-            "notes": list(self.notes),
-        }
-
-
-class _OddFile(Exception):
-    """Raised by a name parser or header check; `args[0]` is the reason the file is skipped."""
-
-
-@dataclass
-class _Context:
-    """The state of one `load_corpus` call: options and the running skip counts."""
-
-    corpus: str
-    root: Path
-    check_audio: bool
-    skipped: Counter[str] = field(default_factory=Counter)
-    examples: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    n_ignored: int = 0
-
-    def skip(self, path: Path, reason: str) -> None:
-        """Count a skipped file, keeping its path as an example for the first few of each reason."""
-        self.skipped[reason] += 1
-        if self.skipped[reason] <= N_EXAMPLES_PER_REASON:
-            self.examples.append((reason, _relative(path, self.root)))
-
-    def report(self, n_clips: int) -> LoadReport:
-        """The frozen report of this call."""
-        return LoadReport(
-            corpus=self.corpus,
-            root=self.root,
-            n_clips=n_clips,
-            n_ignored=self.n_ignored,
-            skipped=dict(self.skipped),
-            examples=tuple(self.examples),
-            notes=tuple(self.notes),
-        )
-
-
-NameParser = Callable[[Path, Path], tuple[str, str]]
-"""(path, root) -> (vocabulary label, speaker without corpus prefix); raises `_OddFile`."""
-
-Loader = Callable[["CorpusFormat", _Context], list[Clip]]
-"""(format, context) -> clips, counting skipped files in the context."""
-
-
-@dataclass(frozen=True, slots=True)
-class CorpusFormat:
-    """A corpus layout: how to read one file's name, and how to load a whole tree."""
-
-    name: str
-    layout: str
-    parse: NameParser | None
-    """Reads one audio file's label and speaker; None when names alone say nothing (csv)."""
-    load: Loader
-
-
-# ---------------------------------------------------------------- files and headers
-
-
-@cache
-def audio_suffixes() -> frozenset[str]:
-    """Lower-case file suffixes of formats soundfile reads (`.wav`, `.flac`, `.aiff`, ...)."""
-    formats = {f".{name.lower()}" for name in sf.available_formats()} - {".raw"}
-    return frozenset(formats | {".aif", ".aifc", ".oga", ".opus", ".wave", ".snd"})
-
-
-def _relative(path: Path, root: Path) -> str:
-    """`path` relative to `root` when it lies under it, else as given."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _list_audio(root: Path) -> tuple[list[Path], list[Path], int]:
-    """(audio files, hidden audio files like `._x.wav`, count of other files) under `root`, sorted.
-
-    Files inside hidden folders (`.git`, `.cache`) are not looked at.
-    """
-    audio: list[Path] = []
-    hidden: list[Path] = []
-    n_other = 0
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        if any(part.startswith(".") for part in parts[:-1]) or not path.is_file():
-            continue
-        if path.suffix.lower() not in audio_suffixes():
-            n_other += 1
-        elif path.name.startswith("."):
-            hidden.append(path)
-        else:
-            audio.append(path)
-    return audio, hidden, n_other
-
-
-def _check_header(path: Path) -> None:
-    """Raise `_OddFile` unless soundfile can read the file's header and it holds some frames."""
-    try:
-        info = sf.info(str(path))
-    except (sf.SoundFileError, RuntimeError, OSError) as err:
-        raise _OddFile(BAD_AUDIO) from err
-    if info.frames <= 0:
-        raise _OddFile(EMPTY_AUDIO)
-
-
-def _clip(ctx: _Context, path: Path, label: str, speaker: str) -> Clip | None:
-    """The clip for a parsed file, or None (counted) when its audio header is bad."""
-    if ctx.check_audio:
-        try:
-            _check_header(path)
-        except _OddFile as odd:
-            ctx.skip(path, odd.args[0])
-            return None
-    return Clip(path=path, label=label, speaker=f"{ctx.corpus}:{speaker}", corpus=ctx.corpus)
-
-
-def _load_files(ctx: _Context, parse: NameParser) -> list[Clip]:
-    """Parse every audio file under the root with `parse`, counting the ones that do not fit."""
-    audio, hidden, n_other = _list_audio(ctx.root)
-    ctx.n_ignored += n_other
-    for path in hidden:
-        ctx.skip(path, HIDDEN_FILE)
-    clips: list[Clip] = []
-    for path in audio:
-        try:
-            label, speaker = parse(path, ctx.root)
-        except _OddFile as odd:
-            ctx.skip(path, odd.args[0])
-            continue
-        clip = _clip(ctx, path, label, speaker)
-        if clip is not None:
-            clips.append(clip)
-    return clips
-
-
-def _load_named(fmt: CorpusFormat, ctx: _Context) -> list[Clip]:
-    """The default loader: every label and speaker comes from the file's own name."""
-    assert fmt.parse is not None, f"{fmt.name} has no name parser"
-    return _load_files(ctx, fmt.parse)
-
 
 # ---------------------------------------------------------------- name parsing helpers
 
@@ -544,10 +360,10 @@ CORPORA: dict[str, CorpusFormat] = {
         CorpusFormat("folder", "<label>/[<speaker>/]*.wav", parse_folder, _load_folder),
         CorpusFormat("csv", "manifest.csv with relpath, speaker, label", None, _load_csv),
     )
-}
+} | TASK_FORMATS
 """Every supported layout by name; the named corpora's names are also their folder names in a data dir."""
 
-NAMED_CORPORA: tuple[str, ...] = ("ravdess", "tess", "nemo", "urdu", "cremad", "emodb", "savee")
+NAMED_CORPORA: tuple[str, ...] = ("ravdess", "tess", "nemo", "urdu", "cremad", "emodb", "savee", "gtzan")
 """Corpora recognisable from their own file names (`detect_corpus` tries these first)."""
 
 
@@ -595,9 +411,26 @@ def load_corpora(
     clips: list[Clip] = []
     reports: dict[str, LoadReport] = {}
     for name in dict.fromkeys(corpus_format(name).name for name in names):
-        corpus_clips, reports[name] = load_corpus(name, data_dir / name, check_audio=check_audio)
+        corpus_clips, reports[name] = load_corpus(name, corpus_root(data_dir, name), check_audio=check_audio)
         clips.extend(corpus_clips)
     return clips, reports
+
+
+def corpus_root(data_dir: Path, name: str) -> Path:
+    """Where corpus `name` lies for a data folder: `data_dir/<name>`, a child of another spelling
+    (`UrbanSound8K/` for urbansound8k), or `data_dir` itself when it is that corpus (`--data` naming
+    the corpus). Falls back to `data_dir/<name>` (which then does not exist)."""
+    data_dir = Path(data_dir)
+    key = corpus_format(name).name
+    if (data_dir / key).is_dir():
+        return data_dir / key
+    if data_dir.is_dir():
+        for child in sorted(data_dir.iterdir()):
+            if child.is_dir() and child.name.lower().replace("-", "").replace("_", "") == key:
+                return child
+        if detect_corpus(data_dir) == key:
+            return data_dir
+    return data_dir / key
 
 
 def _n_parsed(parse: NameParser, files: list[Path], root: Path) -> int:
@@ -624,15 +457,17 @@ def _looks_like_manifest(root: Path) -> bool:
 def detect_corpus(root: Path) -> str | None:
     """The layout `root` looks like (a `CORPORA` name), or None.
 
-    A CSV manifest or nEMO's `data.tsv` + `samples/` decide at once; otherwise the named corpus
-    whose name parser reads most audio files wins if it reads more than half of them, and then
-    a folder-per-class layout is tried. Reads names only, no audio.
+    A CSV manifest, nEMO's `data.tsv` + `samples/` or UrbanSound8K's metadata decide at once; otherwise
+    the named corpus whose name parser reads most audio files wins if it reads more than half of
+    them, and then a folder-per-class layout is tried. Reads names only, no audio.
     """
     root = Path(root)
     if not root.is_dir():
         return "csv" if root.is_file() and _looks_like_manifest(root) else None
     if (root / "data.tsv").is_file() and (root / "samples").is_dir():
         return "nemo"
+    if looks_like_us8k(root):
+        return "urbansound8k"
     files = _list_audio(root)[0]
     for candidates in (NAMED_CORPORA, ("folder",)):
         votes = {name: _n_parsed(_parser(name), files, root) for name in candidates}

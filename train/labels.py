@@ -3,6 +3,8 @@
 Loaders (`train.corpora`) normalise every corpus's own label to `VOCABULARY`; a `LabelSet` then
 says which of those labels a model predicts and which ones are merged into another
 (`calm -> neutral`). A clip whose label the set neither contains nor maps is skipped (`None`).
+Loaders of other tasks (`train.corpora_tasks`: sound classes, genres) keep the corpus's own class
+names; `--labels data` (`DATA_LABELS`) makes them the label set as they are.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def _known_names() -> str:
     return ", ".join(VOCABULARY) + f" (aliases: {', '.join(sorted(ALIASES))})"
 
 
+def _plain_label(name: str) -> str:
+    """A label of another task as given, stripped; ValueError when empty."""
+    if not name.strip():
+        raise ValueError("empty label")
+    return name.strip()
+
+
 def _require_label(name: str) -> str:
     """`normalise_label`, raising ValueError that lists the known names when `name` is unknown."""
     label = normalise_label(name)
@@ -81,14 +90,18 @@ class LabelSet:
 
     labels: tuple[str, ...]
     mapping: dict[str, str] = field(default_factory=dict, hash=False)
+    open_vocabulary: bool = False
+    """Labels of another task, read from the data (sound classes, genres): kept as given (stripped),
+    no emotion vocabulary or aliases (``DATA_LABELS``)."""
 
     def __post_init__(self) -> None:
-        labels = tuple(_require_label(name) for name in self.labels)
+        check = _plain_label if self.open_vocabulary else _require_label
+        labels = tuple(check(name) for name in self.labels)
         if not labels:
             raise ValueError("a label set needs at least one label")
         if len(set(labels)) != len(labels):
             raise ValueError(f"duplicate labels in {list(self.labels)}")
-        mapping = {_require_label(src): _require_label(dst) for src, dst in self.mapping.items()}
+        mapping = {check(src): check(dst) for src, dst in self.mapping.items()}
         mapping = {src: dst for src, dst in mapping.items() if src != dst}
         for src, dst in mapping.items():
             if dst not in labels:
@@ -105,7 +118,7 @@ class LabelSet:
 
     def map_label(self, label: str) -> str | None:
         """The class for a clip labelled `label`, or None when this set does not train on it."""
-        name = normalise_label(label)
+        name = label.strip() if self.open_vocabulary else normalise_label(label)
         if name is None:
             return None
         name = self.mapping.get(name, name)
@@ -167,8 +180,27 @@ PRESETS: dict[str, LabelSet] = {
 """Named label sets. `boredom` is in none of them (EMO-DB boredom clips are skipped, not called sad)."""
 
 
-def resolve_label_set(labels: str, mapping: str = "") -> LabelSet:
-    """A preset name or comma-separated labels, plus an optional extra "from=to,..." mapping."""
+DATA_LABELS = "data"
+"""``--labels data``: the label set is every label the training corpora hold (sorted), for tasks other
+than speech emotion (UrbanSound8K's classes, GTZAN's genres)."""
+
+
+def resolve_label_set(labels: str, mapping: str = "", present: Iterable[str] | None = None) -> LabelSet:
+    """A preset name or comma-separated labels, plus an optional extra "from=to,..." mapping.
+
+    ``DATA_LABELS`` takes the labels from ``present`` (the corpora's clip labels) and any names at all.
+    """
+    if labels.strip().lower() == DATA_LABELS:
+        if present is None:
+            raise ValueError(f"--labels {DATA_LABELS} needs the corpora's labels")
+        pairs = [part.partition("=") for part in (p.strip() for p in mapping.split(",")) if part]
+        if any(not sep or not src.strip() or not dst.strip() for src, sep, dst in pairs):
+            raise ValueError(f"bad mapping in {mapping!r}: expected 'from=to,...'")
+        merged = {src.strip(): dst.strip() for src, _, dst in pairs}
+        found = sorted({name.strip() for name in present} - set(merged))
+        if len(found) < 2:
+            raise ValueError(f"the corpora hold {len(found)} label(s) ({', '.join(found)}); a model needs two or more")
+        return LabelSet(tuple(found), merged, open_vocabulary=True)
     preset = PRESETS.get(labels.strip().lower())
     if preset is not None:
         return LabelSet(preset.labels, {**preset.mapping, **parse_map(mapping)})

@@ -37,9 +37,11 @@ from emostream.models.modelfile import (
     onnxruntime_available,
     save_checkpoint,
 )
+from emostream.models.modelformat import SPEECH_META_KEY
 from emostream.train.augment import Augmenter
-from emostream.train.config import LICENCE_NOTE, ROBUST_FEATURE_SETTINGS, ROBUST_MODEL_SETTINGS, TrainConfig
+from emostream.train.config import ROBUST_FEATURE_SETTINGS, ROBUST_MODEL_SETTINGS, TrainConfig, licence_note
 from emostream.train.corpora import load_corpora
+from emostream.train.corpora_tasks import is_speech_corpus
 from emostream.train.dataset import (
     DEFAULT_CACHE_DIR,
     EVAL_HOP_S,
@@ -49,7 +51,7 @@ from emostream.train.dataset import (
     progress_bar,
 )
 from emostream.train.evaluate import evaluate_classifier, map_to_model
-from emostream.train.labels import fold_plan, resolve_label_set
+from emostream.train.labels import LabelSet, fold_plan, resolve_label_set
 from emostream.train.metrics import compute_metrics
 from emostream.train.optim import EmaWeights, schedule
 from emostream.train.report import print_summary
@@ -67,11 +69,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
 
     # ---------------------------------------------------------------- data: clips, labels, speaker split
-    label_set = resolve_label_set(cfg.labels, cfg.label_map)
-    labels = label_set.labels
     all_clips, load_reports = load_corpora(Path(cfg.data_dir), list(cfg.datasets))
     for load_report in load_reports.values():
         console.print(load_report.summary(), highlight=False)
+    label_set = resolve_label_set(cfg.labels, cfg.label_map, [c.label for c in all_clips])
+    labels = label_set.labels
     mapped = map_to_model(all_clips, labels, label_set.mapping)
     clips, targets = mapped.clips, mapped.targets
     if cfg.max_clips_per_dataset:
@@ -87,7 +89,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     split = default_holdout(clips, cfg.seed)
     # the head's classes: the label set's, plus each merged label trained apart (--fold-merged)
     head_labels, fold = fold_plan(label_set, [c.label for c in clips]) if cfg.fold_merged else (labels, ())
-    head_set = resolve_label_set(",".join(head_labels))
+    if not fold:  # the head is the label set, with its mapping (calm -> neutral)
+        head_set = label_set
+    else:
+        head_set = (LabelSet(head_labels, open_vocabulary=True) if label_set.open_vocabulary
+                    else resolve_label_set(",".join(head_labels)))
     head_targets = np.array([head_set.class_index(c.label) for c in clips], dtype=np.int64)
     if not 0 <= cfg.mixup_prob <= 1 or cfg.mixup < 0:
         raise ValueError(f"mixup must be >= 0 and mixup_prob in [0, 1], got {cfg.mixup}, {cfg.mixup_prob}")
@@ -151,6 +157,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         "command": cfg.command,
         "datasets": list(load_reports),
         "label_map": dict(label_set.mapping),
+        # whether the streamer gates this model on a speech detector (models.modelformat.SPEECH_META_KEY)
+        SPEECH_META_KEY: all(is_speech_corpus(name) for name in load_reports),
         **({"head_labels": list(head_labels)} if fold else {}),
         "split": {
             "method": "train.splits.default_holdout",
@@ -160,7 +168,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         },
         "n_clips": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
         "seed": cfg.seed,
-        "licence": LICENCE_NOTE,
+        "licence": licence_note(list(load_reports)),
         "train_config": cfg.to_dict(),
         "windowing": {"train": "see train.dataset", "eval_hop_s": EVAL_HOP_S},
     }

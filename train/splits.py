@@ -7,7 +7,9 @@ speaker never lands in two parts. Indices refer to the `clips` list passed in.
 `default_holdout` picks, per corpus, deterministically:
 - ravdess: test actors 17-20, validation actors 15-16 (odd = male, so both genders in each);
 - tess: test OAF, no validation speaker (it has only OAF and YAF);
-  these two only when all the named speakers are present and another is left to train,
+- urbansound8k: test fold 10, validation fold 9 (its groups are the official folds; the full
+  protocol is 10-fold cross-validation over them, never a random split);
+  these three only when all the named speakers are present and another is left to train,
   otherwise the rules below apply;
 - a corpus with one speaker: all of it trains (nothing to hold out);
 - a corpus with two speakers: one (seeded) tests, none validates;
@@ -39,6 +41,7 @@ N_DRAWS = 100
 FIXED_HOLDOUT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ravdess": (("17", "18", "19", "20"), ("15", "16")),
     "tess": (("OAF",), ()),
+    "urbansound8k": (("fold10",), ("fold9",)),
 }
 """Per corpus, (test, val) speaker ids without the corpus prefix; used when all of them are present."""
 

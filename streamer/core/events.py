@@ -120,7 +120,8 @@ class ErrorEvent:
 
 @dataclass(frozen=True, slots=True)
 class ReadyEvent:
-    """A stream is set up: its labels, model rate, model name and window/hop lengths."""
+    """A stream is set up: its labels, model rate, model name and window/hop lengths, and whether windows are
+    gated on speech (False for models of other sounds, or with the VAD off: every window is classified)."""
 
     type: ClassVar[str] = "ready"
 
@@ -130,6 +131,7 @@ class ReadyEvent:
     model: str
     window_s: float
     hop_s: float
+    speech_gated: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))  # accept any sequence, store immutably
@@ -143,6 +145,7 @@ class ReadyEvent:
             "model": self.model,
             "window_s": _round(self.window_s),
             "hop_s": _round(self.hop_s),
+            "speech_gated": bool(self.speech_gated),
         }
 
     def to_json(self) -> str:

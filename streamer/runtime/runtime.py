@@ -14,7 +14,8 @@ API (what ``emostream serve``, ``live``, ``demo`` and ``replay`` build on)::
 - ``RuntimeConfig`` (frozen, ``streamer.runtime.config``): ``hop_s=1.0``, ``batching: BatchConfig``, ``vad: VadConfig``,
   ``smoother: SmootherConfig``, ``ring_s=30.0`` (audio kept per stream: about 64 KB per second of
   ring, so 256 streams x 30 s = 490 MB), ``max_streams=256``.
-- ``Runtime`` attributes: ``labels`` (tuple), ``window_s``, ``hop_s``, ``model_name``,
+- ``Runtime`` attributes: ``labels`` (tuple, the model file's), ``speech_gated`` (False when the VAD is off
+  or the model file says it is not about speech: every window is then classified), ``window_s``, ``hop_s``, ``model_name``,
   ``sample_rate_hz`` (the model's), ``window_samples``, ``hop_samples``, ``stats() -> RuntimeStats``.
 - ``open_stream`` raises ``StreamLimitError`` beyond ``max_streams`` and ``ValueError`` for a bad or
   duplicate id, sample rate (1..384000 Hz) or channel count (1..8).
@@ -47,6 +48,7 @@ smoothing and publication. Per-stream state and the caller's handle: ``streamer.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -115,7 +117,10 @@ class Runtime:
             len(self.labels),
             self.config.smoother,
         )
-        self.vad = make_vad(self.config.vad, fc.sample_rate_hz, self.hop_samples)
+        # a model that is not about speech (its file says speech: false) classifies every window
+        self.speech_gated: bool = bool(classifier.spec.speech_gated) and self.config.vad.enabled
+        vad_config = self.config.vad if self.speech_gated else dataclasses.replace(self.config.vad, enabled=False)
+        self.vad = make_vad(vad_config, fc.sample_rate_hz, self.hop_samples)
         self._lock = threading.Lock()
         self._sinks: tuple[Sink, ...] = ()
         self._streams: dict[str, StreamState] = {}

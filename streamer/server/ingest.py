@@ -52,6 +52,8 @@ class RuntimeLike(Protocol):
     def hop_s(self) -> float: ...
     @property
     def model_name(self) -> str: ...
+    @property
+    def speech_gated(self) -> bool: ...
 
     def add_sink(self, sink: Any) -> None: ...
     def remove_sink(self, sink: Any) -> None: ...
@@ -224,6 +226,7 @@ class IngestSession:
             runtime.model_name,
             runtime.window_s,
             runtime.hop_s,
+            runtime.speech_gated,
         )
         await ws.send(_ready_json(ready, start, self.limits))
         loop = asyncio.get_running_loop()
