@@ -41,9 +41,10 @@ def n_windows(seconds: float) -> int:
     return len(window_ends(round(seconds * RATE_HZ), round(HOP_S * RATE_HZ)))
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
+def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -57,9 +58,11 @@ def metric(text: str, name: str) -> float:
 # ---- clients ------------------------------------------------------------------------------------
 
 
-async def open_ingest(url: str, stream: str) -> tuple[ClientConnection, StreamResult, asyncio.Task[None]]:
+async def open_ingest(
+    url: str, stream: str, query: str = ""
+) -> tuple[ClientConnection, StreamResult, asyncio.Task[None]]:
     """An ingest connection with its stream started (``ready`` received) and a reader collecting replies."""
-    ws = await connect(url + "/ingest", compression=None, max_size=2**22)
+    ws = await connect(url + "/ingest" + query, compression=None, max_size=2**22)
     start = {
         "type": "start",
         "sample_rate": RATE_HZ,
@@ -334,26 +337,28 @@ def test_workers_option() -> None:
 
 
 def test_healthz_and_metrics_of_one_process(tiny_model_dir: Path) -> None:
-    with ServeProcess(["--model", str(tiny_model_dir), *FAST]) as server:
-        status, body = http_get(server.port, "/healthz")
+    token = "t0ken-for-metrics"
+    with ServeProcess(["--model", str(tiny_model_dir), *FAST], env={"EMOSTREAM_TOKEN": token}) as server:
+        status, body = http_get(server.port, "/healthz")  # no token: load balancers probe it
         health = json.loads(body)
         assert status == 200 and health["broker"] == "none" and health["workers_alive"] == 1
 
         async def main() -> StreamResult:
-            ws, result, task = await open_ingest(server.url, "m1")
+            ws, result, task = await open_ingest(server.url, "m1", f"?token={token}")
             await send_audio(ws, 2.25, 10.0, seed=3)
             await task
-            async with connect(server.url + "/ingest") as bad:  # audio before start: error no_start
+            async with connect(server.url + f"/ingest?token={token}") as bad:  # audio before start: no_start
                 await bad.send(b"\x00\x00")
                 await collect(bad, StreamResult(), 10)
             return result
 
         result = asyncio.run(main())
         assert_complete(result, 2.25)
-        status, text = http_get(server.port, "/metrics")
+        assert http_get(server.port, "/metrics")[0] == 401
+        status, text = http_get(server.port, "/metrics", {"Authorization": f"Bearer {token}"})
         assert status == 200
         assert metric(text, "emostream_estimates_total") == n_windows(2.25)
         assert metric(text, "emostream_latency_seconds_count") == n_windows(2.25)
         assert metric(text, "emostream_batch_windows_sum") == n_windows(2.25)
-        assert metric(text, 'emostream_errors_total{code="no_start"}'.split("{")[0]) == 1
+        assert 'emostream_errors_total{code="no_start"} 1.0' in text.splitlines()
         assert metric(text, "emostream_streams") == 0

@@ -67,6 +67,10 @@ class Metrics:
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.feed_gaps = Counter("emostream_feed_gap_estimates", "estimates the feed never got", registry=r)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the error counts seen (the Prometheus values themselves only grow)."""
         self._errors_seen: dict[str, int] = {}
 
     def poll(self, streams: int, connections: int, errors: dict[str, int], broker_pending: int = 0) -> None:
