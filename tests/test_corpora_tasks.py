@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,37 @@ def test_label_set_from_the_data() -> None:
         LabelSet(("siren", "neutral"))  # the emotion sets stay closed: a typo is still an error
     assert default_labels(("urbansound8k",)) == DATA_LABELS and default_labels(("ravdess", "tess")) == "7class"
     assert not is_speech_corpus("gtzan") and is_speech_corpus("ravdess")
+
+
+@pytest.mark.parametrize("model", ["baseline", "deep"])
+def test_window_study_changes_only_the_window(us8k: Path, tmp_path: Path, model: str) -> None:
+    import argparse
+    import json
+
+    from emostream.models.modelfile import load_checkpoint
+    from emostream.train.windowstudy import register_windowstudy
+
+    parser = argparse.ArgumentParser(prog="emostream")
+    register_windowstudy(parser.add_subparsers())
+    out = tmp_path / "study"
+    args = parser.parse_args([
+        "windowstudy", "--data", str(us8k), "--model", model, "--arch", "resnet", "--model-settings",
+        '{"layers": [1, 1, 1, 1], "base_channels": 4}', "--feature-settings", '{"window_s": 2.0, "n_mels": 32}',
+        "--epochs", "1", "--batch-size", "16", "--threads", "1", "--no-augment", "--out", str(out),
+        "--cache", str(tmp_path / "cache"), *(["--windows", "hann,rectangular"] if model == "baseline" else []),
+    ])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*UNTRAINED.*")
+        assert args.func(args) == 0
+    study = json.loads((out / "windowstudy.json").read_text())
+    windows = ["hann", "rectangular"] if model == "baseline" else ["hann", "hamming", "rectangular"]
+    assert list(study["runs"]) == windows and study["model"] == model
+    table = (out / "windowstudy.md").read_text().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:]] == windows
+    for run in study["runs"].values():
+        assert run["overall"]["n"] == 6  # fold 10's clips, every window type alike
+    if model == "deep":  # each run's model file carries its own window and the study's other settings
+        specs = {w: load_checkpoint(out / w / "best.pt").spec for w in study["runs"]}
+        assert {w: s.feature_config.window for w, s in specs.items()} == {w: w for w in specs}
+        assert len({(s.feature_config.n_mels, s.feature_config.window_s, s.model_config.to_dict()["settings"]["base_channels"])
+                    for s in specs.values()}) == 1

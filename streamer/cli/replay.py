@@ -88,7 +88,8 @@ def run_replay(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{label} {n}" for label, n in labels.most_common()) or "none"
     print(
         f"{prog}: {args.file}: {source.duration_s:.1f} s of audio ({source.sample_rate_hz} Hz, {source.channels} ch) "
-        f"-> {n_windows} windows ({n_speech} with speech) in {wall_s:.2f} s "
+        f"-> {n_windows} windows ({f'{n_speech} with speech' if runtime.speech_gated else 'no speech gate'}) "
+        f"in {wall_s:.2f} s "
         f"({source.duration_s / max(wall_s, 1e-9):.0f}x real time); labels: {summary}"
         f"{'; stopped by a signal before the end' if interrupted else ''}",
         file=sys.stderr,
