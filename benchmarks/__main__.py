@@ -34,6 +34,10 @@ Measure emostream against the reference-style pipeline on this machine, and writ
                by exponential search then bisection; server and load-generator CPU at that N
   5. baseline  3 and 4 again against benchmarks.baseline (librosa + eager PyTorch per window, no
                batching), the same model weights and the same load generator; our ratio to it
+     archs     the default model beside the reference systems' shapes (Cnn14, ResNet18/50,
+               ResNeXt50_32x4d, DenseNet121/161), untrained: parameters, GFLOP per 5-s window,
+               ms per window and windows/s per core (ONNX Runtime, 1 thread, batch 1 and 16;
+               benchmarks/arch_bench.py)
 
 Every timing warms up first, repeats, and reports percentiles; the machine (CPU model, cores,
 torch/onnxruntime versions, OS, load average) is printed and stored. The load generator runs
@@ -70,7 +74,7 @@ a GPU (or with --device cuda) and are skipped otherwise.""",
                    help="more options for our `emostream serve`, one string, e.g. \"--threads 1\"")
     p.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
                    help="environment for our server only (repeatable), e.g. OMP_NUM_THREADS=1")
-    p.add_argument("--skip", default="", help="comma-separated stages to leave out: features,engine,ours,baseline")
+    p.add_argument("--skip", default="", help="comma-separated stages to leave out: features,engine,archs,ours,baseline")
     return p
 
 
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     t_start = time.monotonic()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {"features", "engine", "ours", "baseline"}
+    unknown = skip - {"features", "engine", "archs", "ours", "baseline"}
     if unknown:
         raise SystemExit(f"benchmarks: unknown --skip stage(s): {', '.join(sorted(unknown))}")
     machine = describe_machine()
@@ -175,6 +179,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["features"] = feats["rows"]
     else:
         result["features"] = []
+    if "archs" not in skip:
+        from emostream.benchmarks.arch_bench import run_archs
+
+        log("[archs] ...")
+        result["archs"] = run_archs(quick=args.quick)
+        for row in result["archs"]["rows"]:
+            log(f"  {row['name']:26s} {row['params'] / 1e6:6.2f} M params, {row['gflop_per_window']:6.2f} GFLOP "
+                f"per window, {row['p50_ms_batch1']:7.1f} ms (batch 1), {row['windows_per_s_batch16']:6.0f} "
+                "windows/s per core (batch 16)")
     for device in devices:
         dev: dict[str, Any] = {}
         all_threads = torch.get_num_threads()
