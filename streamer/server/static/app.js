@@ -151,7 +151,7 @@ function onMessage(s, msg) {
   if (msg.type === "ready") {
     state.ready = msg;
     bars = buildBars($("bars"), msg.labels);
-    buildLegend(msg.labels);
+    buildLegend(msg.labels, msg.speech_gated !== false);
     $("stream").textContent = msg.stream;
     $("model").textContent = `${msg.model} (window ${msg.window_s} s, hop ${msg.hop_s} s)`;
     setStatus("streaming");
@@ -189,10 +189,11 @@ function onEstimate(s, e) {
   drawTimeline();
 }
 
-function buildLegend(labels) {
+// gated: the server skips windows without speech (false for models of other sounds: no "no speech" entry)
+function buildLegend(labels, gated) {
   const legend = $("legend");
   legend.replaceChildren();
-  for (const label of [...labels, "no speech"]) {
+  for (const label of gated ? [...labels, "no speech"] : labels) {
     const item = document.createElement("span");
     const swatch = document.createElement("i");
     swatch.style.background = label === "no speech" ? "#d5d8de" : colorFor(labels, label);
