@@ -58,7 +58,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Model: `{r['model']['name']}` ({r['model']['arch']}, {r['model']['parameters']:,} parameters"
         f"{', untrained stand-in of the same size' if r['model']['untrained_standin'] else ''}), "
         f"{figure(r['model_gflop_per_window'], '{:.3f} GFLOP per 5 s window', gflop_missing)}. Hop {r['settings']['hop_s']:g} s, "
-        f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD: {r['settings']['vad']}; "
+        f"{r['settings']['frame_ms']:g} ms frames over loopback WebSocket, VAD off unless a row says otherwise; "
         f"each stream runs {r['settings']['ramp_s']:g} s before its windows are timed, then "
         f"{r['settings']['single_s']:g} s (single stream) or {r['settings']['trial_s']:g} s (capacity trials); "
         f"our server: `{r['devices'][r['device']]['capacity'].get('ours', {}).get('server_command', 'n/a')}`. "
@@ -78,18 +78,28 @@ def markdown(r: dict[str, Any]) -> str:
         f"| load generator CPU at that load (cores, same machine) | "
         f"{figure(cap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | "
         f"{figure(bcap.get('client_cpu_cores_at_capacity'), '{:.2f}')} | |",
+        f"| streams per server core at capacity | {figure(cap.get('streams_per_server_core'), '{:.0f}')} | "
+        f"{figure(_per_core(bcap), '{:.0f}')} | |",
     ]
+    for vad in ("energy", "silero"):
+        c = dev["capacity"].get(f"ours_vad_{vad}")
+        if c:
+            lines.append(
+                f"| real-time streams with `--vad {vad}`{' (as shipped)' if vad == 'silero' else ''}: "
+                f"capacity, server cores, streams per core, share of VAD off | {_cap(c)}, "
+                f"{figure(c.get('server_cpu_cores_at_capacity'), '{:.2f}')} cores, "
+                f"{figure(c.get('streams_per_server_core'), '{:.0f}')} per core, "
+                f"{figure(r.get(f'capacity_vad_{vad}_share'), '{:.0%}')} | | |")
     if r.get("skipped"):
         lines += ["", f"Stages left out of this run (`--skip`): {', '.join(r['skipped'])}."]
     if r["engine"]:
         lines += _engine_table(r)
-    if r.get("archs"):
-        from emostream.benchmarks.arch_bench import markdown as archs_markdown
-
-        lines += ["", "Architectures (untrained, shipped feature settings; ONNX Runtime, one thread; "
-                  "benchmarks/arch_bench.py):", "", archs_markdown(r["archs"])]
     if r["features"]:
         lines += _feature_table(r)
+    if r.get("vad"):
+        lines += _vad_table(r["vad"])
+    if r.get("ingest"):
+        lines += _ingest_table(r["ingest"])
     lines.append("")
     return "\n".join(lines)
 
@@ -127,6 +137,58 @@ def _feature_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _vad_table(v: dict[str, Any]) -> list[str]:
+    agree = {a["variant"]: a["agreement_with_reference"] for a in v["agreement"]}
+    counts = sorted({row["streams"] for row in v["rows"]})
+    lines = [
+        "",
+        f"Speech gate (`vad` stage): CPU ms per stream per second of audio, windows processed in batches of "
+        f"at most {v['max_batch']} as the server does; hop {v['hop_s']:g} s; {v['audio']}. Agreement: share "
+        f"of windows whose speech decision equals the reference's ({v['reference_variant']}: every 32-ms chunk). "
+        f"The default: {v['default_variant']}.",
+        "",
+        "| gate | " + " | ".join(f"{n} stream{'s' if n > 1 else ''}" for n in counts) + " | agreement |",
+        "|---|" + "---:|" * (len(counts) + 1),
+    ]
+    for name in dict.fromkeys(row["variant"] for row in v["rows"]):
+        cells = {row["streams"]: row["cpu_ms_per_stream_s"] for row in v["rows"] if row["variant"] == name}
+        label = name + (" (default)" if name == v["default_variant"] else "")
+        lines.append(f"| {label} | " + " | ".join(figure(cells.get(n), "{:.3f}") for n in counts) + " | "
+                     + (figure(100 * agree[name], "{:.1f} %") if name in agree else "") + " |")
+    return lines
+
+
+def _ingest_table(g: dict[str, Any]) -> list[str]:
+    srv = g.get("server", {})
+    lines = ["", "Ingest (`ingest` stage): our server, VAD off, "
+             f"`{srv.get('server_command', 'n/a')}`:", "",
+             "| frames | streams | server CPU (cores) | messages/s | server CPU per message, all in (us) |",
+             "|---:|---:|---:|---:|---:|"]
+    for run in srv.get("runs", []):
+        lines.append(f"| {run['frame_ms']:g} ms | {run['streams']} | {run['server_cpu_cores']:.2f} | "
+                     f"{run['messages_per_s']:.0f} | {run['server_cpu_us_per_message_all_in']:.1f} |")
+    lines += ["", f"Solved over the two runs (same windows/s, 5x the messages): "
+              f"{figure(srv.get('server_cpu_us_per_message'))} us of server CPU per message and "
+              f"{figure(srv.get('server_cpu_ms_per_window'), '{:.2f}')} ms per window; messages are "
+              f"{figure(srv.get('message_share_at_20ms') and 100 * srv['message_share_at_20ms'], '{:.0f}')} % "
+              "of the server's CPU at 20-ms frames.", "",
+              f"Where one 20-ms message ({g['message_bytes']} bytes) goes, each step timed alone (CPU us, median "
+              "of 5 repeats); the rest of the per-message figure above is the event loop, transport and "
+              "recv/send machinery:", "",
+              "| step | us |", "|---|---:|"]
+    for name, p in g["per_message"].items():
+        lines.append(f"| {name} | {p['p50_us']:.2f} |")
+    lines.append(f"| sum of the steps | {g['per_message_sum_us']:.2f} |")
+    for name, p in g["per_window"].items():
+        lines.append(f"| per window: {name} | {p['p50_us']:.1f} |")
+    return lines
+
+
+def _per_core(c: dict[str, Any]) -> float | None:
+    cores = c.get("server_cpu_cores_at_capacity") if c else None
+    return c["capacity_streams"] / cores if cores else None
+
+
 def _cap(c: dict[str, Any]) -> str:
     if not c:
         return "not run"
@@ -148,7 +210,9 @@ def plot_latency(result: dict[str, Any], path: Path) -> None:
 
     dev = result["devices"][result["device"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    styles = {"ours": ("emostream", "tab:blue"), "baseline": ("reference-style baseline", "tab:red")}
+    styles = {"ours": ("emostream", "tab:blue"), "ours_vad_energy": ("emostream, energy VAD", "tab:orange"),
+              "ours_vad_silero": ("emostream, silero VAD", "tab:green"),
+              "baseline": ("reference-style baseline", "tab:red")}
     for key, (label, color) in styles.items():
         trials = sorted(dev["capacity"].get(key, {}).get("trials", []), key=lambda t: t["n"])
         if not trials:

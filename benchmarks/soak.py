@@ -16,6 +16,13 @@ received (the goal: none lost), server-side (``latency_ms``) and end-to-end late
 kind (per fault, the error code and close code the server answered); and the server's resident
 memory (psutil): at start, peak, end, and growth after the warm-up. Prints a summary table and
 writes it all as JSON.
+
+Exit status 1 (``soak_problems``) when a healthy stream lost an estimate or got an error, when a
+fault was not answered with its documented reaction (``benchmarks.faults.EXPECTED``: e.g. a stall
+longer than the idle timeout gets ``idle_timeout`` and close 1008, a subscriber that reads too
+slowly gets ``lag``, one that stops reading is closed, a vanished client's stream id is free again
+within seconds), or when the server did not exit cleanly. The server runs with short idle and ping
+limits (``benchmarks.faults.FaultLimits``) so that those reactions come within the run.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from emostream.benchmarks.faults import run_bad
+from emostream.benchmarks.faults import EXPECTED, FaultLimits, run_bad, unanswered
 from emostream.benchmarks.machine import describe_machine
 from emostream.benchmarks.serverproc import ServerProcess, serve_command
 from emostream.models.windows import window_ends
@@ -122,6 +129,9 @@ def whole_frames(seconds: float, rate_hz: int, model_rate_hz: int) -> int:
 async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed: int) -> None:
     await asyncio.sleep(delay_s)
     rng = np.random.default_rng(seed)
+    # the audio is made before connecting and off the event loop: made between start and the first frame
+    # (80 clients in one loop) it held the loop for seconds, past the server's short idle and ping limits
+    pcm_all = await asyncio.to_thread(synth, round((seconds + 1.0) * h.rate_hz), h.rate_hz, rng)
     try:
         async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
             start = {"type": "start", "sample_rate": h.rate_hz, "encoding": "pcm_s16le", "channels": 1}
@@ -134,7 +144,7 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
             n = whole_frames(seconds, h.rate_hz, model_rate_hz)
             n_model = n * model_rate_hz // h.rate_hz
             h.expected = len(window_ends(n_model, round(hop_s * model_rate_hz)))
-            pcm = synth(n, h.rate_hz, rng)
+            pcm = pcm_all[:n]
             step = h.rate_hz * h.frame_ms // 1000
             sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
 
@@ -184,7 +194,9 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: int) -> dict[str, Any]:
+async def soak(
+    url: str, streams: int, seconds: float, bad_share: float, seed: int, limits: FaultLimits | None = None
+) -> dict[str, Any]:
     n_bad = round(streams * bad_share)
     n_healthy = streams - n_bad
     rng = random.Random(seed)
@@ -197,7 +209,7 @@ async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: i
         for i, h in enumerate(healthy)
     ]
     tasks += [
-        asyncio.create_task(run_bad(url, deadline, seed + 10_000 + i, outcomes, START_SPREAD_S))
+        asyncio.create_task(run_bad(url, deadline, seed + 10_000 + i, outcomes, START_SPREAD_S, limits))
         for i in range(n_bad)
     ]
     _, pending = await asyncio.wait(tasks, timeout=START_SPREAD_S + seconds + GRACE_S)
@@ -231,8 +243,31 @@ async def soak(url: str, streams: int, seconds: float, bad_share: float, seed: i
         },
         "e2e_latency_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99), "max": max(e2e, default=math.nan)},
         "faults": {name: dict(c) for name, c in sorted(outcomes.items())},
+        "faults_expected": dict(EXPECTED),
+        "faults_unanswered": unanswered(outcomes),
         "errors_by_kind": dict(sorted(errors.items())),
     }
+
+
+def soak_problems(r: dict[str, Any]) -> list[str]:
+    """Why a soak result fails ([] when it passes): lost estimates, healthy errors, unanswered faults, exit code."""
+    problems = []
+    lost = r["estimates_expected"] - r["estimates_received"]
+    if lost:
+        problems.append(f"{lost} of {r['estimates_expected']} estimates of the healthy streams lost")
+    if r["streams_complete"] != r["healthy_streams"]:
+        problems.append(f"{r['healthy_streams'] - r['streams_complete']} healthy stream(s) incomplete")
+    if r["healthy_errors"]:
+        problems.append(f"healthy streams got errors: {r['healthy_errors']}")
+    if r.get("unfinished_tasks"):
+        problems.append(f"{r['unfinished_tasks']} client task(s) did not finish in time")
+    for fault, wrong in r["faults_unanswered"].items():
+        problems.append(f"fault {fault}: expected {EXPECTED.get(fault, '?')}, got {wrong}")
+    if r["bad_clients"] and not r["faults"]:
+        problems.append("no fault was tried")
+    if r["server_exit_code"] != 0:
+        problems.append(f"server exit code {r['server_exit_code']}")
+    return problems
 
 
 def print_summary(r: dict[str, Any]) -> None:
@@ -266,9 +301,11 @@ def print_summary(r: dict[str, Any]) -> None:
     print("\nsoak summary")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    print("\n  fault outcomes (error code / close code: count)")
+    print("\n  fault outcomes (error code / close code: count; the documented reaction in brackets)")
     for name, outcomes in r["faults"].items():
-        print(f"    {name:<20} " + ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items())))
+        mark = "" if name not in r["faults_unanswered"] else "   <- NOT AS DOCUMENTED"
+        print(f"    {name:<20} " + ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items()))
+              + f"  [{EXPECTED.get(name, '?')}]{mark}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.streams < 1 or args.seconds <= 0 or not 0.0 <= args.bad_share <= 1.0:
         parser.error("need --streams >= 1, --seconds > 0 and 0 <= --bad-share <= 1")
 
+    limits = FaultLimits()
     server_args = ["--model", args.model, "--limit-max-streams", str(args.streams + 16)]
-    server_args += ["--limit-max-connections", str(2 * args.streams + 64)]
+    server_args += ["--limit-max-connections", str(2 * args.streams + 64), *limits.server_args()]
     if args.hop_s is not None:
         server_args += ["--hop-s", str(args.hop_s)]
     if args.no_vad:
@@ -312,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = RssSampler(server.proc.pid)
     t0 = time.monotonic()
     try:
-        result = asyncio.run(soak(server.url, args.streams, args.seconds, args.bad_share, args.seed))
+        result = asyncio.run(soak(server.url, args.streams, args.seconds, args.bad_share, args.seed, limits))
     finally:
         t_end = time.monotonic()
         sampler.stop()
@@ -332,8 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     print_summary(result)
     print(f"\nwrote {args.json}")
-    lost = result["estimates_expected"] - result["estimates_received"]
-    return 0 if lost == 0 and not result["healthy_errors"] and exit_code == 0 else 1
+    problems = soak_problems(result)
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    if not problems:
+        print("PASS: every estimate arrived and every fault got its documented reaction")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

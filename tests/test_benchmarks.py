@@ -168,6 +168,29 @@ def test_skipped_stages_read_as_not_run_rather_than_as_zero() -> None:
     assert any("model_gflop_per_window" in p for p in problems)
 
 
+def test_vad_and_ingest_tables_name_their_stages() -> None:
+    r = _skipped_stage_result(["baseline", "engine", "features"])
+    r["vad"] = {"hop_s": 1.0, "max_batch": 16, "audio": "test audio", "default_method": "silero",
+                "default_stride_chunks": 4, "default_variant": "silero, stride 4",
+                "reference_variant": "silero, stride 1",
+                "rows": [{"variant": v, "method": "silero", "stride_chunks": k, "streams": n, "batch": min(n, 16),
+                          "cpu_ms_per_stream_s": 4.0 / k, "default": k == 4}
+                         for v, k in (("silero, stride 1", 1), ("silero, stride 4", 4)) for n in (1, 16)],
+                "agreement": [{"variant": "silero, stride 1", "agreement_with_reference": 1.0},
+                              {"variant": "silero, stride 4", "agreement_with_reference": 0.93}]}
+    r["ingest"] = {"message_bytes": 640, "per_message": {"stream_push": {"p50_us": 13.0}}, "per_message_sum_us": 13.0,
+                   "per_window": {"smoother_and_estimate_json": {"p50_us": 150.0}},
+                   "server": {"server_command": "serve --no-vad", "server_cpu_us_per_message": 30.0,
+                              "server_cpu_ms_per_window": 1.5, "message_share_at_20ms": 0.5,
+                              "runs": [{"frame_ms": f, "streams": 100, "server_cpu_cores": c, "messages_per_s": m,
+                                        "server_cpu_us_per_message_all_in": 1e6 * c / m}
+                                       for f, c, m in ((20.0, 0.3, 5000.0), (100.0, 0.18, 1000.0))]}}
+    md = markdown(r)
+    assert "| silero, stride 4 (default) | 1.000 | 1.000 | 93.0 % |" in md
+    assert "| 20 ms | 100 | 0.30 | 5000 | 60.0 |" in md
+    assert "30.0 us of server CPU per message and 1.50 ms per window" in md
+
+
 # ----------------------------------------------------------------------------- one quick run
 
 
@@ -205,6 +228,15 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
         assert r["machine"][key]
     caps = r["devices"][r["device"]]["capacity"]
     assert caps["ours"]["trials"] and caps["baseline"]["trials"]
+    assert caps["ours_vad_silero"]["trials"] and caps["ours_vad_energy"]["trials"]  # the VAD as shipped, too
+    assert r["capacity_vad_silero_share"] == pytest.approx(
+        caps["ours_vad_silero"]["capacity_streams"] / r["capacity_streams"])
+    costs = {(row["variant"], row["streams"]): row["cpu_ms_per_stream_s"] for row in r["vad"]["rows"]}
+    assert all(c > 0 for c in costs.values())
+    every_chunk = r["vad"]["reference_variant"]
+    assert costs[(every_chunk, 16)] > costs[(r["vad"]["default_variant"], 16)]  # the stride saves CPU
+    assert r["ingest"]["per_message"]["stream_push"]["p50_us"] > 0
+    assert [run["frame_ms"] for run in r["ingest"]["server"]["runs"]] == [20.0, 100.0]
     md = out_md.read_text()
     assert "| emostream | reference-style baseline | ratio |" in md and r["machine"]["cpu_model"] in md
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

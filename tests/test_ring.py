@@ -186,3 +186,15 @@ def test_producer_consumer_threads_exact_accounting() -> None:
     # mark_read is counted as dropped too, though it was read: that is the ring's contract)
     assert gaps <= ring.dropped_samples
     assert popped_total > 0
+
+
+def test_scaled_int16_push_equals_float_push() -> None:
+    """``push(int16, scale)`` stores exactly what pushing the scaled float32 copy stores, across the wrap."""
+    rng = np.random.default_rng(3)
+    a, b = RingBuffer(1000), RingBuffer(1000)
+    for n in (320, 700, 1, 999, 2500, 320):
+        pcm = rng.integers(-32768, 32768, n).astype("<i2")
+        assert a.push(pcm, scale=1 / 32768) == b.push(pcm.astype(np.float32) * np.float32(1 / 32768))
+    end = a.total_written
+    np.testing.assert_array_equal(a.read_range(end - 1000, end), b.read_range(end - 1000, end))
+    assert a.dropped_samples == b.dropped_samples

@@ -74,10 +74,11 @@ def test_espeak_speech_is_speech(method: str, espeak_speech: np.ndarray) -> None
 
 @pytest.mark.filterwarnings("ignore:path is deprecated:DeprecationWarning")
 def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> None:
-    """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities."""
+    """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities
+    (at stride 1: silero-vad's wrapper runs every chunk)."""
     from silero_vad import load_silero_vad
 
-    vad = make_vad(VadConfig(), SR, HOP)
+    vad = make_vad(VadConfig(silero_stride_chunks=1, silero_floor_dbfs=None), SR, HOP)
     audios = [espeak_speech[k * 3000 :] for k in range(3)]
     states = [vad.new_state() for _ in audios]
     ends = [SR + 700, 2 * SR, 3 * SR + 100]  # different amounts of audio per stream in the same call
@@ -97,6 +98,53 @@ def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> No
         np.testing.assert_allclose(probs, expected[-len(probs) :], atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [3, 4])
+def test_strided_silero_is_independent_of_batching_and_request_sizes(
+    stride: int, espeak_speech: np.ndarray
+) -> None:
+    """With a stride, the chunks that run sit on the absolute grid (k % stride == 0) whatever the calls'
+    sizes, and three streams in lockstep get exactly what each gets alone, in other call sizes."""
+    vad = make_vad(VadConfig(silero_stride_chunks=stride), SR, HOP)
+    audios = [espeak_speech[k * 3000 :] for k in range(3)]
+    states = [vad.new_state() for _ in audios]
+    ends = [SR + 700, 2 * SR, 3 * SR + 100]
+    for _ in range(2):
+        reqs = [vad.request(s, e) for s, e in zip(states, ends, strict=True)]
+        vad.process(
+            states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)]
+        )
+        ends = [e + SR for e in ends]
+    for audio, state in zip(audios, states, strict=True):
+        chunk_ends, probs = state.recent()
+        assert len(chunk_ends) > 4 and np.all(chunk_ends % (stride * 512) == 512 * (1 % stride))
+        alone = vad.new_state()
+        last = int(chunk_ends[-1])
+        for end in [*range(777, last, 777), last]:  # other call sizes, one stream
+            req = vad.request(alone, end)
+            vad.process([alone], [req], [audio[req.start_sample : req.end_sample]])
+        alone_ends, alone_probs = alone.recent()
+        k = len(probs)
+        np.testing.assert_array_equal(alone_ends[-k:], chunk_ends)
+        np.testing.assert_allclose(alone_probs[-k:], probs, atol=1e-6)
+
+
+def test_chunks_below_the_floor_skip_silero_and_keep_its_state(espeak_speech: np.ndarray) -> None:
+    """Silence under the floor gets probability 0 and leaves the recurrent state untouched; then speech
+    after it gets exactly what it gets with the silence cut out."""
+    gated = make_vad(VadConfig(silero_stride_chunks=1), SR, HOP)
+    n = 64 * 512  # about 2 s, a whole number of chunks
+    silence = np.zeros(n, dtype=np.float32)
+    state = gated.new_state()
+    gated.process([state], [gated.request(state, n)], [silence])
+    assert not state.state.any() and not state.recent()[1].any()
+    speech = espeak_speech[SR : SR + n]
+    gated.process([state], [gated.request(state, 2 * n)], [speech])
+    alone = gated.new_state()
+    gated.process([alone], [gated.request(alone, n)], [speech])
+    assert alone.recent()[1].max() > 0.5  # it is speech
+    np.testing.assert_allclose(state.recent()[1][-64:], alone.recent()[1][-64:], atol=1e-6)
+
+
 def test_disabled_gate_passes_everything() -> None:
     vad = make_vad(VadConfig(enabled=False), SR, HOP)
     assert vad.decide(vad.new_state(), 0, SR).speech
@@ -112,6 +160,10 @@ def test_config_is_checked() -> None:
         VadConfig(method="webrtc")
     with pytest.raises(ValueError, match="min_speech_ratio"):
         VadConfig(min_speech_ratio=0.0)
+    with pytest.raises(ValueError, match="silero_stride_chunks"):
+        VadConfig(silero_stride_chunks=0)
+    with pytest.raises(ValueError, match="silero_floor_dbfs"):
+        VadConfig(silero_floor_dbfs=3.0)
     with pytest.raises(ValueError, match="energy gate"):
         make_vad(VadConfig(), 22050, 22050)
     assert make_vad(VadConfig(method="energy"), 22050, 22050).chunk_samples == 706

@@ -109,8 +109,17 @@ def add_runtime_options(p: argparse.ArgumentParser, compute_device_flag: str = "
         "--vad",
         choices=VAD_METHODS,
         default=_DEFAULTS.vad.method,
-        help="speech detector: silero (accurate, ~3-10 ms CPU per stream per 1 s hop) or energy "
-        "(a level gate, ~0.1 ms; for hundreds of streams on a small CPU). Default %(default)s",
+        help="speech detector: silero (a neural VAD, run on one 32-ms chunk in --vad-stride) or energy "
+        "(a level gate). CPU per stream per second of audio, per stride and streams: "
+        "`python -m benchmarks --only vad`. Default %(default)s",
+    )
+    g.add_argument(
+        "--vad-stride",
+        type=int,
+        default=_DEFAULTS.vad.silero_stride_chunks,
+        metavar="N",
+        help="silero runs on one 32-ms chunk in N (1: every chunk; its cost falls about N-fold; how often "
+        "its decisions agree with N=1: `python -m benchmarks --only vad`). Default %(default)s",
     )
     g.add_argument(
         "--threads",
@@ -155,7 +164,7 @@ def runtime_config(args: argparse.Namespace, max_streams: int = 256) -> RuntimeC
     return RuntimeConfig(
         hop_s=args.hop_s,
         batching=batching,
-        vad=VadConfig(enabled=not args.no_vad, method=args.vad),
+        vad=VadConfig(enabled=not args.no_vad, method=args.vad, silero_stride_chunks=args.vad_stride),
         max_streams=max_streams,
     )
 

@@ -26,7 +26,7 @@ from emostream.streamer.server.ops import Ops
 
 log = logging.getLogger("emostream.server")
 
-DEFAULT_GIL_SWITCH_MS = 0.5  # measured: 144 streams, p50 latency 1555 ms at Python's 5 ms, 148 ms at 0.5 ms
+DEFAULT_GIL_SWITCH_MS = 0.5  # vs Python's 5: python -m benchmarks --only ours --serve-args "--gil-switch-ms 5"
 
 
 def _limit_option(name: str) -> str:
@@ -86,7 +86,7 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "Origin header get 403, except this server's own page at http://127.0.0.1:PORT, http://localhost:PORT "
         "or http://[::1]:PORT; clients without an Origin header are not browsers and are allowed)",
     )
-    tuning = p.add_argument_group("server tuning (measured in the README's benchmark section)")
+    tuning = p.add_argument_group("server tuning (compare settings: python -m benchmarks --serve-args \"...\")")
     tuning.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
@@ -101,7 +101,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         metavar="MS",
         help="Python's thread switch interval in this process (default %(default)s; Python's own is 5). "
         "The network thread runs Python without pause under load; a short interval hands the interpreter "
-        "lock back to the model thread sooner after each of its native calls",
+        "lock back to the model thread sooner after each of its native calls (to compare: "
+        "python -m benchmarks --only ours --vad none --serve-args \"--gil-switch-ms 5\")",
     )
     add_cluster_options(p)
     add_limit_options(p)

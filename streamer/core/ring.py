@@ -50,13 +50,15 @@ class RingBuffer:
 
     # ---- producer side -------------------------------------------------------------------
 
-    def push(self, chunk: np.ndarray) -> int:
+    def push(self, chunk: np.ndarray, scale: float | None = None) -> int:
         """Append a 1-D chunk of any length; returns how many unread samples this push dropped.
 
         A chunk longer than the capacity keeps only its newest ``capacity_samples`` samples
-        (the rest count as written and, being unread, as dropped).
+        (the rest count as written and, being unread, as dropped). With ``scale``, ``chunk`` holds
+        integers (e.g. 16-bit PCM) that are multiplied by ``scale`` as they are written: one pass
+        over the audio, no float copy of it first.
         """
-        x = np.asarray(chunk, dtype=np.float32)  # no copy when already float32
+        x = chunk if scale is not None else np.asarray(chunk, dtype=np.float32)  # no copy when float32
         if x.ndim != 1:
             raise ValueError(f"push expects a 1-D mono chunk, got shape {x.shape}")
         n = int(x.shape[0])
@@ -69,9 +71,18 @@ class RingBuffer:
             start = self._total_written + n - n_kept  # absolute index of kept[0]
             pos = start % cap
             first = min(n_kept, cap - pos)
-            self._buf[pos : pos + first] = kept[:first]
-            if first < n_kept:
-                self._buf[: n_kept - first] = kept[first:]
+            if scale is None:
+                self._buf[pos : pos + first] = kept[:first]
+                if first < n_kept:
+                    self._buf[: n_kept - first] = kept[first:]
+            else:  # cast into place, then scale in place (a mixed-type multiply is several times slower)
+                part = self._buf[pos : pos + first]
+                part[...] = kept[:first]
+                part *= np.float32(scale)
+                if first < n_kept:
+                    rest = self._buf[: n_kept - first]
+                    rest[...] = kept[first:]
+                    rest *= np.float32(scale)
             self._total_written += n
             oldest = self._total_written - cap
             dropped_now = 0

@@ -11,6 +11,7 @@ challenger each time (a different challenger restarts the count at 1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,8 @@ class SmoothedState:
     changed: bool
 
 
-def _frozen_copy(x: np.ndarray) -> np.ndarray:
-    y = np.array(x, dtype=np.float64, copy=True)
+def _frozen_copy(x: np.ndarray | list[float]) -> np.ndarray:
+    y = np.array(x, dtype=np.float64)
     y.setflags(write=False)
     return y
 
@@ -63,11 +64,10 @@ class Smoother:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         self.n_classes = n_classes
         self.config = config if config is not None else SmootherConfig()
-        self._smoothed = np.zeros(n_classes, dtype=np.float64)
         self.reset()
 
     def reset(self) -> None:
-        self._smoothed.fill(0.0)
+        self._smoothed = [0.0] * self.n_classes  # a list: a handful of classes is faster in Python than numpy
         self._n_updates = 0
         self._label_index = -1
         self._challenger_index = -1
@@ -84,24 +84,27 @@ class Smoother:
         p = np.asarray(probs, dtype=np.float64)
         if p.shape != (self.n_classes,):
             raise ValueError(f"probs must have shape ({self.n_classes},), got {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0.0):
+        values: list[float] = p.tolist()
+        total = sum(values)  # NaN or infinite when any element is
+        if not math.isfinite(total) or min(values) < 0.0:
             raise ValueError(f"probs must be finite and non-negative, got {p}")
-        if abs(float(p.sum()) - 1.0) > PROB_SUM_TOLERANCE:
-            raise ValueError(f"probs must sum to 1 (within {PROB_SUM_TOLERANCE}), sum is {p.sum()}")
+        if abs(total - 1.0) > PROB_SUM_TOLERANCE:
+            raise ValueError(f"probs must sum to 1 (within {PROB_SUM_TOLERANCE}), sum is {total}")
 
         cfg = self.config
         if self._n_updates == 0:
-            self._smoothed[:] = p
+            smoothed = values
         else:
-            self._smoothed *= 1.0 - cfg.ema_alpha
-            self._smoothed += cfg.ema_alpha * p
+            keep, alpha = 1.0 - cfg.ema_alpha, cfg.ema_alpha
+            smoothed = [keep * s + alpha * v for s, v in zip(self._smoothed, values, strict=True)]
+        self._smoothed = smoothed
         self._n_updates += 1
 
         previous = self._label_index
-        leader = int(np.argmax(self._smoothed))
+        leader = max(range(self.n_classes), key=smoothed.__getitem__)  # the first of equals, as argmax
         if previous < 0:
             self._label_index = leader
-        elif leader != previous and self._smoothed[leader] - self._smoothed[previous] >= cfg.switch_margin:
+        elif leader != previous and smoothed[leader] - smoothed[previous] >= cfg.switch_margin:
             if leader == self._challenger_index:
                 self._challenger_hops += 1
             else:
@@ -116,10 +119,10 @@ class Smoother:
             self._challenger_hops = 0
 
         state = SmoothedState(
-            raw=_frozen_copy(p),
-            smoothed=_frozen_copy(self._smoothed),
+            raw=_frozen_copy(values),
+            smoothed=_frozen_copy(smoothed),
             label_index=self._label_index,
-            confidence=float(self._smoothed[self._label_index]),
+            confidence=smoothed[self._label_index],
             changed=self._label_index != previous,
         )
         self._last = state

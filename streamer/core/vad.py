@@ -12,12 +12,17 @@ click or breath in a silent second must not wake the classifier, while a word of
 hop (the default ratio 0.2) does. A hop with no chunk ending in it (hop shorter than a chunk)
 reuses the newest chunk's decision. At the end of a stream the partial last chunk is zero-padded.
 
-**Cost** (measured on this project's 2-core shared CI VM, onnxruntime 1.31, one intra-op thread; CPU
-per stream per 1 s hop): silero 6-15 ms for a stream run alone (190-350 us per chunk) and 2.5-4.5 ms
-when 64-200 streams are batched (70-150 us per chunk: a recurrent model batches across streams, not
-across time), i.e. 0.5-0.9 of a core for 200 streams; the energy gate about 0.1 ms. ``Vad.process``
-therefore runs all streams of a batch in lockstep, one ONNX call per chunk position; for
-more than about 50 streams on two cores, use ``method="energy"`` (table in docs/protocol.md).
+**Stride** (silero only): silero runs on one chunk in ``silero_stride_chunks`` (chunk ``k`` with
+``k % stride == 0``), each with its own 64 samples of preceding audio as context and the
+recurrent state carried from the previous chunk it ran on; the others get no probability, and
+the window's fraction is over the chunks that ran. **Floor**: a chunk quieter than
+``silero_floor_dbfs`` (RMS, default -60 dBFS) gets probability 0 without silero, and the stream's
+recurrent state stays as it was. Silero's cost is per chunk run (a recurrent
+model batches across streams, not across time, and its per-chunk cost stops falling at a batch of
+about 16), so the stride is what makes it affordable for hundreds of streams. Cost per stream-second and agreement with stride 1, per stride and streams per batch:
+``python -m benchmarks --only vad`` (``benchmarks/vad_bench.py``). The energy gate runs on every
+chunk (it is cheap). ``Vad.process`` runs all streams of a batch in lockstep, one ONNX call per
+chunk position.
 
 No I/O, no clock: the caller (``streamer.runtime``) reads the audio each state asks for and passes
 the silero session in (``streamer.runtime.silero`` loads it).
@@ -49,6 +54,8 @@ class VadConfig:
     threshold: float = 0.5  # a chunk is speech when its probability is >= threshold
     min_speech_ratio: float = 0.2  # a window is speech when >= this fraction of its last hop's chunks are
     energy_threshold_dbfs: float = -45.0  # energy gate: chunk RMS level with probability 0.5
+    silero_stride_chunks: int = 4  # silero runs on one chunk in this many (1: every chunk)
+    silero_floor_dbfs: float | None = -60.0  # quieter chunks get probability 0 without silero (None: off)
 
     def __post_init__(self) -> None:
         if self.method not in VAD_METHODS:
@@ -59,6 +66,18 @@ class VadConfig:
             raise ValueError(f"min_speech_ratio must be in (0, 1], got {self.min_speech_ratio}")
         if not math.isfinite(self.energy_threshold_dbfs) or self.energy_threshold_dbfs >= 0:
             raise ValueError(f"energy_threshold_dbfs must be negative, got {self.energy_threshold_dbfs}")
+        if (
+            isinstance(self.silero_stride_chunks, bool)
+            or not isinstance(self.silero_stride_chunks, int)
+            or (self.silero_stride_chunks < 1)
+        ):
+            raise ValueError(
+                f"silero_stride_chunks must be a positive integer, got {self.silero_stride_chunks!r}"
+            )
+        if self.silero_floor_dbfs is not None and not (
+            math.isfinite(self.silero_floor_dbfs) and self.silero_floor_dbfs < 0
+        ):
+            raise ValueError(f"silero_floor_dbfs must be negative or None, got {self.silero_floor_dbfs}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +114,6 @@ class VadState:
         self._ends[i] = end_sample
         self._probs[i] = prob
         self._n_chunks += 1
-        self.next_sample = end_sample
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """The remembered chunks, oldest first: (end samples, probabilities)."""
@@ -146,6 +164,7 @@ class Vad:
         else:
             self.chunk_samples = max(1, round(ENERGY_CHUNK_S * sample_rate_hz))
             self.context_samples = 0
+        self.stride_chunks = config.silero_stride_chunks if self.method == "silero" else 1
         self.history_chunks = hop_samples // self.chunk_samples + 3
         self._session: Any = None
         if config.enabled and self.method == "silero":
@@ -166,29 +185,35 @@ class Vad:
         self, states: Sequence[VadState], requests: Sequence[VadRequest], audios: Sequence[np.ndarray]
     ) -> None:
         """Run the chunks of each request (one per stream), all streams in lockstep."""
-        c = self.chunk_samples
-        chunked: list[np.ndarray] = []
+        c, ctx = self.chunk_samples, self.context_samples
+        stride = self.stride_chunks
+        inputs: list[np.ndarray] = []  # per stream: (chunks run, context + chunk)
+        ends: list[np.ndarray] = []  # per stream: end sample of each chunk run
         for state, req, audio in zip(states, requests, audios, strict=True):
             if req.start_sample != state.next_sample or audio.shape != (req.end_sample - req.start_sample,):
                 raise ValueError("VAD audio does not match the stream's request")
             n_chunks = -(-len(audio) // c) if req.final else len(audio) // c
-            padded = np.zeros(n_chunks * c, dtype=np.float32)
-            padded[: min(len(audio), n_chunks * c)] = audio[: n_chunks * c]
-            chunked.append(padded.reshape(n_chunks, c))
+            padded = np.zeros(ctx + n_chunks * c, dtype=np.float32)  # the context, then whole chunks
+            padded[:ctx] = state.context
+            padded[ctx : ctx + min(len(audio), n_chunks * c)] = audio[: n_chunks * c]
+            first = req.start_sample // c  # absolute index of the request's first chunk
+            ks = np.arange((-first) % stride, n_chunks)[::stride]  # the chunks that run
+            starts = ks * c  # offsets in ``padded`` of each run's context + chunk
+            inputs.append(padded[starts[:, None] + np.arange(ctx + c)])  # (chunks run, context + chunk)
+            chunk_ends = req.start_sample + (ks + 1) * c
+            ends.append(np.minimum(chunk_ends, req.end_sample) if req.final else chunk_ends)
+            if ctx:
+                state.context[:] = padded[len(padded) - ctx :]
+            state.next_sample = req.end_sample if req.final else req.start_sample + n_chunks * c
             if req.final:
                 state.finished = True
         if self.method == "silero":
-            probs = self._silero(states, chunked)
+            probs = self._silero_above_floor(states, inputs)
         else:
-            probs = [self._energy(x) for x in chunked]
-        for state, req, p in zip(states, requests, probs, strict=True):
-            for k, prob in enumerate(p):
-                end = (
-                    min(req.start_sample + (k + 1) * c, req.end_sample)
-                    if req.final
-                    else req.start_sample + (k + 1) * c
-                )
-                state.record(end, float(prob))
+            probs = [self._energy(x) for x in inputs]
+        for state, chunk_ends, p in zip(states, ends, probs, strict=True):
+            for end, prob in zip(chunk_ends.tolist(), p.tolist(), strict=True):
+                state.record(end, prob)
 
     def decide(self, state: VadState, hop_start: int, end_sample: int) -> SpeechDecision:
         """Speech verdict for the window ending at ``end_sample`` whose hop began at ``hop_start``."""
@@ -197,36 +222,52 @@ class Vad:
         return state.decide(hop_start, end_sample, self.config.threshold, self.config.min_speech_ratio)
 
     def _energy(self, chunks: np.ndarray) -> np.ndarray:
+        """``chunks``: ``(n, chunk)`` (the energy gate has no context)."""
         rms = np.sqrt(np.mean(np.square(chunks, dtype=np.float64), axis=1) + 1e-20)
         dbfs = 20.0 * np.log10(rms)
         return 1.0 / (1.0 + np.exp(-(dbfs - self.config.energy_threshold_dbfs) / ENERGY_SLOPE_DB))
 
-    def _silero(self, states: Sequence[VadState], chunked: list[np.ndarray]) -> list[np.ndarray]:
-        lengths = np.array([len(x) for x in chunked], dtype=np.int64)
+    def _silero_above_floor(self, states: Sequence[VadState], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Silero on the chunks at or above ``silero_floor_dbfs``; the quieter ones get 0 and leave the
+        stream's recurrent state as it was (silence, for silero, is no news)."""
+        floor = self.config.silero_floor_dbfs
+        if floor is None:
+            return self._silero(states, inputs)
+        ctx = self.context_samples
+        power_floor = 10.0 ** (floor / 10.0)
+        loud = [
+            np.mean(np.square(x[:, ctx:]), axis=1) >= power_floor for x in inputs
+        ]  # per stream: (chunks,)
+        ran = self._silero(states, [x[m] for x, m in zip(inputs, loud, strict=True)])
+        out = [np.zeros(len(x), dtype=np.float32) for x in inputs]
+        for o, m, r in zip(out, loud, ran, strict=True):
+            o[m] = r
+        return out
+
+    def _silero(self, states: Sequence[VadState], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """``inputs[i]``: stream i's chunks to run, each with its context, ``(n_i, context + chunk)``."""
+        lengths = np.array([len(x) for x in inputs], dtype=np.int64)
         out = [np.zeros(n, dtype=np.float32) for n in lengths]
-        if self._session is None or not len(chunked) or lengths.max() == 0:
+        if self._session is None or not len(inputs) or lengths.max() == 0:
             return out
-        ctx, c = self.context_samples, self.chunk_samples
         order = np.argsort(-lengths, kind="stable")  # longest first: the lanes of step t are a prefix
         n_max = int(lengths[order[0]])
-        audio = np.zeros((len(order), n_max, c), dtype=np.float32)  # (B, chunks, chunk_samples)
+        width = inputs[0].shape[1]
+        x = np.zeros((len(order), n_max, width), dtype=np.float32)  # (B, chunks, context + chunk)
         for row, i in enumerate(order):
-            audio[row, : lengths[i]] = chunked[i]
+            x[row, : lengths[i]] = inputs[i]
         state = np.stack([states[i].state for i in order], axis=1)  # (2, B, 128)
-        x = np.empty((len(order), ctx + c), dtype=np.float32)  # (B, context + chunk)
-        x[:, :ctx] = np.stack([states[i].context for i in order])
         probs = np.zeros((len(order), n_max), dtype=np.float32)
         sorted_lengths = lengths[order]
         sr = np.array(self.sample_rate_hz, dtype=np.int64)
         for t in range(n_max):
             m = int(np.count_nonzero(sorted_lengths > t))
-            x[:m, ctx:] = audio[:m, t]
-            prob, new_state = self._session.run(None, {"input": x[:m], "state": state[:, :m], "sr": sr})
+            prob, new_state = self._session.run(
+                None, {"input": np.ascontiguousarray(x[:m, t]), "state": state[:, :m], "sr": sr}
+            )
             state[:, :m] = new_state
             probs[:m, t] = prob[:, 0]
-            x[:m, :ctx] = x[:m, -ctx:]
         for row, i in enumerate(order):
             states[i].state[:] = state[:, row]
-            states[i].context[:] = x[row, :ctx]
             out[i][:] = probs[row, : lengths[i]]
         return out

@@ -179,8 +179,8 @@ class BatchHandler:
                 self.n_classified += 1
                 label: str | None = labels[state.label_index]
                 confidence = state.confidence
-                smoothed = {k: float(v) for k, v in zip(labels, state.smoothed, strict=True)}
-                raw = {k: float(v) for k, v in zip(labels, state.raw, strict=True)}
+                smoothed = dict(zip(labels, state.smoothed.tolist(), strict=True))
+                raw = dict(zip(labels, state.raw.tolist(), strict=True))
             else:
                 s.smoother.skip()
                 self.n_nonspeech += 1

@@ -17,7 +17,7 @@ import numpy as np
 from emostream.models.features import FeatureConfig
 from emostream.streamer.core.events import ErrorEvent, Estimate
 from emostream.streamer.core.frames import StreamFrames
-from emostream.streamer.core.resample import StreamResampler
+from emostream.streamer.core.resample import INT16_SCALE, StreamResampler
 from emostream.streamer.core.ring import RingBuffer
 from emostream.streamer.core.smoother import Smoother, SmootherConfig
 from emostream.streamer.core.vad import Vad
@@ -72,6 +72,7 @@ class StreamState:
         self.on_error = on_error
         g = geometry
         self.resampler = StreamResampler(sample_rate_hz, g.sample_rate_hz, channels)
+        self.int16_direct = channels == 1 and self.resampler.identity  # push's fast path for 16-bit PCM
         self.ring = RingBuffer(g.ring_samples)
         self.windower = Windower(g.window_samples, g.hop_samples)
         self.frames = StreamFrames(g.feature_config)
@@ -167,11 +168,21 @@ class StreamHandle:
         with s.lock:
             if s.closed or s.flushed:
                 raise RuntimeError(f"stream {s.stream_id!r} is {'closed' if s.closed else 'flushed'}")
-            mono = s.resampler.process(samples)
-            if samples.dtype.kind != "i" and not np.all(np.isfinite(mono)):  # integers always are
-                raise ValueError("audio contains NaN or infinite samples")
-            s.ring.push(mono)
-            windows = self._windows(s.windower.push(len(mono)), arrival_s, final=False)
+            if s.int16_direct and samples.dtype.itemsize == 2 and samples.dtype.kind == "i" and (
+                samples.ndim == 1 or (samples.ndim == 2 and samples.shape[1] == 1)
+            ):  # 16-bit mono at the model's rate: scaled straight into the ring, no float copy first
+                n = samples.size
+                s.ring.push(samples.reshape(-1), scale=INT16_SCALE)
+            else:
+                mono = s.resampler.process(samples)
+                if samples.dtype.kind != "i" and not np.all(np.isfinite(mono)):  # integers always are
+                    raise ValueError("audio contains NaN or infinite samples")
+                s.ring.push(mono)
+                n = len(mono)
+            ends = s.windower.push(n)
+            if not ends:  # most pushes: no window became due
+                return 0
+            windows = self._windows(ends, arrival_s, final=False)
         self._submit(windows)
         return len(windows)
 

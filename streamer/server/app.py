@@ -143,7 +143,7 @@ class EmoServer:
                 stream, tuple(self.runtime.labels), self.runtime.model_name, outbox.maxlen
             )
             await ws.send(hello.to_json())
-            writer = asyncio.create_task(pump(outbox, ws))
+            writer = asyncio.create_task(pump(outbox, ws, self.limits))
             reader = asyncio.create_task(ws.recv())
             try:
                 done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)

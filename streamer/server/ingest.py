@@ -21,6 +21,7 @@ from emostream.streamer.core.events import ErrorEvent, Estimate, ReadyEvent
 from emostream.streamer.server.hub import Hub, Outbox
 from emostream.streamer.server.limits import ServerLimits, TokenBucket
 from emostream.streamer.server.protocol import (
+    CLOSE_INTERNAL,
     CLOSE_NORMAL,
     EndMessage,
     ProtocolError,
@@ -80,10 +81,21 @@ class IngestHost(Protocol):
     async def fail(self, ws: ServerConnection, exc: ProtocolError, stream: str | None = None) -> None: ...
 
 
-async def pump(outbox: Outbox, ws: ServerConnection) -> None:
-    """Send the outbox's messages in order until it is closed and empty."""
+async def pump(outbox: Outbox, ws: ServerConnection, limits: ServerLimits) -> None:
+    """Send the outbox's messages in order until it is closed and empty.
+
+    A message that cannot be sent for ``ping_interval_s + ping_timeout_s`` (the client stopped
+    reading and its buffers are full) closes the connection with 1011, within ``close_timeout_s``
+    more: the keepalive cannot do it then, as its ping waits behind the same full buffer.
+    """
+    send_timeout_s = limits.ping_interval_s + limits.ping_timeout_s
     while (message := await outbox.get()) is not None:
-        await ws.send(message)
+        try:
+            async with asyncio.timeout(send_timeout_s):
+                await ws.send(message)
+        except TimeoutError:
+            await ws.close(CLOSE_INTERNAL, "client does not read")
+            return
 
 
 class IdleWatchdog:
@@ -231,7 +243,7 @@ class IngestSession:
         await ws.send(_ready_json(ready, start, self.limits))
         loop = asyncio.get_running_loop()
         bucket = TokenBucket.for_stream(self.limits, start.sample_rate_hz, loop.time())
-        writer = asyncio.create_task(pump(outbox, ws))
+        writer = asyncio.create_task(pump(outbox, ws, self.limits))
         try:
             while True:
                 message = await self._recv()

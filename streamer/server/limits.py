@@ -120,9 +120,13 @@ class TokenBucket:
         self._granted = 0
 
     def take(self, n: int, now_s: float) -> int:
-        elapsed_s = max(0.0, float(now_s) - self._last_s)
-        self._last_s = max(self._last_s, float(now_s))
-        self._tokens = min(self.capacity, self._tokens + elapsed_s * self.rate_per_s)
+        if now_s > self._last_s:
+            self._tokens = min(self.capacity, self._tokens + (now_s - self._last_s) * self.rate_per_s)
+            self._last_s = float(now_s)
+        if n <= self._tokens:  # within the rate: every message of a real-time stream
+            self._tokens -= n
+            self._granted += n
+            return int(n)
         allowed = min(int(n), int(self._tokens))
         if self.realtime_per_s is not None and allowed < n:
             behind = (self._last_s - self._start_s) * self.realtime_per_s + self.capacity - self._granted

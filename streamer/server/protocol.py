@@ -20,7 +20,8 @@ from emostream.streamer.server.limits import ServerLimits
 
 ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}  # encoding -> bytes per sample
 PcmEncoding = Literal["pcm_s16le", "f32le"]
-_PCM_DTYPES: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+_S16LE = np.dtype("<i2")
+_PCM_DTYPES: dict[str, np.dtype] = {"pcm_s16le": _S16LE, "f32le": np.dtype("<f4")}
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
@@ -221,7 +222,7 @@ def audio_frames(data: bytes | bytearray | memoryview, start: StartMessage) -> n
     ``pcm_s16le``: an int16 view of the message (the pipeline scales it when it mixes to mono);
     ``f32le``: float32, NaN/inf refused. The hot path of /ingest: one length check, one view.
     """
-    n_bytes = len(data) if isinstance(data, bytes | bytearray) else len(memoryview(data).cast("B"))
+    n_bytes = len(data) if isinstance(data, (bytes, bytearray)) else len(memoryview(data).cast("B"))  # noqa: UP038
     if n_bytes % start.frame_bytes != 0:
         raise ProtocolError(
             "bad_frame_length",
@@ -229,7 +230,7 @@ def audio_frames(data: bytes | bytearray | memoryview, start: StartMessage) -> n
             f"({start.encoding}, {start.channels} channel(s))",
         )
     if start.encoding == "pcm_s16le":
-        return np.frombuffer(data, dtype="<i2").reshape(-1, start.channels)
+        return np.frombuffer(data, dtype=_S16LE).reshape(-1, start.channels)
     try:
         return decode_pcm(data, start.encoding, start.channels)  # type: ignore[arg-type]
     except ValueError as exc:
