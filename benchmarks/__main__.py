@@ -13,7 +13,7 @@ from typing import Any
 DEFAULT_OUT = Path("out") / "benchmarks"
 TARGETS = {"single_stream_p99_ms": 15.0, "capacity_streams": 200, "capacity_ratio": 20.0,
            "streams_per_server_core": 570.0, "capacity_vad_silero_share": 0.8}
-STAGES = ("features", "engine", "vad", "ingest", "ours", "baseline")
+STAGES = ("features", "engine", "archs", "vad", "ingest", "ours", "baseline")
 VAD_MODES = ("none", "energy", "silero")
 
 
@@ -31,6 +31,10 @@ Measure emostream against the reference-style pipeline on this machine, and writ
                size 1..64: latency p50/p99, windows/s; FLOPs per window; achieved FLOP/s as a
                fraction of the fp32 matmul peak measured in the same run (torch.mm 2048x2048,
                all threads, best of 5, before and after the engine runs; the better is kept)
+     archs     the default model beside the reference systems' shapes (Cnn14, ResNet18/50,
+               ResNeXt50_32x4d, DenseNet121/161), untrained: parameters, GFLOP per 5-s window,
+               ms per window and windows/s per core (ONNX Runtime, 1 thread, batch 1 and 16;
+               benchmarks/arch_bench.py)
   3. vad       CPU per stream-second of the speech gate at 1, 16 and 128 streams, batched as the
                server batches (benchmarks/vad_bench.py): energy; silero on every chunk; silero at
                strides 1, 2, 4, 8 above its -60 dBFS floor (the default: stride 4); and how often
@@ -244,6 +248,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for row in result["vad"]["agreement"]:
             log(f"  {row['variant']}: {100 * row['agreement_with_reference']:.1f} % of {row['windows']} windows "
                 f"decided as by {result['vad']['reference_variant']}")
+    if "archs" not in skip:
+        from emostream.benchmarks.arch_bench import run_archs
+
+        log("[archs] ...")
+        result["archs"] = run_archs(quick=args.quick)
+        for row in result["archs"]["rows"]:
+            log(f"  {row['name']:26s} {row['params'] / 1e6:6.2f} M params, {row['gflop_per_window']:6.2f} GFLOP "
+                f"per window, {row['p50_ms_batch1']:7.1f} ms (batch 1), {row['windows_per_s_batch16']:6.0f} "
+                "windows/s per core (batch 16)")
     if "ingest" not in skip:
         log("[ingest] ...")
         result["ingest"] = _ingest(args, model.path)

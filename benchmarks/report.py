@@ -94,6 +94,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Stages left out of this run (`--skip`): {', '.join(r['skipped'])}."]
     if r["engine"]:
         lines += _engine_table(r)
+    if r.get("archs"):
+        from emostream.benchmarks.arch_bench import markdown as archs_markdown
+
+        lines += ["", "Architectures (untrained, shipped feature settings; ONNX Runtime, one thread; "
+                  "benchmarks/arch_bench.py):", "", archs_markdown(r["archs"])]
     if r["features"]:
         lines += _feature_table(r)
     if r.get("vad"):
