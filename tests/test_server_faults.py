@@ -441,6 +441,44 @@ def test_slow_subscriber_gets_lag_and_stalls_nobody(roomy: InProcessServer) -> N
     assert all((r.ready["stream"], n - 1) in last for r in streams if r.ready)  # the newest kept
 
 
+# a subscriber that never reads while estimates keep coming: buffers full within a second
+DEAF = ServerLimits(
+    realtime_factor=1000.0,
+    burst_s=1000.0,
+    queue_messages=8,
+    write_buffer_bytes=1024,
+    ping_interval_s=1.0,
+    ping_timeout_s=1.0,
+    close_timeout_s=1.0,
+)
+
+
+def test_subscriber_that_never_reads_under_load_is_closed(tiny_model_dir: Path) -> None:
+    """With its buffers full the keepalive ping cannot reach it; the send timeout closes it anyway,
+    within ping_interval + ping_timeout + close_timeout of the first send that could not complete."""
+    deaf_s = 2.0 + DEAF.ping_interval_s + DEAF.ping_timeout_s + DEAF.close_timeout_s + 2.0
+
+    async def main(server: InProcessServer) -> float:
+        reader, writer = await raw_connect(server.port, "/feed", rcvbuf_bytes=2048)
+        try:
+            await asyncio.gather(
+                *(
+                    stream_audio(server.url, synth_audio(30.0, 16000, seed=i), 16000, frame_s=0.2, speed=30.0)
+                    for i in range(2)
+                )
+            )  # 2 x 60 estimates at once
+            await asyncio.sleep(deaf_s)  # reading nothing
+            t0 = time.monotonic()
+            await read_server_frames(reader, 3.0)  # what was left, then the end; a live one would stream on
+            return time.monotonic() - t0
+        finally:
+            writer.transport.abort()
+
+    for server in _server(tiny_model_dir, DEAF):
+        elapsed_s = asyncio.run(main(server))
+        assert elapsed_s < 0.5  # gone already: without the send timeout the ping waits behind the full buffer
+
+
 def test_subscriber_sending_is_an_error(strict: InProcessServer) -> None:
     async def fault() -> StreamResult:
         return await exchange(strict.url, "hi", path="/feed")
