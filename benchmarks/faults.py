@@ -35,8 +35,8 @@ FRAME = np.zeros(800, "<i2").tobytes()  # 50 ms at 16 kHz
 SLACK_S = 5.0  # how much later than its limit a time-bound reaction may come on a loaded machine
 FILL_S = 5.0  # time the soak's estimates take to fill a deaf subscriber's buffers (>= 30 healthy streams)
 TRAFFIC_FAULTS = ("slow_subscriber", "deaf_subscriber")  # need estimates flowing while they run
-NEEDS_TRAFFIC_S = 35.0  # so they are not started in the run's last seconds
-FAULT_TIMEOUT_S = 45.0  # one fault's connection(s), whatever happens
+NEEDS_TRAFFIC_S = 45.0  # so they are not started in the run's last seconds
+FAULT_TIMEOUT_S = 60.0  # one fault's connection(s), whatever happens
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,8 @@ class FaultLimits:
     """The soak server's limits the time-bound faults depend on (passed as --limit-* options)."""
 
     idle_timeout_s: float = 10.0
-    ping_interval_s: float = 5.0
-    ping_timeout_s: float = 5.0
+    ping_interval_s: float = 10.0  # shorter made healthy clients of a loaded soak miss their pongs
+    ping_timeout_s: float = 10.0
     close_timeout_s: float = 5.0
     queue_messages: int = 16
     write_buffer_bytes: int = 4096
