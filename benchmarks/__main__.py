@@ -171,10 +171,12 @@ def _ingest(args: argparse.Namespace, model_path: Path) -> dict[str, Any]:
                        extra=shlex.split(args.serve_args))
     with ServerProcess(cmd, "ours", env=dict(kv.split("=", 1) for kv in args.serve_env)) as server:
         warm_up(server, args.hop_s, n_streams=2 if args.quick else 8, duration_s=2.0 if args.quick else 5.0)
-        out["server"] = server_cost(server, n, duration_s=args.trial_s, hop_s=args.hop_s, ramp_s=args.ramp_s, log=log)
+        out["server"] = server_cost(server, n, duration_s=args.trial_s, hop_s=args.hop_s, ramp_s=args.ramp_s,
+                                    max_p99_ms=args.max_p99_ms, log=log)
     out["server"]["server_command"] = shlex.join(cmd[1:])
-    log(f"  ingest: server CPU {out['server']['server_cpu_us_per_message']:.1f} us per message, "
-        f"{out['server']['server_cpu_ms_per_window']:.2f} ms per window (from the 20- and 100-ms runs)")
+    if not out["server"]["problems"]:
+        log(f"  ingest: server CPU {out['server']['server_cpu_us_per_message']:.1f} us per message, "
+            f"{out['server']['server_cpu_ms_per_window']:.2f} ms per window (from the 20- and 100-ms runs)")
     return out
 
 

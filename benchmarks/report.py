@@ -172,6 +172,8 @@ def _ingest_table(g: dict[str, Any]) -> list[str]:
     for run in srv.get("runs", []):
         lines.append(f"| {run['frame_ms']:g} ms | {run['streams']} | {run['server_cpu_cores']:.2f} | "
                      f"{run['messages_per_s']:.0f} | {run['server_cpu_us_per_message_all_in']:.1f} |")
+    if srv.get("problems"):
+        lines += ["", f"No per-message / per-window split from these runs: {'; '.join(srv['problems'])}."]
     lines += ["", f"Solved over the two runs (same windows/s, 5x the messages): "
               f"{figure(srv.get('server_cpu_us_per_message'))} us of server CPU per message and "
               f"{figure(srv.get('server_cpu_ms_per_window'), '{:.2f}')} ms per window; messages are "

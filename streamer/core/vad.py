@@ -17,11 +17,11 @@ reuses the newest chunk's decision. At the end of a stream the partial last chun
 recurrent state carried from the previous chunk it ran on; the others get no probability, and
 the window's fraction is over the chunks that ran. **Floor**: a chunk quieter than
 ``silero_floor_dbfs`` (RMS, default -60 dBFS) gets probability 0 without silero, and the stream's
-recurrent state stays as it was. Silero's cost is per chunk run (a recurrent
-model batches across streams, not across time, and its per-chunk cost stops falling at a batch of
-about 16), so the stride is what makes it affordable for hundreds of streams. Cost per stream-second and agreement with stride 1, per stride and streams per batch:
-``python -m benchmarks --only vad`` (``benchmarks/vad_bench.py``). The energy gate runs on every
-chunk (it is cheap). ``Vad.process`` runs all streams of a batch in lockstep, one ONNX call per
+recurrent state stays as it was. Silero's cost is per chunk run (a recurrent model batches across
+streams, not across time, and its per-chunk cost stops falling at a batch of about 16), so the
+stride and the floor are what make it affordable for hundreds of streams. CPU per stream-second
+and agreement with silero on every chunk, per setting and streams per batch: ``python -m
+benchmarks --only vad`` (``benchmarks/vad_bench.py``). The energy gate runs on every chunk. ``Vad.process`` runs all streams of a batch in lockstep, one ONNX call per
 chunk position.
 
 No I/O, no clock: the caller (``streamer.runtime``) reads the audio each state asks for and passes
