@@ -134,7 +134,7 @@ class FailsOnce:
 
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.labels, self.feature_config, self.name = inner.labels, inner.feature_config, "flaky"
+        self.labels, self.feature_config, self.spec, self.name = inner.labels, inner.feature_config, inner.spec, "flaky"
         self.failed = False
 
     def predict(self, logmel: np.ndarray) -> np.ndarray:
