@@ -75,6 +75,10 @@ class TrainConfig:
     validation corpora's UAs, each over its own classes). The shipped run first selected on the
     per-corpus mean scored 7-way, where URDU's three validation speakers swung it below chance
     (docs/results.md)."""
+    test_groups: tuple[str, ...] = ()
+    """Speakers (or folds: ``urbansound8k:fold3``) to test on instead of ``default_holdout``'s choice;
+    with ``val_groups``, the whole split (``emostream foldcv``)."""
+    val_groups: tuple[str, ...] = ()
     threads: int = 2
     out_dir: str = "runs/default"
     resume: bool = False
@@ -89,4 +93,5 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["datasets"] = list(self.datasets)
+        d["test_groups"], d["val_groups"] = list(self.test_groups), list(self.val_groups)
         return d

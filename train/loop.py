@@ -55,7 +55,7 @@ from emostream.train.labels import LabelSet, fold_plan, resolve_label_set
 from emostream.train.metrics import compute_metrics
 from emostream.train.optim import EmaWeights, schedule
 from emostream.train.report import print_summary
-from emostream.train.splits import default_holdout
+from emostream.train.splits import default_holdout, holdout
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
@@ -86,7 +86,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             )
         keep.sort()
         clips, targets = [clips[i] for i in keep], targets[keep]
-    split = default_holdout(clips, cfg.seed)
+    split = (
+        holdout(clips, set(cfg.test_groups), set(cfg.val_groups))
+        if cfg.test_groups
+        else default_holdout(clips, cfg.seed)
+    )
     # the head's classes: the label set's, plus each merged label trained apart (--fold-merged)
     head_labels, fold = fold_plan(label_set, [c.label for c in clips]) if cfg.fold_merged else (labels, ())
     if not fold:  # the head is the label set, with its mapping (calm -> neutral)
@@ -161,7 +165,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         SPEECH_META_KEY: all(is_speech_corpus(name) for name in load_reports),
         **({"head_labels": list(head_labels)} if fold else {}),
         "split": {
-            "method": "train.splits.default_holdout",
+            "method": "train.splits.holdout (given groups)" if cfg.test_groups else "train.splits.default_holdout",
             "seed": cfg.seed,
             **speakers,
             "train": sorted({clips[i].speaker for i in split.train}),

@@ -8,7 +8,7 @@ speaker never lands in two parts. Indices refer to the `clips` list passed in.
 - ravdess: test actors 17-20, validation actors 15-16 (odd = male, so both genders in each);
 - tess: test OAF, no validation speaker (it has only OAF and YAF);
 - urbansound8k: test fold 10, validation fold 9 (its groups are the official folds; the full
-  protocol is 10-fold cross-validation over them, never a random split);
+  protocol, 10-fold cross-validation over them and never a random split, is `emostream foldcv`);
   these three only when all the named speakers are present and another is left to train,
   otherwise the rules below apply;
 - a corpus with one speaker: all of it trains (nothing to hold out);
