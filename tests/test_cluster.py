@@ -58,19 +58,19 @@ def metric(text: str, name: str) -> float:
 # ---- clients ------------------------------------------------------------------------------------
 
 
+def start_message(stream: str) -> str:
+    """The ``start`` message of a 16-bit mono stream at ``RATE_HZ`` named ``stream``."""
+    return json.dumps(
+        {"type": "start", "sample_rate": RATE_HZ, "encoding": "pcm_s16le", "channels": 1, "stream": stream}
+    )
+
+
 async def open_ingest(
     url: str, stream: str, query: str = ""
 ) -> tuple[ClientConnection, StreamResult, asyncio.Task[None]]:
     """An ingest connection with its stream started (``ready`` received) and a reader collecting replies."""
     ws = await connect(url + "/ingest" + query, compression=None, max_size=2**22)
-    start = {
-        "type": "start",
-        "sample_rate": RATE_HZ,
-        "encoding": "pcm_s16le",
-        "channels": 1,
-        "stream": stream,
-    }
-    await ws.send(json.dumps(start))
+    await ws.send(start_message(stream))
     result = StreamResult()
     result.ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
     assert result.ready["type"] == "ready", result.ready
@@ -191,14 +191,7 @@ async def open_ingest_refused(
     url: str, stream: str
 ) -> tuple[ClientConnection, StreamResult, asyncio.Task[None]]:
     ws = await connect(url + "/ingest", compression=None)
-    start = {
-        "type": "start",
-        "sample_rate": RATE_HZ,
-        "encoding": "pcm_s16le",
-        "channels": 1,
-        "stream": stream,
-    }
-    await ws.send(json.dumps(start))
+    await ws.send(start_message(stream))
     result = StreamResult()
     return ws, result, asyncio.create_task(collect(ws, result, 30))
 

@@ -1,7 +1,9 @@
 // The live meter: microphone -> AudioWorklet (16-bit frames at the AudioContext's rate) -> /ingest,
 // and the estimates coming back drawn as label, confidence, one bar per class of the model (the
 // labels the server's "ready" message announces), a one-minute timeline, level and latency.
-import { buildBars, closeText, colorFor, errorText, params, refusalText, setBars, wsUrl } from "./common.js";
+import {
+  buildBars, closeText, colorFor, errorText, params, refusalText, setBars, showMessage, wsUrl,
+} from "./common.js";
 
 const FRAME_MS = 20;
 const TIMELINE_S = 60;
@@ -21,13 +23,7 @@ const state = (window.emostream = {
 let session = null;
 let bars = {};
 
-function show(text, isError = false) {
-  const el = $("message");
-  el.hidden = !text;
-  el.textContent = text || "";
-  el.classList.toggle("error", isError);
-  if (isError && text) state.errors.push(text);
-}
+const show = (text, isError = false) => showMessage(text, isError, state.errors);
 
 function setStatus(status) {
   state.status = status;

@@ -92,3 +92,12 @@ export function setBars(rows, probs) {
     value.textContent = `${Math.round(100 * p)}%`;
   }
 }
+
+// The page's message line: a status text, or an error (kept in `errors`, which the tests read).
+export function showMessage(text, isError, errors) {
+  const el = document.getElementById("message");
+  el.hidden = !text;
+  el.textContent = text || "";
+  el.classList.toggle("error", isError);
+  if (isError && text) errors.push(text);
+}

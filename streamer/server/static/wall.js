@@ -1,5 +1,7 @@
 // The operator's wall: every live stream of the server on one page, from /feed (all streams).
-import { buildBars, closeText, colorFor, errorText, params, refusalText, setBars, wsUrl } from "./common.js";
+import {
+  buildBars, closeText, colorFor, errorText, params, refusalText, setBars, showMessage, wsUrl,
+} from "./common.js";
 
 const STALE_S = 5; // a card greys out after this long without an estimate
 const GONE_S = 60; // and leaves the wall after this long
@@ -9,13 +11,7 @@ const state = (window.emostream = { status: "idle", labels: [], streams: {}, nEs
 let ws = null;
 let retryMs = 1000;
 
-function show(text, isError = false) {
-  const el = $("message");
-  el.hidden = !text;
-  el.textContent = text || "";
-  el.classList.toggle("error", isError);
-  if (isError && text) state.errors.push(text);
-}
+const show = (text, isError = false) => showMessage(text, isError, state.errors);
 
 function connect() {
   if (ws) ws.close();
