@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shlex
 import sys
 import time
@@ -186,6 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from emostream.benchmarks.engine_bench import prepare_model, rescale_to_peak, run_engine
     from emostream.benchmarks.features_bench import run_features
     from emostream.benchmarks.machine import describe_machine, devices_present, matmul_peak_gflops
+    from emostream.benchmarks.report import run_header
 
     t_start = time.monotonic()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -211,14 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.trial_s = args.trial_s or (3.0 if args.quick else 20.0)
     args.ramp_s = args.ramp_s if args.ramp_s is not None else (0.0 if args.quick else model.window_s)
     result: dict[str, Any] = {
-        "schema": "emostream-benchmark/1",
-        "quick": bool(args.quick),
+        **run_header("emostream-benchmark/1", "benchmarks", args.quick, machine, model),
         "skipped": sorted(skip),
-        "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine.to_dict(),
-        "machine_line": machine.one_line(),
-        "model": model.to_dict(),
         "settings": {"hop_s": args.hop_s, "max_p99_ms": args.max_p99_ms, "frame_ms": args.frame_ms,
                      "single_s": args.single_s, "trial_s": args.trial_s, "ramp_s": args.ramp_s,
                      "vad": args.vad, "backend": args.backend, "serve_args": args.serve_args,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,20 @@ REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
     "features": (list,),
     "machine": (dict,),
 }
+
+
+def run_header(schema: str, module: str, quick: bool, machine: Any, model: Any) -> dict[str, Any]:
+    """The fields every benchmark report opens with: schema, the command that made it, when, the machine
+    (``benchmarks.machine``) and the model (``benchmarks.engine_bench.prepare_model``)."""
+    return {
+        "schema": schema,
+        "quick": bool(quick),
+        "command": f"python -m {module} " + shlex.join(sys.argv[1:]),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine.to_dict(),
+        "machine_line": machine.one_line(),
+        "model": model.to_dict(),
+    }
 
 
 def _clean(x: Any) -> Any:

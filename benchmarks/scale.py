@@ -12,7 +12,6 @@ redis-server). Ratios: ``w2 / w1`` (target >= 1.3 on 2 cores) and ``w1_broker / 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import sys
@@ -76,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from emostream.benchmarks.e2e import ours_command, warm_up
     from emostream.benchmarks.engine_bench import prepare_model
     from emostream.benchmarks.machine import describe_machine
+    from emostream.benchmarks.report import run_header
     from emostream.benchmarks.serverproc import ServerProcess
     from emostream.streamer.server.redisproc import RedisServer
 
@@ -93,13 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     search = SearchSettings(start=2 if args.quick else args.start, growth=2.0 if args.quick else 1.5,
                             max_n=args.max_streams, max_trials=3 if args.quick else 14)  # fmt: skip
     result: dict[str, Any] = {
-        "schema": "emostream-scale/1",
-        "quick": bool(args.quick),
-        "command": "python -m benchmarks.scale " + shlex.join(sys.argv[1:]),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine.to_dict(),
-        "machine_line": machine.one_line(),
-        "model": model.to_dict(),
+        **run_header("emostream-scale/1", "benchmarks.scale", args.quick, machine, model),
         "settings": {"hop_s": args.hop_s, "max_p99_ms": args.max_p99_ms, "frame_ms": args.frame_ms,
                      "trial_s": trial_s, "ramp_s": ramp_s, "vad": args.vad, "workers": args.workers},
         "capacity": {},

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from wsutil import ServeProcess, StreamResult, collect, encode, synth_audio
+from wsutil import ServeProcess, StreamResult, collect, send_paced, synth_audio
 
 from emostream.models.windows import window_ends
 from emostream.streamer.cli.workers import resolve_workers
@@ -80,14 +80,8 @@ async def open_ingest(
 async def send_audio(ws: ClientConnection, seconds: float, speed: float, seed: int) -> None:
     """``seconds`` of audio at ``speed`` x real time in 50-ms frames, then stop (quietly if the server went)."""
     audio = synth_audio(seconds, RATE_HZ, 1, seed=seed)
-    step = RATE_HZ // 20
-    t0 = time.monotonic()
     try:
-        for i in range(0, audio.shape[0], step):
-            wait_s = i / RATE_HZ / speed - (time.monotonic() - t0)
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            await ws.send(encode(audio[i : i + step], "pcm_s16le"))
+        await send_paced(ws, audio, RATE_HZ, frame_s=0.05, speed=speed)
         await ws.send(json.dumps({"type": "stop"}))
     except Exception:
         pass

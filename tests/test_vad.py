@@ -72,14 +72,10 @@ def test_espeak_speech_is_speech(method: str, espeak_speech: np.ndarray) -> None
     assert max(p for _, p in result) > 0.5
 
 
-@pytest.mark.filterwarnings("ignore:path is deprecated:DeprecationWarning")
-def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> None:
-    """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities
-    (at stride 1: silero-vad's wrapper runs every chunk)."""
-    from silero_vad import load_silero_vad
-
-    vad = make_vad(VadConfig(silero_stride_chunks=1, silero_floor_dbfs=None), SR, HOP)
-    audios = [espeak_speech[k * 3000 :] for k in range(3)]
+def three_streams_in_lockstep(vad, speech: np.ndarray) -> tuple[list[np.ndarray], list]:
+    """Three streams (``speech`` from three offsets) through two batched calls of ``vad``, each call
+    giving every stream a different amount of audio; returns the audios and their states."""
+    audios = [speech[k * 3000 :] for k in range(3)]
     states = [vad.new_state() for _ in audios]
     ends = [SR + 700, 2 * SR, 3 * SR + 100]  # different amounts of audio per stream in the same call
     for _ in range(2):
@@ -88,6 +84,17 @@ def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> No
             states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)]
         )
         ends = [e + SR for e in ends]
+    return audios, states
+
+
+@pytest.mark.filterwarnings("ignore:path is deprecated:DeprecationWarning")
+def test_batched_lockstep_equals_silero_wrapper(espeak_speech: np.ndarray) -> None:
+    """Streams of different progress in one lockstep call give silero-vad's own per-chunk probabilities
+    (at stride 1: silero-vad's wrapper runs every chunk)."""
+    from silero_vad import load_silero_vad
+
+    vad = make_vad(VadConfig(silero_stride_chunks=1, silero_floor_dbfs=None), SR, HOP)
+    audios, states = three_streams_in_lockstep(vad, espeak_speech)
     for audio, state in zip(audios, states, strict=True):
         chunk_ends, probs = state.recent()
         reference = load_silero_vad(onnx=True)
@@ -105,15 +112,7 @@ def test_strided_silero_is_independent_of_batching_and_request_sizes(
     """With a stride, the chunks that run sit on the absolute grid (k % stride == 0) whatever the calls'
     sizes, and three streams in lockstep get exactly what each gets alone, in other call sizes."""
     vad = make_vad(VadConfig(silero_stride_chunks=stride), SR, HOP)
-    audios = [espeak_speech[k * 3000 :] for k in range(3)]
-    states = [vad.new_state() for _ in audios]
-    ends = [SR + 700, 2 * SR, 3 * SR + 100]
-    for _ in range(2):
-        reqs = [vad.request(s, e) for s, e in zip(states, ends, strict=True)]
-        vad.process(
-            states, reqs, [a[r.start_sample : r.end_sample] for a, r in zip(audios, reqs, strict=True)]
-        )
-        ends = [e + SR for e in ends]
+    audios, states = three_streams_in_lockstep(vad, espeak_speech)
     for audio, state in zip(audios, states, strict=True):
         chunk_ends, probs = state.recent()
         assert len(chunk_ends) > 4 and np.all(chunk_ends % (stride * 512) == 512 * (1 % stride))

@@ -162,6 +162,25 @@ async def collect(ws: ClientConnection, result: StreamResult, timeout_s: float) 
     result.close_code = ws.close_code
 
 
+async def send_paced(
+    ws: ClientConnection,
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    encoding: str = "pcm_s16le",
+    *,
+    frame_s: float = 0.05,
+    speed: float = 1.0,
+) -> None:
+    """Send ``audio`` in ``frame_s`` frames at ``speed`` x real time (frame ``i`` is due at ``i / rate / speed``)."""
+    step = max(1, round(frame_s * sample_rate_hz))
+    t0 = time.monotonic()
+    for i in range(0, audio.shape[0], step):
+        wait_s = i / sample_rate_hz / speed - (time.monotonic() - t0)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        await ws.send(encode(audio[i : i + step], encoding))
+
+
 async def stream_audio(
     url: str,
     audio: np.ndarray,
@@ -188,14 +207,8 @@ async def stream_audio(
     async with connect(url + "/ingest", additional_headers=headers, max_size=2**22, compression=None) as ws:
         await ws.send(json.dumps(start))
         reader = asyncio.create_task(collect(ws, result, timeout_s))
-        step = max(1, round(frame_s * sample_rate_hz))
-        t0 = time.monotonic()
         try:
-            for i in range(0, audio.shape[0], step):
-                wait_s = i / sample_rate_hz / speed - (time.monotonic() - t0)
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                await ws.send(encode(audio[i : i + step], encoding))
+            await send_paced(ws, audio, sample_rate_hz, encoding, frame_s=frame_s, speed=speed)
             if stop:
                 await ws.send(json.dumps({"type": "stop"}))
         except ConnectionClosed:
