@@ -11,7 +11,9 @@ Two measurements, both with the real code:
   publication, each timed alone in this process on the calling thread's CPU clock: websockets'
   frame parsing (``ServerProtocol.receive_data``), ``audio_frames`` (wire bytes -> samples),
   ``TokenBucket.take`` (rate limit), ``StreamHandle.push`` (to float, ring, windower; a window
-  due every 50 pushes is queued for the runtime's worker), and per window ``Smoother.update`` plus
+  due every 50 pushes is queued for the runtime's worker), and ``AudioIntake.feed``, what the
+  server runs per message: those three, with 16-bit audio held as bytes and pushed once per window;
+  and per window ``Smoother.update`` plus
   building the ``Estimate`` and its ``to_json``. What the server spends per message beyond the sum
   of the pieces is the event loop, the transport and the ``recv``/``send`` machinery.
 """
@@ -56,6 +58,7 @@ def message_pieces(model_path: Path, quick: bool = False) -> dict[str, Any]:
     from emostream.streamer.core.vad import VadConfig
     from emostream.streamer.runtime.config import RuntimeConfig
     from emostream.streamer.runtime.runtime import Runtime
+    from emostream.streamer.server.ingest import AudioIntake
     from emostream.streamer.server.limits import ServerLimits, TokenBucket
     from emostream.streamer.server.protocol import StartMessage, audio_frames, parse_control
 
@@ -93,6 +96,19 @@ def message_pieces(model_path: Path, quick: bool = False) -> dict[str, Any]:
             "stream_push": _cpu_us_per_call(lambda: handle.push(samples, 0.0), n),
         }
         runtime.close_stream("ingest-bench")
+        handle = runtime.open_stream("ingest-bench", SAMPLE_RATE_HZ, 1)
+        intake = AudioIntake(
+            handle, start, TokenBucket.for_stream(limits, SAMPLE_RATE_HZ, 0.0), lambda n, t: None
+        )
+
+        def feed() -> None:
+            clock[0] += 0.02
+            intake.feed(pcm, 0.0, clock[0])
+
+        # what the server runs per message: the three steps above, with the push held until a
+        # window is due (one push of 50 messages' audio per window at hop 1 s)
+        pieces["intake_feed"] = _cpu_us_per_call(feed, n)
+        runtime.close_stream("ingest-bench")
     finally:
         runtime.stop(drain=False)
     labels = tuple(classifier.labels)
@@ -121,7 +137,7 @@ def message_pieces(model_path: Path, quick: bool = False) -> dict[str, Any]:
     return {
         "message_bytes": len(pcm),
         "per_message": pieces,
-        "per_message_sum_us": sum(p["p50_us"] for p in pieces.values()),
+        "per_message_sum_us": sum(pieces[k]["p50_us"] for k in ("websockets_parse", "intake_feed")),
         "per_window": per_window,
     }
 

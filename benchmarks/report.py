@@ -202,7 +202,7 @@ def _ingest_table(g: dict[str, Any]) -> list[str]:
               "| step | us |", "|---|---:|"]
     for name, p in g["per_message"].items():
         lines.append(f"| {name} | {p['p50_us']:.2f} |")
-    lines.append(f"| sum of the steps | {g['per_message_sum_us']:.2f} |")
+    lines.append(f"| what the server runs per message (websockets_parse + intake_feed) | {g['per_message_sum_us']:.2f} |")
     for name, p in g["per_window"].items():
         lines.append(f"| per window: {name} | {p['p50_us']:.1f} |")
     return lines

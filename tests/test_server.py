@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
+from oracle import offline_window_probs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
-from wsutil import ServeProcess, StreamResult, check_estimate, collect, stream_audio, synth_audio
+from wsutil import ServeProcess, StreamResult, check_estimate, collect, encode, stream_audio, synth_audio
 
+from emostream.models.modelfile import load_classifier
 from emostream.models.windows import window_ends
 from emostream.streamer.server.access import exposure_warning, is_loopback
 from emostream.streamer.server.hub import Outbox
@@ -80,6 +83,58 @@ def test_ingest_returns_estimates(server: ServeProcess, rate_hz: int, encoding: 
     check_stream(result, seconds)
     assert result.ready is not None and result.ready["sample_rate"] == rate_hz
     assert result.ready["encoding"] == encoding and result.ready["channels"] == channels
+
+
+@pytest.mark.parametrize("frame_s", [0.0217, 0.02, 0.35])
+def test_ingest_windows_equal_offline(server: ServeProcess, tiny_model_dir: Path, frame_s: float) -> None:
+    """16-bit messages are held and pushed once per window (``IngestSession``): whatever the message
+    size (347 frames, dividing the hop or not; 5600, spanning a hop), every window's raw probabilities
+    equal the offline reference on the same 16-bit audio, the stopped stream's tail included."""
+    seconds = 3.3
+    audio = synth_audio(seconds, MODEL_RATE_HZ, 1, seed=7)
+    result = asyncio.run(stream_audio(server.url, audio, MODEL_RATE_HZ, frame_s=frame_s, speed=20.0, timeout_s=30))
+    check_stream(result, seconds)
+    sent = np.frombuffer(encode(audio, "pcm_s16le"), dtype="<i2").astype(np.float32) / 32768.0
+    classifier = load_classifier(tiny_model_dir, threads=1)
+    ref = offline_window_probs(sent, classifier, round(HOP_S * MODEL_RATE_HZ))
+    got = np.array([[m["raw_probs"][label] for label in classifier.labels] for m in result.estimates])
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=2e-3)  # the wire rounds probabilities
+
+
+def test_ingest_keeps_order_across_fragmented_messages(server: ServeProcess, tiny_model_dir: Path) -> None:
+    """Audio sent before ``ready`` (queued for ``recv``) and fragmented messages (which detach the
+    direct path until ``recv`` has read them) are still handled in the order sent: every window
+    equals the offline reference."""
+    seconds = 2.6
+    audio = synth_audio(seconds, MODEL_RATE_HZ, 1, seed=11)
+    pcm = encode(audio, "pcm_s16le")
+    step = 640  # 20 ms of 16-bit mono
+
+    async def run() -> StreamResult:
+        result = StreamResult()
+        async with connect(server.url + "/ingest", compression=None) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": MODEL_RATE_HZ, "encoding": "pcm_s16le"}))
+            reader = asyncio.create_task(collect(ws, result, 30))
+            for k, i in enumerate(range(0, len(pcm), step)):
+                chunk = pcm[i : i + step]
+                if k % 9 == 4:  # a fragmented message: 3 frames of 2, 2 and 636 bytes
+                    await ws.send([chunk[:2], chunk[2:4], chunk[4:]])
+                else:
+                    await ws.send(chunk)
+                if k % 25 == 24:
+                    await asyncio.sleep(0.01)
+            await ws.send(json.dumps({"type": "stop"}))
+            await reader
+        return result
+
+    result = asyncio.run(run())
+    check_stream(result, seconds)
+    sent = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    classifier = load_classifier(tiny_model_dir, threads=1)
+    ref = offline_window_probs(sent, classifier, round(HOP_S * MODEL_RATE_HZ))
+    got = np.array([[m["raw_probs"][label] for label in classifier.labels] for m in result.estimates])
+    np.testing.assert_allclose(got, ref, atol=2e-3)
 
 
 def test_feed_all_streams_and_one(server: ServeProcess) -> None:

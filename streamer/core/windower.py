@@ -43,6 +43,11 @@ class Windower:
         """Samples pushed since ``reset()`` (absolute index one past the newest sample)."""
         return self._total_samples
 
+    @property
+    def next_end_sample(self) -> int:
+        """End index of the next window: ``push`` reports it once ``total_samples`` reaches it."""
+        return self._next_end_sample
+
     def push(self, n_new_samples: int) -> list[int]:
         """Count ``n_new_samples`` more samples; return end indices of windows now ready, oldest first."""
         if n_new_samples < 0:

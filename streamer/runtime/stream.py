@@ -186,6 +186,20 @@ class StreamHandle:
         self._submit(windows)
         return len(windows)
 
+    def frames_until_due(self) -> int:
+        """Input frames the caller may hold back without delaying a window; 0: push every chunk.
+
+        A 16-bit mono chunk at the model's rate of fewer frames than this makes no window due, so
+        the WebSocket ingest gathers its 20-ms messages and pushes them once per window, with the
+        message that completes it (same audio, same windows, same ``arrival_s``). Resampled or
+        multichannel input returns 0.
+        """
+        s = self._stream
+        if not s.int16_direct or s.flushed:
+            return 0
+        w = s.windower
+        return w.next_end_sample - w.total_samples
+
     def flush(self, wait: bool = True, timeout_s: float | None = 30.0) -> bool:
         """End of stream: the resampler's tail and the final window at the last sample.
 

@@ -28,7 +28,7 @@ from websockets.http11 import Request, Response
 from emostream.streamer.core.events import ErrorEvent
 from emostream.streamer.server.access import Access
 from emostream.streamer.server.hub import Hub, HubFullError
-from emostream.streamer.server.ingest import IngestSession, RuntimeLike, pump
+from emostream.streamer.server.ingest import IngestConnection, IngestSession, RuntimeLike, pump
 from emostream.streamer.server.limits import ServerLimits
 from emostream.streamer.server.protocol import STREAM_ID_PATTERN, ProtocolError, SubscribedMessage
 from emostream.streamer.server.static import StaticFiles
@@ -223,6 +223,7 @@ class EmoServer:
                 close_timeout=self.limits.close_timeout_s,
                 write_limit=self.limits.write_buffer_bytes,
                 server_header=None,
+                create_connection=IngestConnection,  # /ingest audio skips recv() (streamer.server.ingest)
                 **serve_options,
             ) as server:
                 bound_port = _bound_port(server)

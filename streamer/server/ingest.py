@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from emostream.streamer.core.events import ErrorEvent, Estimate, ReadyEvent
 from emostream.streamer.server.hub import Hub, Outbox
@@ -39,6 +40,7 @@ from emostream.streamer.server.protocol import (
 class StreamHandleLike(Protocol):
     def push(self, samples: np.ndarray, arrival_s: float | None = None) -> Any: ...
     def flush(self) -> Any: ...
+    def frames_until_due(self) -> int: ...
     def note_dropped(self, n_input_frames: int) -> None: ...
 
 
@@ -112,6 +114,7 @@ class IdleWatchdog:
         self.waiting = False  # the task is awaiting a message now
         self.waiting_since = self.loop.time()
         self.fired = False
+        self.failure: BaseException | None = None  # set by fail(): raised instead of idle_timeout
         self._task = asyncio.current_task()
         self._timer: asyncio.TimerHandle | None = self.loop.call_at(
             self.waiting_since + timeout_s, self._check
@@ -128,6 +131,14 @@ class IdleWatchdog:
         if self._task is not None:
             self._task.cancel()
 
+    def fail(self, exc: BaseException) -> None:
+        """Wake the guarded task's ``recv`` with ``exc`` (an error found outside the task)."""
+        if self.fired or self._task is None:
+            return
+        self.failure = exc
+        self.fired = True
+        self._task.cancel()
+
     def take_timeout(self) -> bool:
         """In the guarded task's ``except CancelledError``: True (and the cancel withdrawn) if it was ours."""
         if not self.fired or self._task is None:
@@ -139,6 +150,108 @@ class IdleWatchdog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class IngestConnection(ServerConnection):
+    """A ``ServerConnection`` that can hand each binary message to a callback as soon as it is parsed.
+
+    At 20-ms frames most of the server's CPU went to the per-message machinery between the parser
+    and the session (queue, future, task wake-up, ``recv``). With ``attach_binary_sink`` the
+    session's ``AudioIntake`` takes unfragmented binary messages inside ``data_received`` instead;
+    anything else (text, a fragmented message) detaches the sink first, so every message is still
+    handled in the order it came. The sink must not raise.
+    """
+
+    binary_sink: Callable[[bytes], None] | None = None
+
+    def process_event(self, event: Any) -> None:
+        sink = self.binary_sink
+        if sink is not None and type(event) is Frame:
+            if event.opcode is Opcode.BINARY and event.fin:
+                data = event.data
+                sink(data if type(data) is bytes else bytes(data))
+                return
+            if event.opcode in DATA_OPCODES:
+                self.binary_sink = None  # from here on, in order through recv()
+        super().process_event(event)
+
+    def attach_binary_sink(self, sink: Callable[[bytes], None]) -> bool:
+        """Route binary messages to ``sink`` from now on; False (not attached) while messages wait
+        in ``recv``'s queue, which must be read first to keep the order."""
+        if len(self.recv_messages.frames):
+            return False
+        self.binary_sink = sink
+        return True
+
+
+class AudioIntake:
+    """One stream's binary messages on their way into the runtime: frame check, rate limit, push.
+
+    Per-message work is most of the server's CPU at 20-ms frames, so 16-bit messages are kept as
+    they came (bytes, length checked) and pushed in one piece by the message that makes a window due
+    (``StreamHandle.frames_until_due``): the same audio and windows, with that message's arrival
+    time, for one push per window instead of one per message. Other encodings, and streams the
+    runtime resamples or mixes down, are pushed message by message.
+    """
+
+    def __init__(
+        self,
+        handle: StreamHandleLike,
+        start: StartMessage,
+        bucket: TokenBucket,
+        on_throttled: Callable[[int, float], None],
+    ) -> None:
+        self.handle = handle
+        self.start = start
+        self.bucket = bucket
+        self.on_throttled = on_throttled  # (frames dropped now, now_s)
+        self.frame_bytes = start.frame_bytes
+        self.received_frames = 0
+        self._room = handle.frames_until_due() if start.encoding == "pcm_s16le" else 0
+        self._held: list[bytes] = []
+        self._held_frames = 0
+
+    def feed(self, message: bytes, arrival_s: float, now_s: float) -> None:
+        """One binary message; ``ProtocolError`` for a malformed one (nothing of it is kept)."""
+        room = self._room
+        if room:  # held as bytes: check the length, make no array yet
+            n_bytes = len(message)
+            if n_bytes % self.frame_bytes:
+                audio_frames(message, self.start)  # raises bad_frame_length
+            n = n_bytes // self.frame_bytes
+        else:
+            samples = audio_frames(message, self.start)
+            n = int(samples.shape[0])
+        self.received_frames += n
+        allowed = self.bucket.take(n, now_s)
+        if allowed < n:
+            self.handle.note_dropped(n - allowed)  # counted in the estimates' dropped_samples too
+            self.on_throttled(n - allowed, now_s)
+            if not allowed:
+                return
+        if not room:
+            self.handle.push(samples[:allowed], arrival_s)
+            return
+        self._held.append(message if allowed == n else message[: allowed * self.frame_bytes])
+        self._held_frames += allowed
+        if self._held_frames >= room:  # this message completes a window
+            self._push_held(arrival_s)
+            self._room = self.handle.frames_until_due()
+
+    def finish(self) -> None:
+        """Before the stream's flush: push what is held (less than a window's worth)."""
+        if self._held:
+            self._push_held(None)
+
+    def _push_held(self, arrival_s: float | None) -> None:
+        held = self._held
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self.handle.push(np.frombuffer(data, dtype=_S16LE).reshape(-1, self.start.channels), arrival_s)
+        held.clear()
+        self._held_frames = 0
+
+
+_S16LE = np.dtype("<i2")
 
 
 class IngestSession:
@@ -170,6 +283,8 @@ class IngestSession:
             message = await self.ws.recv()
         except asyncio.CancelledError:
             if watchdog.take_timeout():
+                if watchdog.failure is not None:
+                    raise watchdog.failure from None
                 raise ProtocolError(
                     "idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s"
                 ) from None
@@ -242,10 +357,19 @@ class IngestSession:
         )
         await ws.send(_ready_json(ready, start, self.limits))
         loop = asyncio.get_running_loop()
-        bucket = TokenBucket.for_stream(self.limits, start.sample_rate_hz, loop.time())
         writer = asyncio.create_task(pump(outbox, ws, self.limits))
+        intake = AudioIntake(
+            handle,
+            start,
+            TokenBucket.for_stream(self.limits, start.sample_rate_hz, loop.time()),
+            lambda n_dropped, now_s: self._throttle(n_dropped, now_s, outbox),
+        )
+        conn = ws if isinstance(ws, IngestConnection) else None
+        direct = self._direct_sink(intake) if conn is not None else None
         try:
             while True:
+                if conn is not None and direct is not None and conn.binary_sink is None:
+                    conn.attach_binary_sink(direct)  # when nothing waits in recv's queue
                 message = await self._recv()
                 arrival_s = time.monotonic()  # latency_ms counts from here (the runtime's clock)
                 if isinstance(message, str):
@@ -258,23 +382,43 @@ class IngestSession:
                     if isinstance(control, StartMessage):
                         raise ProtocolError("duplicate_start", "this connection has already started a stream")
                     break
-                samples = audio_frames(message, start)
-                n = int(samples.shape[0])
-                self.received_frames += n
-                allowed = bucket.take(n, loop.time())
-                if allowed < n:
-                    handle.note_dropped(n - allowed)  # counted in the estimates' dropped_samples too
-                    self._throttle(n - allowed, loop.time(), outbox)
-                if allowed:
-                    handle.push(samples[:allowed], arrival_s)
+                intake.feed(message, arrival_s, loop.time())
+            intake.finish()
+            self.received_frames = intake.received_frames
             await self._finish(handle, outbox, writer)
         except ProtocolError as exc:
+            if conn is not None:
+                conn.binary_sink = None
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             await self.server.fail(ws, exc, self.stream_id)
         finally:
+            if conn is not None:
+                conn.binary_sink = None
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+
+    def _direct_sink(self, intake: AudioIntake) -> Callable[[bytes], None]:
+        """The callback ``IngestConnection`` runs per binary message: what the loop below does with
+        one, without waking this task; an error wakes it (``IdleWatchdog.fail``) to close as usual."""
+        ws, watchdog, max_bytes = self.ws, self._watchdog, self.limits.max_message_bytes
+        assert isinstance(ws, IngestConnection) and watchdog is not None
+        loop_time = watchdog.loop.time
+
+        def on_binary(message: bytes) -> None:
+            arrival_s = time.monotonic()
+            now_s = watchdog.waiting_since = loop_time()  # activity, for the idle timeout
+            try:
+                if len(message) > max_bytes:
+                    raise ProtocolError(
+                        "too_big", f"message of {len(message)} bytes exceeds the limit of {max_bytes}"
+                    )
+                intake.feed(message, arrival_s, now_s)
+            except Exception as exc:  # noqa: BLE001 - handed to the session, which closes with it
+                ws.binary_sink = None
+                watchdog.fail(exc)
+
+        return on_binary
 
     def _throttle(self, n_dropped: int, now_s: float, outbox: Outbox) -> None:
         self.throttled_frames += n_dropped
