@@ -157,3 +157,46 @@ def test_worker_survives_a_handler_error_and_drains_on_stop() -> None:
     assert errors == ["bad batch"]
     assert seen == [[4, 5]]
     assert worker.n_handler_errors == 1 and worker.n_items == 6
+
+
+def test_two_stage_worker_keeps_order_reports_each_stage_and_drains() -> None:
+    """With ``finish``, batches go through ``handle`` on one thread and ``finish`` on another, in
+    order; an error in either stage is reported for its batch only; ``wait_idle`` and ``stop``
+    wait for the second stage too."""
+    finished: list[list[int]] = []
+    errors: list[tuple[str, str]] = []
+    threads: set[str] = set()
+    gate = threading.Event()
+
+    def prepare(batch: list[int]) -> list[int]:
+        threads.add(threading.current_thread().name)
+        if 0 in batch:
+            raise ValueError("bad prepare")
+        return batch
+
+    def finish(batch: list[int]) -> None:
+        threads.add(threading.current_thread().name + "/finish")
+        gate.wait(5)
+        if 5 in batch:
+            raise ValueError("bad finish")
+        finished.append(batch)
+
+    worker: BatchWorker[int] = BatchWorker(
+        BatchConfig(max_batch=2, max_wait_ms=1e6, adaptive=False),
+        prepare,
+        on_error=lambda batch, exc: errors.append(("prepare", str(exc))),
+        finish=finish,
+        on_finish_error=lambda result, exc: errors.append(("finish", f"{result}: {exc}")),
+        name="w",
+    )
+    worker.start()
+    worker.submit_many([0, 1, 2, 3, 4, 5, 6, 7])
+    assert not worker.wait_idle(0.3)  # the second stage is held at the gate
+    gate.set()
+    assert worker.wait_idle(5)
+    worker.submit_many([8])  # not due for a long time: stop drains it through both stages
+    worker.stop(drain=True)
+    assert finished == [[2, 3], [6, 7], [8]]
+    assert errors == [("prepare", "bad prepare"), ("finish", "[4, 5]: bad finish")]
+    assert threads == {"w", "w-2/finish"}
+    assert worker.n_handler_errors == 2 and worker.n_items == 9

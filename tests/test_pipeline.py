@@ -191,3 +191,38 @@ def test_a_worker_that_fell_behind_the_ring_reports_the_lost_windows_and_resynch
         np.testing.assert_allclose([e.raw_probs[k] for k in classifier.labels], ref[e.seq], atol=1e-4)
     stats = runtime.stats()
     assert stats.window_errors == 9 and stats.windows_published == 3
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_pipelined_and_single_thread_runtimes_give_the_offline_windows(classifier, pipeline: bool) -> None:
+    """VAD and log-mel on one thread, model and publication on another (the default), or all on
+    one: many streams pushed in uneven chunks, with silence the VAD rejects, give every window's
+    offline probabilities, in order per stream, and the same speech decisions either way."""
+    config = RuntimeConfig(vad=VadConfig(method="energy"), batching=BatchConfig(max_batch=3), pipeline=pipeline)
+    audios = {
+        f"s{k}": np.concatenate([noise(1.0 + 0.5 * k, seed=k, level=0.3), np.zeros(2 * SR, np.float32),
+                                 noise(1.7, seed=10 + k, level=0.2)])
+        for k in range(5)
+    }
+    got: dict[str, list[Estimate]] = {k: [] for k in audios}
+    runtime = Runtime(classifier, config)
+    with runtime:
+        handles = {k: runtime.open_stream(k, SR, 1, on_estimate=got[k].append) for k in audios}
+        rng = np.random.default_rng(0)
+        pos = dict.fromkeys(audios, 0)
+        while any(pos[k] < len(a) for k, a in audios.items()):
+            for k, a in audios.items():
+                n = int(rng.integers(100, 9000))
+                if pos[k] < len(a):
+                    handles[k].push(a[pos[k] : pos[k] + n])
+                    pos[k] += n
+        for h in handles.values():
+            assert h.flush()
+    for k, audio in audios.items():
+        ref = offline_window_probs(audio, classifier, SR)
+        events = got[k]
+        assert [e.seq for e in events] == list(range(len(ref)))
+        speech = [e for e in events if e.speech]
+        assert 0 < len(speech) < len(events)  # the silence was rejected, the rest classified
+        for e in speech:
+            np.testing.assert_allclose([e.raw_probs[label] for label in classifier.labels], ref[e.seq], atol=1e-4)

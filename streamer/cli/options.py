@@ -138,6 +138,13 @@ def add_runtime_options(p: argparse.ArgumentParser, compute_device_flag: str = "
         f"CPU, where larger batches run no faster per window, {CUDA_MAX_BATCH} on CUDA)",
     )
     g.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="run VAD, log-mel, model and publication on one worker thread (default: two threads, "
+        "the model of one batch beside the VAD and log-mel of the next; `python -m benchmarks` "
+        "measures the difference with --serve-args=--no-pipeline)",
+    )
+    g.add_argument(
         "--max-wait-ms",
         type=float,
         default=_DEFAULTS.batching.max_wait_ms,
@@ -166,6 +173,7 @@ def runtime_config(args: argparse.Namespace, max_streams: int = 256) -> RuntimeC
         batching=batching,
         vad=VadConfig(enabled=not args.no_vad, method=args.vad, silero_stride_chunks=args.vad_stride),
         max_streams=max_streams,
+        pipeline=not getattr(args, "no_pipeline", False),
     )
 
 

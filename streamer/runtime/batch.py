@@ -1,4 +1,8 @@
-"""The worker thread's batch handler: VAD, features, ONE model call, smoothing and publication for a batch.
+"""The worker's batch handler: VAD, features, ONE model call, smoothing and publication for a batch.
+
+Two stages (``prepare``: VAD and log-mel; ``complete``: model, smoothing, publication), which the
+runtime runs on two threads (``streamer.runtime.worker``); per-stream VAD and log-mel state is only
+touched by the first, the smoother by the second.
 
 A batch holds due windows of many streams. ``BatchHandler`` splits it into rounds (each stream at
 most once per round, in window order), runs the VAD batched across streams (``streamer.core.vad``),
@@ -33,6 +37,20 @@ Outcome = tuple[SpeechDecision, np.ndarray | None, ErrorEvent | None]
 Request = TypeVar("Request", VadRequest, FrameRequest)  # audio [start_sample, end_sample) a window needs
 
 
+class Prepared:
+    """One batch between the two stages: its live windows, their outcomes so far, the model's jobs."""
+
+    __slots__ = ("batch", "live", "outcome", "jobs", "job_window", "answered")
+
+    def __init__(self, batch: list[Window]) -> None:
+        self.batch = batch
+        self.live: list[Window] = []
+        self.outcome: dict[Window, Outcome] = {}
+        self.jobs: list[WindowJob] = []
+        self.job_window: list[Window] = []
+        self.answered: set[Window] = set()  # windows already answered (published, error or dropped)
+
+
 class BatchHandler:
     """Handles one batch of windows at a time on the worker thread; counts what it published."""
 
@@ -62,29 +80,37 @@ class BatchHandler:
         self.n_nonspeech = 0
         self.n_errors = 0
         self.n_sink_errors = 0
-        self._answered: set[Window] = set()  # windows of the running batch already answered
+        self._preparing: Prepared | None = None  # the batch ``prepare`` works on
 
     def __call__(self, batch: list[Window]) -> None:
-        self._answered = set()
+        """Both stages on the calling thread."""
+        self.complete(self.prepare(batch))
+
+    def prepare(self, batch: list[Window]) -> Prepared:
+        """First stage: drop windows of closed streams, VAD, log-mel of the speech windows."""
+        p = self._preparing = Prepared(batch)
         for w in batch:
             if w.stream.closed:  # closed while queued: nobody listens any more
-                self._answered.add(w)
+                p.answered.add(w)
                 w.stream.finish(1)
-        live = [w for w in batch if w not in self._answered]
-        outcome: dict[Window, Outcome] = {}
-        jobs: list[WindowJob] = []
-        job_window: list[Window] = []
-        for rnd in _rounds(live):  # each stream at most once per round, in window order
+        p.live = [w for w in batch if w not in p.answered]
+        outcome = p.outcome
+        for rnd in _rounds(p.live):  # each stream at most once per round, in window order
             decisions = self._speech(rnd, outcome)
             speech = [w for w, d in zip(rnd, decisions, strict=True) if d is not None and d.speech]
             for w, logmel in zip(speech, self._features(speech, outcome), strict=True):
                 if logmel is not None:
-                    jobs.append(WindowJob(w.stream.stream_id, w.seq, w.end_sample, logmel, w.arrival_s))
-                    job_window.append(w)
+                    p.jobs.append(WindowJob(w.stream.stream_id, w.seq, w.end_sample, logmel, w.arrival_s))
+                    p.job_window.append(w)
             for w, d in zip(rnd, decisions, strict=True):
                 if d is not None and w not in outcome:
                     outcome[w] = (d, None, None)
-        for w, result in zip(job_window, classify(self.classifier, jobs), strict=True):
+        return p
+
+    def complete(self, p: Prepared) -> None:
+        """Second stage: ONE model call for the prepared windows, then smoothing and publication."""
+        outcome = p.outcome
+        for w, result in zip(p.job_window, classify(self.classifier, p.jobs), strict=True):
             err = (
                 None
                 if result.ok
@@ -93,14 +119,22 @@ class BatchHandler:
                 )
             )
             outcome[w] = (outcome[w][0], result.probs, err)
-        for w in live:
-            self._publish(w, *outcome[w])
+        for w in p.live:
+            self._publish(w, *outcome[w], p.answered)
 
     def failed(self, batch: list[Window], exc: BaseException) -> None:
-        """A bug in the handler: report every window of the batch not yet answered, keep the streams going."""
+        """A bug in ``prepare``: report every window of the batch not yet answered, keep the streams going."""
+        p = self._preparing
+        self._report(batch, p.answered if p is not None and p.batch is batch else set(), exc)
+
+    def failed_complete(self, p: Prepared, exc: BaseException) -> None:
+        """A bug in ``complete``: as ``failed``."""
+        self._report(p.batch, p.answered, exc)
+
+    def _report(self, batch: list[Window], answered: set[Window], exc: BaseException) -> None:
         log.exception("runtime batch failed", exc_info=exc)
         for w in batch:
-            if w in self._answered:
+            if w in answered:
                 continue
             self.n_errors += 1
             self._call(
@@ -164,7 +198,12 @@ class BatchHandler:
         )
 
     def _publish(
-        self, w: Window, decision: SpeechDecision, probs: np.ndarray | None, error: ErrorEvent | None
+        self,
+        w: Window,
+        decision: SpeechDecision,
+        probs: np.ndarray | None,
+        error: ErrorEvent | None,
+        answered: set[Window],
     ) -> None:
         s: StreamState = w.stream
         try:
@@ -206,7 +245,7 @@ class BatchHandler:
                 self._call(sink.publish, event)
             self._call(s.on_estimate, event)
         finally:
-            self._answered.add(w)
+            answered.add(w)
             s.finish(1)
 
     def _call(self, fn: Callable[[Any], None] | None, event: Any) -> None:

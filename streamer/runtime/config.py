@@ -24,6 +24,7 @@ class RuntimeConfig:
     smoother: SmootherConfig = field(default_factory=SmootherConfig)
     ring_s: float = 30.0
     max_streams: int = 256
+    pipeline: bool = True  # VAD + log-mel on one thread, model + publication on a second
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):

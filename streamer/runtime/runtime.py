@@ -3,7 +3,7 @@
 API (what ``emostream serve``, ``live``, ``demo`` and ``replay`` build on)::
 
     runtime = Runtime(classifier, RuntimeConfig(hop_s=1.0))   # classifier: models.modelfile.load_classifier(...)
-    runtime.start()                       # one worker thread; also a context manager (start/stop)
+    runtime.start()                       # worker threads; also a context manager (start/stop)
     runtime.add_sink(sink)                # sink.publish(Estimate) -> None, called on the worker thread
     handle = runtime.open_stream("mic", sample_rate_hz=48000, channels=2, on_estimate=None, on_error=None)
     handle.push(samples, arrival_s=None)     # (frames, channels) or 1-D; int16/float32/float64
@@ -41,9 +41,10 @@ API (what ``emostream serve``, ``live``, ``demo`` and ``replay`` build on)::
   Windows the VAD rejects have ``speech=False``, ``label=None``, empty ``probs``/``raw_probs``
   and are not classified; the smoother holds its state over them (``Smoother.skip``).
 
-The worker thread (``streamer.runtime.worker``) hands each batch of due windows from all streams to
-``streamer.runtime.batch.BatchHandler``: VAD, incremental log-mel, ONE ``classifier.predict``,
-smoothing and publication. Per-stream state and the caller's handle: ``streamer.runtime.stream``.
+The worker (``streamer.runtime.worker``) hands each batch of due windows from all streams to
+``streamer.runtime.batch.BatchHandler``: VAD and incremental log-mel on one thread, then (with
+``RuntimeConfig.pipeline``, the default) ONE ``classifier.predict``, smoothing and publication on a
+second thread while the first prepares the next batch. Per-stream state and the caller's handle: ``streamer.runtime.stream``.
 """
 
 from __future__ import annotations
@@ -127,12 +128,15 @@ class Runtime:
         self.handler = BatchHandler(
             classifier, self.vad, IncrementalLogMel(fc), self.window_samples, lambda: self._sinks, clock
         )
+        pipeline = self.config.pipeline
         self._worker: BatchWorker[Window] = BatchWorker(
             self.config.batching,
-            self.handler,
+            self.handler.prepare if pipeline else self.handler,
             on_error=self.handler.failed,
             name="emostream-runtime",
             clock=clock,
+            finish=self.handler.complete if pipeline else None,
+            on_finish_error=self.handler.failed_complete if pipeline else None,
         )
         self.reset()
 
