@@ -19,7 +19,7 @@ TINY_SETTINGS = {
 TINY_FEATURES = {"log_floor": 1e-14}
 
 
-def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Path:
+def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0, settings: dict | None = None) -> Path:
     """Export an untrained, small bandsplit_bilstm (seeded) into ``out_dir``: model.ts, model.onnx, checkpoint.pt."""
     import torch
 
@@ -32,7 +32,7 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0) -> Pat
     features = FeatureConfig(window_s=window_s, **TINY_FEATURES)
     spec = ModelSpec(
         features,
-        ModelConfig("bandsplit_bilstm", len(TINY_LABELS), features.n_mels, dict(TINY_SETTINGS)),
+        ModelConfig("bandsplit_bilstm", len(TINY_LABELS), features.n_mels, {**TINY_SETTINGS, **(settings or {})}),
         TINY_LABELS,
         meta={"name": "tiny-test"},
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_model
 
 from emostream.models.features import FeatureConfig, LogMel
 from emostream.models.modelfile import load_classifier, onnxruntime_available
@@ -52,10 +53,19 @@ def spectrum_db(x: np.ndarray, lo: float, hi: float) -> float:
 BACKENDS = ["eager", "torchscript", *(["onnx"] if onnxruntime_available() else [])]
 
 
-@pytest.mark.parametrize("which", ["tiny", "shipped"])
+@pytest.fixture(scope="module")
+def tiny_stats_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the spectral-statistics branch (``layers.SpectralStats``) into its head."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_stats"), settings={"spectral_stats": True})
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_stats", "shipped"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, backend: str, which: str) -> None:
-    clf = load_classifier(tiny_model_dir if which == "tiny" else "default", backend=backend)
+def test_exported_model_output_does_not_move_with_gain(
+    tiny_model_dir: Path, tiny_stats_model_dir: Path, backend: str, which: str
+) -> None:
+    path = {"tiny": tiny_model_dir, "tiny_stats": tiny_stats_model_dir}.get(which, "default")
+    clf = load_classifier(path, backend=backend)
     fc = clf.feature_config
     logmel = LogMel(fc)
     window = np.zeros(fc.window_samples, np.float32)
@@ -67,6 +77,32 @@ def test_exported_model_output_does_not_move_with_gain(tiny_model_dir: Path, bac
         probs = clf.predict(logmel(torch.from_numpy(scaled)[None]))
         assert np.abs(probs - base).max() < INVARIANCE_TOL, (backend, gain_db, probs, base)
     assert clf.model_config.settings["input_norm"] == "cmn"  # (test_batchnorm_model_moves_with_gain: without it, it moves)
+
+
+def test_spectral_stats_keep_the_envelope_that_cmn_removes() -> None:
+    """A fixed spectral tilt is cancelled by per-bin normalisation (``WindowNorm`` cmn) but moves the
+    envelope part of ``SpectralStats``; a gain moves neither; inactive frames (padding) count in neither."""
+    from emostream.models.arch.layers import SpectralStats, WindowNorm
+
+    torch.manual_seed(0)
+    n_mels, t = 16, 120
+    x = torch.randn(2, n_mels, t) * 0.5 - 8.0
+    x[:, :, :40] = -40.0  # start-up padding: far below the floor, inactive
+    tilt = torch.linspace(-1.5, 1.5, n_mels).view(1, -1, 1)  # about -+6.5 dB across the bins
+    norm, stats = WindowNorm(n_mels, "cmn"), SpectralStats(n_mels)
+    with torch.no_grad():
+        y, mask = norm(x)
+        assert mask[:, :40].sum() == 0 and mask[:, 40:].sum() > 0
+        y_tilt, mask_tilt = norm(torch.where(x > -40.0, x + tilt, x))
+        y_gain, _ = norm(x + 2.3)
+        s, s_gain = stats(x, mask), stats(x + 2.3, mask)
+        s_tilt = stats(torch.where(x > -40.0, x + tilt, x), mask_tilt)
+        s_pad = stats(torch.where(x > -40.0, x, x - 5.0), mask)  # deeper padding: still floored, inactive
+    active = mask.bool().unsqueeze(1).expand_as(y)
+    assert torch.allclose(y[active], y_tilt[active], atol=1e-4)  # cmn: the tilt is gone
+    assert torch.allclose(y, y_gain, atol=1e-4) and torch.allclose(s, s_gain, atol=1e-4)
+    assert torch.allclose(s, s_pad, atol=1e-4)
+    assert (s_tilt[:, :n_mels] - s[:, :n_mels]).abs().max() > 0.3  # the envelope saw it
 
 
 def test_batchnorm_model_moves_with_gain() -> None:

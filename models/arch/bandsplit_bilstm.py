@@ -11,6 +11,7 @@ from emostream.models.arch.layers import (
     AttentionPool,
     ConvBlock,
     MaskedStatsPool,
+    SpectralStats,
     WindowNorm,
     band_edges,
     downsample_mask,
@@ -26,6 +27,9 @@ DEFAULTS: dict = {
     "input_norm": "batch",
     # "attention" (over every step, padding too) or "masked_stats" (mean + std over active steps only)
     "pooling": "attention",
+    # with a WindowNorm input: the window's spectral statistics (layers.SpectralStats) beside the
+    # pooled sequence, into the head
+    "spectral_stats": False,
 }
 
 
@@ -63,7 +67,7 @@ class BandAttention(nn.Module):
 class BandSplitBiLSTM(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> logits ``(B, n_classes)``."""
 
-    __constants__ = ["edges", "window_norm", "masked_pool", "time_factor"]
+    __constants__ = ["edges", "window_norm", "masked_pool", "time_factor", "with_stats"]
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -87,7 +91,12 @@ class BandSplitBiLSTM(nn.Module):
         self.lstm = nn.LSTM(int(s["band_dim"]), hidden, batch_first=True, bidirectional=True)
         self.pool: nn.Module = MaskedStatsPool(2 * hidden) if self.masked_pool else AttentionPool(2 * hidden)
         self.dropout = nn.Dropout(float(s["dropout"]))
-        self.head = nn.Linear((4 if self.masked_pool else 2) * hidden, cfg.n_classes)
+        self.with_stats = bool(s["spectral_stats"])
+        if self.with_stats and not self.window_norm:
+            raise ValueError("spectral_stats needs input_norm gain or cmn")
+        self.stats: nn.Module = SpectralStats(cfg.n_mels) if self.with_stats else nn.Identity()
+        n_stats = 3 * cfg.n_mels if self.with_stats else 0
+        self.head = nn.Linear((4 if self.masked_pool else 2) * hidden + n_stats, cfg.n_classes)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         if self.window_norm:
@@ -106,4 +115,6 @@ class BandSplitBiLSTM(nn.Module):
             pooled = self.pool(h, downsample_mask(mask, self.time_factor, h.shape[1]))
         else:
             pooled = self.pool(h)
+        if self.with_stats:
+            pooled = torch.cat([pooled, self.stats(logmel, mask)], dim=1)
         return self.head(self.dropout(pooled))

@@ -105,6 +105,37 @@ class WindowNorm(nn.Module):
         return y, mask
 
 
+class SpectralStats(nn.Module):
+    """What the statistics baseline (``train.baseline``) sees, per window, inside the model:
+    ``(B, M, T), (B, T) -> (B, 3M)``.
+
+    Over the active frames (``WindowNorm``'s mask; the same floor ``floor_db`` below the loudest bin):
+    each bin's mean relative to the window's mean log energy (the spectral envelope, which per-bin
+    normalisation (``cmn``) removes from the network's input; the gain cancels here too), each bin's
+    standard deviation, and the RMS of each bin's frame-to-frame change; then a LayerNorm.
+    """
+
+    def __init__(self, n_mels: int, floor_db: float = 60.0) -> None:
+        super().__init__()
+        self.floor = float(floor_db) * math.log(10.0) / 10.0
+        self.norm = nn.LayerNorm(3 * n_mels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        top = x.amax(dim=(1, 2), keepdim=True)
+        x = torch.maximum(x, top - self.floor)
+        w = mask.unsqueeze(1)  # (B, 1, T)
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+        mean = (x * w).sum(dim=2) / count  # (B, M)
+        envelope = mean - mean.mean(dim=1, keepdim=True)
+        centred = x - mean.unsqueeze(2)
+        std = torch.sqrt((centred * centred * w).sum(dim=2) / count + 1e-6)
+        d = x[:, :, 1:] - x[:, :, :-1]
+        wd = w[:, :, 1:] * w[:, :, :-1]
+        d_count = wd.sum(dim=2).clamp(min=1.0)  # (B, 1)
+        d_rms = torch.sqrt((d * d * wd).sum(dim=2) / d_count + 1e-6)
+        return self.norm(torch.cat([envelope, std, d_rms], dim=1))
+
+
 def downsample_mask(mask: torch.Tensor, factor: int, n_out: int) -> torch.Tensor:
     """A frame mask ``(B, T)`` at the time resolution after pooling by ``factor``: ``(B, n_out)``;
     an output step is active when any of its input frames is."""
