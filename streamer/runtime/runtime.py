@@ -4,7 +4,7 @@ API (what ``emostream serve``, ``live``, ``demo`` and ``replay`` build on)::
 
     runtime = Runtime(classifier, RuntimeConfig(hop_s=1.0))   # classifier: models.modelfile.load_classifier(...)
     runtime.start()                       # worker threads; also a context manager (start/stop)
-    runtime.add_sink(sink)                # sink.publish(Estimate) -> None, called on the worker thread
+    runtime.add_sink(sink)                # sink.publish(Estimate) -> None, called on the worker's (last) thread
     handle = runtime.open_stream("mic", sample_rate_hz=48000, channels=2, on_estimate=None, on_error=None)
     handle.push(samples, arrival_s=None)     # (frames, channels) or 1-D; int16/float32/float64
     handle.flush()                        # end of stream: final window at the last sample; waits for it
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
 
 class Runtime:
-    """Many streams, one model worker thread; see the module docstring for the API."""
+    """Many streams, one model worker (two threads by default); see the module docstring for the API."""
 
     def __init__(
         self,
