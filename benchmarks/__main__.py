@@ -110,7 +110,8 @@ def _servers(args: argparse.Namespace, model_path: Path, device: str, skip: set[
     quick = args.quick
     single_s, trial_s, ramp_s = args.single_s, args.trial_s, args.ramp_s
     search = (SearchSettings(start=1, growth=4.0, max_n=args.max_streams, max_trials=3) if quick
-              else SearchSettings(start=1, growth=2.0, max_n=args.max_streams, max_trials=20))
+              else SearchSettings(start=1, growth=2.0, max_n=args.max_streams, max_trials=24,
+                                  confirm_failures=True))
     out: dict[str, Any] = {"single_stream": {}, "capacity": {}}
     commands = {server_key(vad): ours_command(model_path, args.hop_s, vad=vad, backend=args.backend, device=device,
                                               max_streams=args.max_streams + 64, extra=shlex.split(args.serve_args))

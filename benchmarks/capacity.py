@@ -3,7 +3,11 @@
 A trial runs N streams and passes when the p99 latency is at most the bound, no audio is dropped and
 no estimate is missing (``LoadResult.problems``). ``search_capacity`` is the pure search, exponential
 (N = start, start*growth, ...) until a trial fails, then bisection between the last pass and the
-first fail until the gap is within ``rel_tol``; ``run_capacity`` drives it with real trials.
+first fail until the gap is within ``rel_tol``; ``run_capacity`` drives it with real trials. With
+``confirm_failures`` (what ``python -m benchmarks`` and ``benchmarks.scale`` use outside --quick) a failing N is run
+again and fails only when the second trial fails too: on a shared 2-core VM one trial in a dozen
+stalled for a moment with no relation to N (2026-12-03: silero failed at 256 streams with p99
+1.5 s, then passed at 272 and 320 in fixed-load runs), and a single such trial set the capacity.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class SearchSettings:
     max_n: int = 4096
     rel_tol: float = 0.05
     max_trials: int = 20
+    confirm_failures: bool = False  # a failing n is tried once more; it fails only if that fails too
 
     def __post_init__(self) -> None:
         if self.start < 1 or self.growth <= 1.0 or self.max_n < self.start or self.max_trials < 1:
@@ -68,12 +73,19 @@ def search_capacity(trial: Callable[[int], Trial], settings: SearchSettings | No
     """
     cfg = settings or SearchSettings()
     trials: list[Trial] = []
+
+    def passes(n: int) -> bool:
+        t = trial(n)
+        trials.append(t)
+        if not t.ok and cfg.confirm_failures and len(trials) < cfg.max_trials:
+            t = trial(n)  # a one-off stall (another process, a page fault storm) is not the capacity
+            trials.append(t)
+        return t.ok
+
     lo, hi = 0, None
     n = cfg.start
     while len(trials) < cfg.max_trials:
-        t = trial(n)
-        trials.append(t)
-        if not t.ok:
+        if not passes(n):
             hi = n
             break
         lo = n
@@ -82,9 +94,7 @@ def search_capacity(trial: Callable[[int], Trial], settings: SearchSettings | No
         n = min(cfg.max_n, max(n + 1, math.ceil(n * cfg.growth)))
     while hi is not None and hi - lo > max(1, math.floor(cfg.rel_tol * lo)) and len(trials) < cfg.max_trials:
         mid = (lo + hi) // 2
-        t = trial(mid)
-        trials.append(t)
-        if t.ok:
+        if passes(mid):
             lo = mid
         else:
             hi = mid

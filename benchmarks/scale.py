@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trial_s = args.trial_s or (3.0 if args.quick else 20.0)
     ramp_s = args.ramp_s if args.ramp_s is not None else (0.0 if args.quick else model.window_s)
     search = SearchSettings(start=2 if args.quick else args.start, growth=2.0 if args.quick else 1.5,
-                            max_n=args.max_streams, max_trials=3 if args.quick else 14)  # fmt: skip
+                            max_n=args.max_streams, max_trials=3 if args.quick else 18,
+                            confirm_failures=not args.quick)  # fmt: skip
     result: dict[str, Any] = {
         **run_header("emostream-scale/1", "benchmarks.scale", args.quick, machine, model),
         "settings": {"hop_s": args.hop_s, "max_p99_ms": args.max_p99_ms, "frame_ms": args.frame_ms,

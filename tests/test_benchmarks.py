@@ -76,6 +76,26 @@ def test_search_respects_max_trials_and_keeps_the_best_so_far() -> None:
     assert calls == [1, 4, 16] and found.capacity == 16 and not found.bounded
 
 
+def test_confirmed_failures_ignore_a_one_off_stall_but_not_a_real_limit() -> None:
+    true_capacity = 300
+    calls: list[int] = []
+    stalled: set[int] = set()
+
+    def flaky(n: int) -> Trial:  # every n above 100 stalls on its first trial only; above 300 it always fails
+        calls.append(n)
+        first = n > 100 and n not in stalled
+        stalled.add(n)
+        p99 = 900.0 if first or n > true_capacity else 100.0
+        return Trial(n=n, ok=p99 <= 500.0, p50_ms=p99 / 2, p99_ms=p99)
+
+    found = search_capacity(flaky, SearchSettings(rel_tol=0.0, max_trials=100, confirm_failures=True))
+    assert found.capacity == true_capacity and found.first_fail == true_capacity + 1
+    assert all(calls.count(n) == 2 for n in calls if n > 100)  # each stall was tried again
+    stalled.clear()
+    plain = search_capacity(flaky, SearchSettings(rel_tol=0.0, max_trials=100))
+    assert plain.capacity == 100  # without: every first-time stall counts as the limit
+
+
 def test_search_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         SearchSettings(growth=1.0)
