@@ -155,12 +155,7 @@ class BatchWorker(Generic[T]):
                     self._handoff.put(result)  # waits while PIPELINE_DEPTH results wait
                     handed_on = True
             except Exception as exc:  # the worker outlives a bad batch
-                self.n_handler_errors += 1
-                if self.on_error is not None:
-                    try:
-                        self.on_error(batch, exc)
-                    except Exception:
-                        pass
+                self._failed(self.on_error, batch, exc)
             finally:
                 with self._cond:
                     self.n_batches += 1
@@ -180,13 +175,17 @@ class BatchWorker(Generic[T]):
             try:
                 self.finish(result)
             except Exception as exc:  # the worker outlives a bad batch
-                self.n_handler_errors += 1
-                if self.on_finish_error is not None:
-                    try:
-                        self.on_finish_error(result, exc)
-                    except Exception:
-                        pass
+                self._failed(self.on_finish_error, result, exc)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()
+
+    def _failed(self, report: Callable[[Any, BaseException], None] | None, item: Any, exc: Exception) -> None:
+        """Count a stage's exception and hand it to its error callback (which must not stop the thread)."""
+        self.n_handler_errors += 1
+        if report is not None:
+            try:
+                report(item, exc)
+            except Exception:
+                pass
