@@ -245,13 +245,14 @@ class AudioIntake:
 
     def _push_held(self, arrival_s: float | None) -> None:
         held = self._held
-        data = held[0] if len(held) == 1 else b"".join(held)
-        self.handle.push(np.frombuffer(data, dtype=_S16LE).reshape(-1, self.start.channels), arrival_s)
+        self.handle.push(audio_frames(held[0] if len(held) == 1 else b"".join(held), self.start), arrival_s)
         held.clear()
         self._held_frames = 0
 
 
-_S16LE = np.dtype("<i2")
+def _check_size(message: str | bytes, max_bytes: int) -> None:
+    if len(message) > max_bytes:
+        raise ProtocolError("too_big", f"message of {len(message)} bytes exceeds the limit of {max_bytes}")
 
 
 class IngestSession:
@@ -266,7 +267,6 @@ class IngestSession:
     def reset(self) -> None:
         self.stream_id: str | None = None
         self.start: StartMessage | None = None
-        self.received_frames = 0
         self.throttled_frames = 0
         self._throttled_unreported = 0
         self._last_report_s = -float("inf")
@@ -291,11 +291,7 @@ class IngestSession:
             raise
         finally:
             watchdog.waiting = False
-        if len(message) > self.limits.max_message_bytes:
-            raise ProtocolError(
-                "too_big",
-                f"message of {len(message)} bytes exceeds the limit of {self.limits.max_message_bytes}",
-            )
+        _check_size(message, self.limits.max_message_bytes)
         return message
 
     async def run(self) -> None:
@@ -384,8 +380,7 @@ class IngestSession:
                     break
                 intake.feed(message, arrival_s, loop.time())
             intake.finish()
-            self.received_frames = intake.received_frames
-            await self._finish(handle, outbox, writer)
+            await self._finish(handle, outbox, writer, intake.received_frames)
         except ProtocolError as exc:
             if conn is not None:
                 conn.binary_sink = None
@@ -409,10 +404,7 @@ class IngestSession:
             arrival_s = time.monotonic()
             now_s = watchdog.waiting_since = loop_time()  # activity, for the idle timeout
             try:
-                if len(message) > max_bytes:
-                    raise ProtocolError(
-                        "too_big", f"message of {len(message)} bytes exceeds the limit of {max_bytes}"
-                    )
+                _check_size(message, max_bytes)
                 intake.feed(message, arrival_s, now_s)
             except Exception as exc:  # noqa: BLE001 - handed to the session, which closes with it
                 ws.binary_sink = None
@@ -437,7 +429,9 @@ class IngestSession:
             self._throttled_unreported = 0
             self._last_report_s = now_s
 
-    async def _finish(self, handle: StreamHandleLike, outbox: Outbox, writer: asyncio.Task[None]) -> None:
+    async def _finish(
+        self, handle: StreamHandleLike, outbox: Outbox, writer: asyncio.Task[None], received_frames: int
+    ) -> None:
         """After stop: final window, its estimates, ``end``, close 1000."""
         assert self.stream_id is not None
         await asyncio.to_thread(handle.flush)
@@ -446,7 +440,7 @@ class IngestSession:
         await asyncio.sleep(0)  # let estimate deliveries scheduled by the runtime's worker thread run
         end = EndMessage(
             self.stream_id,
-            self.received_frames,
+            received_frames,
             self.throttled_frames,
             outbox.put_total,
             outbox.dropped_total,
