@@ -67,6 +67,15 @@ NORM_MODES = ("batch", "gain", "cmn")
 ``cmn`` (subtract each mel bin's mean over the active frames: gain and any fixed EQ cancel)."""
 
 
+DB_TO_LN = math.log(10.0) / 10.0  # the features' natural log of power: 1 dB = 0.2303
+
+
+def floor_below_top(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """``(B, M, T)`` log-mel raised to at least ``floor`` (natural log) below each window's loudest bin."""
+    top = x.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    return torch.maximum(x, top - floor)
+
+
 class WindowNorm(nn.Module):
     """Per-window normalisation of natural-log mel ``(B, M, T)`` computed inside the model.
 
@@ -86,15 +95,13 @@ class WindowNorm(nn.Module):
         if mode not in ("gain", "cmn"):
             raise ValueError(f"WindowNorm mode must be gain or cmn, got {mode!r}")
         self.per_bin = mode == "cmn"
-        db_to_ln = math.log(10.0) / 10.0  # the features' natural log of power: 1 dB = 0.2303
-        self.floor = float(floor_db) * db_to_ln
-        self.active = float(active_db) * db_to_ln
+        self.floor = float(floor_db) * DB_TO_LN
+        self.active = float(active_db) * DB_TO_LN
         self.scale = nn.Parameter(torch.full((n_mels,), 0.25))
         self.bias = nn.Parameter(torch.zeros(n_mels))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        top = x.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-        x = torch.maximum(x, top - self.floor)
+        x = floor_below_top(x, self.floor)
         frame = x.mean(dim=1)  # (B, T)
         mask = (frame > frame.amax(dim=1, keepdim=True) - self.active).to(x.dtype)  # (B, T)
         count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
@@ -117,12 +124,11 @@ class SpectralStats(nn.Module):
 
     def __init__(self, n_mels: int, floor_db: float = 60.0) -> None:
         super().__init__()
-        self.floor = float(floor_db) * math.log(10.0) / 10.0
+        self.floor = float(floor_db) * DB_TO_LN
         self.norm = nn.LayerNorm(3 * n_mels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        top = x.amax(dim=(1, 2), keepdim=True)
-        x = torch.maximum(x, top - self.floor)
+        x = floor_below_top(x, self.floor)
         w = mask.unsqueeze(1)  # (B, 1, T)
         count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
         mean = (x * w).sum(dim=2) / count  # (B, M)
