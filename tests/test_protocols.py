@@ -67,4 +67,12 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     assert loco["folds"]["tess"]["train_corpora"] == ["ravdess"] and loco["folds"]["tess"]["n_test_clips"] == 18
     assert all(0.0 <= f["baseline"]["ua"] <= 1.0 for f in loco["folds"].values())
     assert "| mean |" in (out / "crosscorpus.md").read_text()
+    one = tmp_path / "loco_one"  # one fold: tess held out, trained on the rest of --datasets
+    argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "tess", "--out", str(one)]
+    assert run(register_crosscorpus, [*argv, "--cache", str(cache)]) == 0
+    loco_one = json.loads((one / "crosscorpus.json").read_text())
+    assert list(loco_one["folds"]) == ["tess"] and loco_one["folds"]["tess"] == loco["folds"]["tess"]
+    assert "| mean (tess only) |" in (one / "crosscorpus.md").read_text()
+    argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "urdu", "--out", str(one)]
+    assert run(register_crosscorpus, argv) == 2
     assert run(register_crosscorpus, ["crosscorpus", "--data", str(data), "--datasets", "ravdess,nope", "--out", str(out)]) == 2

@@ -264,6 +264,13 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=12, help="epochs per deep fold")
     p.add_argument("--max-clips", type=int, default=0, help="deep folds: at most N clips per corpus (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--hold-out",
+        default="",
+        metavar="CORPORA",
+        help="comma-separated corpora of --datasets to hold out, one fold each, each trained on all the "
+        "other corpora of --datasets (default: every corpus: the full protocol)",
+    )
     p.set_defaults(func=_run_crosscorpus)
 
 
@@ -295,6 +302,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             threads=args.threads,
             seed=args.seed,
             max_clips=args.max_clips,
+            held_out=[d.strip() for d in args.hold_out.split(",") if d.strip()] or None,
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
