@@ -288,7 +288,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
     from emostream.train.protocols import default_cache, run_crosscorpus
 
     console = Console()
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = list(comma_list(args.datasets))
     try:
         _check_data(args.data, datasets)
         run_crosscorpus(
@@ -302,7 +302,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             threads=args.threads,
             seed=args.seed,
             max_clips=args.max_clips,
-            held_out=[d.strip() for d in args.hold_out.split(",") if d.strip()] or None,
+            held_out=list(comma_list(args.hold_out)) or None,
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
@@ -332,7 +332,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
     from emostream.train.protocols import default_cache, run_baseline
 
     console = Console()
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = list(comma_list(args.datasets))
     try:
         _check_data(args.data, datasets)
         run_baseline(args.data, datasets, args.labels, args.report, default_cache(args.cache), console, args.seed)
@@ -353,10 +353,15 @@ def _check_data(data: Path, datasets: list[str]) -> None:
             raise ValueError(f"no {corpus_format(name).name}/ folder under {data}, nor is {data} that corpus")
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated option (``--datasets``, ``--hold-out``), blanks dropped."""
+    return tuple(d.strip() for d in text.split(",") if d.strip())
+
+
 def resolve_datasets(data: Path, text: str | None) -> tuple[str, ...]:
     """``--datasets`` as given, else the task corpus ``data`` is (urbansound8k, gtzan), else the default four."""
     if text:
-        return tuple(d.strip() for d in text.split(",") if d.strip())
+        return comma_list(text)
     from emostream.train.corpora import detect_corpus
     from emostream.train.corpora_tasks import is_speech_corpus
 

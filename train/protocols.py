@@ -253,7 +253,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         if deep:
             row += f" {100 * f['deep']['ua']:.1f} |"
         lines.append(row)
-    label = _mean_label(report["folds"], report.get("datasets", list(report["folds"])))
+    label = _mean_label(report["folds"], report["datasets"])
     mean = f"| {label} | | {100 * report['mean_ua']['baseline']:.1f} |"
     if deep:
         mean += f" {100 * report['mean_ua']['deep']:.1f} |"
