@@ -409,3 +409,42 @@ def test_unknown_setting_is_refused_by_name(arch: str) -> None:
     cfg = ModelConfig(arch, 3, 64, {"no_such_setting": 1})
     with pytest.raises(ValueError, match="no_such_setting"):
         build_model(cfg)
+
+
+# ----------------------------------------------------------------------------- bandsplit_bilstm time pooling
+
+
+def test_bandsplit_time_pool_shortens_the_sequence_and_exports(tmp_path: Path) -> None:
+    """``time_pool`` [4, 2]: the BiLSTM sees T/8 steps (half the default's), the active-frame mask is pooled
+    to the same steps for any T, every backend equals eager, and the cost falls."""
+    settings = {"channels": [8, 16], "band_dim": 32, "lstm_hidden": 32, "input_norm": "cmn", "pooling": "masked_stats"}
+    cfg = ModelConfig("bandsplit_bilstm", 4, 64, {**settings, "time_pool": [4, 2]})
+    model = build(cfg, seed=5)
+    assert model.time_factor == 8
+    seen: list[int] = []
+    model.lstm.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[1]))
+    for frames in (64, 497, 500):  # divisible by 8 or not
+        x = logmel(3, 64, frames, seed=frames)
+        x[0, :, : frames // 2] = -40.0  # a start-up window: half of it padding, below the floor
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (3, 4) and torch.isfinite(out).all()
+        assert seen[-1] == frames // 8
+    default = ModelConfig("bandsplit_bilstm", 4, 64, settings)
+    assert count_flops(model, 64, 497) < 0.7 * count_flops(build(default), 64, 497)
+
+    spec = ModelSpec(FeatureConfig(n_mels=64), cfg, LABELS, {"name": "test-time-pool"})
+    model_dir = export_model(save_checkpoint(tmp_path / "ckpt.pt", model, spec), tmp_path / "model")
+    x = logmel(3, 64, 497, seed=11)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    for backend, name in MODEL_FILES.items():
+        clf = load_classifier(model_dir / name, backend=backend)
+        assert clf.model_config.settings["time_pool"] == [4, 2]
+        np.testing.assert_allclose(clf.logits(x.numpy()), expected, rtol=0, atol=BACKEND_TOL, err_msg=backend)
+
+
+@pytest.mark.parametrize("time_pool", [[4], [4, 2, 2], [0, 2]])
+def test_bandsplit_time_pool_needs_one_positive_factor_per_block(time_pool: list[int]) -> None:
+    with pytest.raises(ValueError, match="time_pool"):
+        build_model(ModelConfig("bandsplit_bilstm", 4, 64, {"channels": [8, 16], "time_pool": time_pool}))

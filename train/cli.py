@@ -80,7 +80,14 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--patience", type=int, default=8, help="early stop after N validations without a better val UA"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, sampling and augmentation (default 0)")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the speaker split (default: --seed); keep it at 0 to train another --seed on the "
+        "shipped model's held-out speakers",
+    )
     p.add_argument(
         "--balance",
         type=float,
@@ -170,6 +177,7 @@ def _run_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         patience=args.patience,
         seed=args.seed,
+        split_seed=args.split_seed,
         balance=args.balance,
         ema_decay=args.ema_decay,
         select=args.select,

@@ -66,6 +66,9 @@ class TrainConfig:
     mixup_prob: float = 0.5
     """Share of batches mixed when ``mixup`` > 0."""
     seed: int = 0
+    split_seed: int | None = None
+    """Seed of the speaker split (``train.splits.default_holdout``); None: ``seed``. Set it to train
+    another seed (weights, sampling, augmentation) on the same held-out speakers."""
     balance: float = 0.5
     """Corpus- and speaker-balanced sampling (``train.dataset.sampling_weights``); 0 = every clip once."""
     ema_decay: float = 0.998

@@ -42,6 +42,7 @@ from emostream.train.augment import Augmenter
 from emostream.train.config import ROBUST_FEATURE_SETTINGS, ROBUST_MODEL_SETTINGS, TrainConfig, licence_note
 from emostream.train.corpora import load_corpora
 from emostream.train.corpora_tasks import is_speech_corpus
+from emostream.train.corpus_base import Clip
 from emostream.train.dataset import (
     DEFAULT_CACHE_DIR,
     EVAL_HOP_S,
@@ -55,7 +56,19 @@ from emostream.train.labels import LabelSet, fold_plan, resolve_label_set
 from emostream.train.metrics import compute_metrics
 from emostream.train.optim import EmaWeights, schedule
 from emostream.train.report import print_summary
-from emostream.train.splits import default_holdout, holdout
+from emostream.train.splits import Split, default_holdout, holdout
+
+
+def split_seed(cfg: TrainConfig) -> int:
+    """The seed of the speaker split: ``split_seed`` when given, else ``seed``."""
+    return cfg.seed if cfg.split_seed is None else cfg.split_seed
+
+
+def training_split(clips: list[Clip], cfg: TrainConfig) -> Split:
+    """The named test and validation groups when ``cfg`` gives them, else ``default_holdout``."""
+    if cfg.test_groups:
+        return holdout(clips, set(cfg.test_groups), set(cfg.val_groups))
+    return default_holdout(clips, split_seed(cfg))
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
@@ -86,11 +99,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             )
         keep.sort()
         clips, targets = [clips[i] for i in keep], targets[keep]
-    split = (
-        holdout(clips, set(cfg.test_groups), set(cfg.val_groups))
-        if cfg.test_groups
-        else default_holdout(clips, cfg.seed)
-    )
+    split = training_split(clips, cfg)
     # the head's classes: the label set's, plus each merged label trained apart (--fold-merged)
     head_labels, fold = fold_plan(label_set, [c.label for c in clips]) if cfg.fold_merged else (labels, ())
     if not fold:  # the head is the label set, with its mapping (calm -> neutral)
@@ -166,7 +175,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         **({"head_labels": list(head_labels)} if fold else {}),
         "split": {
             "method": "train.splits.holdout (given groups)" if cfg.test_groups else "train.splits.default_holdout",
-            "seed": cfg.seed,
+            "seed": split_seed(cfg),
             **speakers,
             "train": sorted({clips[i].speaker for i in split.train}),
         },

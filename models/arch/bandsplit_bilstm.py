@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,6 +22,9 @@ from emostream.models.arch.layers import (
 DEFAULTS: dict = {
     "band_fractions": [0.25, 0.5, 0.25],
     "channels": [16, 32],
+    # each block's max-pool over time (one factor per block); the sequence the BiLSTM sees is
+    # T / prod(time_pool) steps. [4, 2] halves the second convolution's and the BiLSTM's work.
+    "time_pool": None,  # None: 2 per block
     "band_dim": 64,
     "lstm_hidden": 64,
     "dropout": 0.3,
@@ -34,14 +39,14 @@ DEFAULTS: dict = {
 
 
 class BandEncoder(nn.Module):
-    """A small CNN over one band: ``(B, 1, F_band, T) -> (B, T / 2**len(channels), band_dim)``."""
+    """A small CNN over one band: ``(B, 1, F_band, T) -> (B, T / prod(time_pool), band_dim)``."""
 
-    def __init__(self, channels: list[int], band_dim: int) -> None:
+    def __init__(self, channels: list[int], band_dim: int, time_pool: list[int] | None = None) -> None:
         super().__init__()
         blocks = []
         in_ch = 1
-        for out_ch in channels:
-            blocks.append(ConvBlock(in_ch, out_ch, pool=(2, 2)))
+        for out_ch, t_pool in zip(channels, time_pool or [2] * len(channels), strict=True):
+            blocks.append(ConvBlock(in_ch, out_ch, pool=(2, t_pool)))
             in_ch = out_ch
         self.blocks = nn.Sequential(*blocks)
         self.proj = nn.Linear(in_ch, band_dim)
@@ -79,12 +84,15 @@ class BandSplitBiLSTM(nn.Module):
         self.edges = band_edges(cfg.n_mels, list(s["band_fractions"]))
         self.window_norm = s["input_norm"] != "batch"
         self.masked_pool = s["pooling"] == "masked_stats"
-        self.time_factor = 2 ** len(s["channels"])
+        time_pool = [2] * len(s["channels"]) if s["time_pool"] is None else [int(t) for t in s["time_pool"]]
+        if len(time_pool) != len(s["channels"]) or any(t < 1 for t in time_pool):
+            raise ValueError(f"time_pool needs one factor >= 1 per block ({len(s['channels'])}), got {s['time_pool']}")
+        self.time_factor = math.prod(time_pool)
         self.input_norm: nn.Module = (
             WindowNorm(cfg.n_mels, s["input_norm"]) if self.window_norm else nn.BatchNorm1d(cfg.n_mels)
         )
         self.encoders = nn.ModuleList(
-            [BandEncoder(list(s["channels"]), int(s["band_dim"])) for _ in range(len(self.edges) - 1)]
+            [BandEncoder(list(s["channels"]), int(s["band_dim"]), time_pool) for _ in range(len(self.edges) - 1)]
         )
         self.band_attention = BandAttention(int(s["band_dim"]))
         hidden = int(s["lstm_hidden"])
