@@ -279,7 +279,8 @@ def held_out(
     ``default_holdout``'s test speakers."""
     split = meta.get("split") or {}
     trained_on = set(meta.get("datasets") or [])
-    seed = seed if seed is not None else int(meta.get("seed", 0))
+    # the split's own seed (--split-seed); older models record only the training seed, which also split them
+    seed = seed if seed is not None else int(split.get("seed", meta.get("seed", 0)))
     seen: set[str]
     if split.get("test") and "train" in split:
         seen = set(split["train"]) | set(split.get("val") or [])
