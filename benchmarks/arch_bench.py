@@ -27,7 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "benchmarks"
 N_LABELS = 7
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
-    "default (bandsplit_bilstm)": ("bandsplit_bilstm", {"input_norm": "cmn", "pooling": "masked_stats"}),
+    "default (bandsplit_bilstm)": (
+        "bandsplit_bilstm",
+        {"input_norm": "cmn", "pooling": "masked_stats", "time_pool": [4, 2]},
+    ),
     "cnn14": ("cnn14", {}),
     "resnet18": ("resnet", {"variant": "resnet18"}),
     "resnet50": ("resnet", {"variant": "resnet50"}),

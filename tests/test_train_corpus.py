@@ -57,9 +57,11 @@ def test_default_model_on_held_out_speakers_beats_chance(tmp_path: Path) -> None
     assert ravdess["n"] == 60 and urdu["n"] == 60
     assert ravdess["ua"] > 1.5 / n_classes  # chance 1/7
     assert urdu["restricted"]["ua"] > 1.5 / 4  # chance 1/4 among URDU's own classes
-    # the shipped model normalises the level itself: a gain that does not clip moves UA by at most 2 points
-    # (+12 dB clips URDU's loud recordings, about -18 dBFS, and 60 clips with 4 neutral ones are too few to
-    # bound that here; the full evaluation in models/default/REPORT.md measures it)
-    for condition, corpus in (("gain:-12", "ravdess"), ("gain:-12", "urdu"), ("gain:+12", "ravdess")):
+    # the shipped model normalises the level itself: a gain that does not clip (-12 dB) moves UA by at most
+    # 2 points; +12 dB clips 54 of RAVDESS's 240 test clips (peaks above -12 dBFS), and clipping changes the
+    # spectrum, so a few of these 60 clips may change (one clip is about 2 points here): at most 5 points.
+    # URDU (about -18 dBFS) clips far more at +12 dB; the full evaluation in models/default/REPORT.md
+    # measures every corpus at +-12 dB.
+    for condition, corpus, bound in (("gain:-12", "ravdess", 0.02), ("gain:-12", "urdu", 0.02), ("gain:+12", "ravdess", 0.05)):
         moved = report["robustness"][condition]["datasets"][corpus]["ua"] - report["datasets"][corpus]["ua"]
-        assert abs(moved) <= 0.02, (condition, corpus, moved)
+        assert abs(moved) <= bound, (condition, corpus, moved)
