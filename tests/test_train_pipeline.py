@@ -34,6 +34,9 @@ ACTORS = [1, 2, 3, 4, 5, 6, 15, 16, 17, 18, 19, 20]
 EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad"}
 FEATURES = {"window_s": 2.0, "n_mels": 32, "f_max_hz": 7000.0}
 MODEL = {"channels": [8, 16], "band_dim": 32, "lstm_hidden": 32, "dropout": 0.1}
+# the recipe's time_pool [4, 2] learns this task in 10 epochs on every seed tried (3-7: test UA 0.98-1.0);
+# at 6 epochs seeds spread from 0.67 to 1.0
+EPOCHS = 10
 
 
 def synth_clip(code: str, actor: int, take: int) -> np.ndarray:
@@ -79,7 +82,7 @@ def config(data: Path, out: Path, cache: Path, **kw: object) -> TrainConfig:
         arch="bandsplit_bilstm",
         model_settings=MODEL,
         feature_settings=FEATURES,
-        epochs=6,
+        epochs=EPOCHS,
         batch_size=16,
         lr=1e-2,
         warmup_epochs=1,
@@ -117,7 +120,7 @@ def test_learns_held_out_speakers_well_above_chance(run: dict) -> None:
 def test_augmentation_was_applied_during_training(run: dict) -> None:
     report = json.loads((run["out"] / "report.json").read_text())
     stats = report["train"]["augment_stats"]
-    n_windows = 6 * 6 * 3 * 5  # epochs x training actors x emotions x takes
+    n_windows = EPOCHS * 6 * 3 * 5  # epochs x training actors x emotions x takes
     cfg = AugmentConfig()
     for kind, p in (
         ("speed", cfg.p_speed),
