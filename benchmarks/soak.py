@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import math
 import random
@@ -109,11 +110,16 @@ class Healthy:
     lag_dropped: int = 0
     latency_ms: list[float] = field(default_factory=list)  # the server's latency_ms
     e2e_ms: list[float] = field(default_factory=list)  # send of the window's last frame -> estimate received
+    behind_s: float = 0.0  # worst lag of this client's sender behind real time (the load generator's)
     error: str | None = None
     close_code: int | None = None
 
 
+LOOP_S = 8.0  # each healthy client sends a loop of this much synthetic audio, over and over
+
+
 def synth(n: int, rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of a gliding voice-like tone in light noise, 16-bit."""
     t = np.arange(n) / rate_hz
     f_hz = rng.uniform(120, 250) + 50.0 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t)
     x = 0.3 * np.sin(2 * np.pi * np.cumsum(f_hz) / rate_hz) + 0.05 * rng.standard_normal(n)
@@ -129,9 +135,13 @@ def whole_frames(seconds: float, rate_hz: int, model_rate_hz: int) -> int:
 async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed: int) -> None:
     await asyncio.sleep(delay_s)
     rng = np.random.default_rng(seed)
-    # the audio is made before connecting and off the event loop: made between start and the first frame
-    # (80 clients in one loop) it held the loop for seconds, past the server's short idle and ping limits
-    pcm_all = await asyncio.to_thread(synth, round((seconds + 1.0) * h.rate_hz), h.rate_hz, rng)
+    # a short loop, made before connecting and off the event loop: made between start and the first
+    # frame (80 clients in one loop) it held the loop for seconds, past the server's short idle and
+    # ping limits; made whole for a long run (48 kHz x 600 s: 3 s of CPU per client) it started the
+    # last clients a minute late, past the run's deadline
+    step = h.rate_hz * h.frame_ms // 1000
+    loop_len = step * max(1, round(LOOP_S * h.rate_hz / step))  # whole frames: no frame wraps
+    loop = await asyncio.to_thread(synth, loop_len, h.rate_hz, rng)
     try:
         async with connect(url + "/ingest", compression=None, open_timeout=30) as ws:
             start = {"type": "start", "sample_rate": h.rate_hz, "encoding": "pcm_s16le", "channels": 1}
@@ -144,9 +154,10 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
             n = whole_frames(seconds, h.rate_hz, model_rate_hz)
             n_model = n * model_rate_hz // h.rate_hz
             h.expected = len(window_ends(n_model, round(hop_s * model_rate_hz)))
-            pcm = pcm_all[:n]
-            step = h.rate_hz * h.frame_ms // 1000
-            sent_at: list[tuple[float, float]] = []  # (audio seconds sent so far, monotonic time)
+            # audio seconds sent so far and when, in step: looked up by bisection, since a linear scan
+            # per estimate grows with the run (quadratic in the length of a soak)
+            sent_audio_s: list[float] = []
+            sent_mono: list[float] = []
 
             async def sender() -> None:
                 t0 = time.monotonic()
@@ -154,8 +165,12 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
                     wait_s = i / h.rate_hz - (time.monotonic() - t0)
                     if wait_s > 0:
                         await asyncio.sleep(wait_s)
-                    await ws.send(pcm[i : i + step].tobytes())
-                    sent_at.append((min(n, i + step) / h.rate_hz, time.monotonic()))
+                    else:
+                        h.behind_s = max(h.behind_s, -wait_s)
+                    at = i % loop_len
+                    await ws.send(loop[at : at + min(step, n - i)].tobytes())
+                    sent_audio_s.append(min(n, i + step) / h.rate_hz)
+                    sent_mono.append(time.monotonic())
                 await ws.send(json.dumps({"type": "stop"}))
 
             task = asyncio.create_task(sender())
@@ -167,9 +182,9 @@ async def run_healthy(url: str, h: Healthy, seconds: float, delay_s: float, seed
                         h.received += 1
                         h.latency_ms.append(float(msg["latency_ms"]))
                         now = time.monotonic()
-                        sent = next((t for a, t in sent_at if a >= msg["t_end_s"] - 1e-6), None)
-                        if sent is not None:
-                            h.e2e_ms.append((now - sent) * 1e3)
+                        k = bisect.bisect_left(sent_audio_s, msg["t_end_s"] - 1e-6)
+                        if k < len(sent_mono):
+                            h.e2e_ms.append((now - sent_mono[k]) * 1e3)
                     elif kind == "end":
                         h.end_estimates = int(msg["estimates"])
                         h.throttled_frames = int(msg["throttled_frames"])
@@ -242,6 +257,7 @@ async def soak(
             "max": max(latency, default=math.nan),
         },
         "e2e_latency_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99), "max": max(e2e, default=math.nan)},
+        "load_generator_behind_s_max": max((h.behind_s for h in healthy), default=0.0),
         "faults": {name: dict(c) for name, c in sorted(outcomes.items())},
         "faults_expected": dict(EXPECTED),
         "faults_unanswered": unanswered(outcomes),
@@ -284,6 +300,7 @@ def print_summary(r: dict[str, Any]) -> None:
         ("healthy close codes", json.dumps(r["healthy_close_codes"])),
         ("latency_ms p50 / p99 (server)", f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f}"),
         ("end-to-end ms p50 / p99", f"{r['e2e_latency_ms']['p50']:.1f} / {r['e2e_latency_ms']['p99']:.1f}"),
+        ("load generator behind real time, max s", f"{r['load_generator_behind_s_max']:.2f}"),
         (
             "server RSS start / peak / end MiB",
             "{start_mib:.0f} / {peak_mib:.0f} / {end_mib:.0f}".format(**r["rss"]),
