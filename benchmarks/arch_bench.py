@@ -22,15 +22,13 @@ import torch
 
 from emostream.benchmarks.machine import Repeats, percentiles_ms, time_calls
 from emostream.models.features import FeatureConfig
+from emostream.train.config import ROBUST_MODEL_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "benchmarks"
 N_LABELS = 7
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
-    "default (bandsplit_bilstm)": (
-        "bandsplit_bilstm",
-        {"input_norm": "cmn", "pooling": "masked_stats", "time_pool": [4, 2]},
-    ),
+    "default (bandsplit_bilstm)": ("bandsplit_bilstm", dict(ROBUST_MODEL_SETTINGS["bandsplit_bilstm"])),
     "cnn14": ("cnn14", {}),
     "resnet18": ("resnet", {"variant": "resnet18"}),
     "resnet50": ("resnet", {"variant": "resnet50"}),
