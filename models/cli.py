@@ -74,5 +74,46 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_ensemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ensemble",
+        help="combine trained models into one model that averages their class probabilities",
+        description="Write DIR (model.ts, model.onnx, checkpoint.pt) holding every MODEL: its output is the mean "
+        "of the members' class probabilities, so the streamer, 'emostream evaluate' and the benchmarks use it "
+        "like any model. Members must share feature settings, labels, label mapping and speaker split (so its "
+        "held-out speakers stay unheard). Each member adds its cost per window: two members cost twice one.",
+        epilog="example: emostream ensemble runs/a/model runs/b/model --out runs/ab/model",
+    )
+    p.add_argument("models", nargs="+", type=Path, metavar="MODEL", help="model directories or checkpoints (>= 2)")
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--name", default="", help="the model's name in its metadata (default: the output folder's)")
+    p.set_defaults(func=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    import shlex
+
+    from emostream.models.ensemble import write_ensemble
+    from emostream.models.flops import describe
+    from emostream.models.modelfile import ModelFileError, load_classifier
+
+    if len(args.models) < 2:
+        print("emostream ensemble: give at least two models", file=sys.stderr)
+        return 2
+    command = " ".join(["emostream", "ensemble", *map(shlex.quote, sys.argv[2:])]) if len(sys.argv) > 2 else ""
+    try:
+        out = write_ensemble(args.models, args.out, name=args.name, command=command)
+        clf = load_classifier(out, backend="auto")
+    except ModelFileError as exc:
+        print(f"emostream ensemble: {exc}", file=sys.stderr)
+        return 1
+    cost = describe(clf.model_config, clf.spec.feature_config)
+    print(
+        f"wrote {out}: {len(args.models)} models, {cost['params']:,} parameters, "
+        f"{cost['gflop_per_window']:.3f} GFLOP per window; labels: {', '.join(clf.labels)}"
+    )
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

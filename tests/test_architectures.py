@@ -37,6 +37,13 @@ CONFIGS = {
                                             "in_channels": 1, "dropout": 0.2}),
     "densenet": ModelConfig("densenet", 4, 64, {"block_config": [1, 2, 1, 1], "growth_rate": 4,
                                                 "num_init_features": 8}),
+    # two differently shaped members: the mean of their probabilities, as one model file
+    "ensemble": ModelConfig("ensemble", 4, 64, {"members": [
+        {"arch": "bandsplit_bilstm", "settings": {"channels": [8, 16], "band_dim": 32, "lstm_hidden": 32}},
+        {"arch": "bandsplit_bilstm", "settings": {"channels": [8, 16], "band_dim": 16, "lstm_hidden": 16,
+                                                  "input_norm": "cmn", "pooling": "masked_stats",
+                                                  "time_pool": [4, 2]}},
+    ]}),
 }
 BATCHES = (1, 3, 8)
 LENGTHS = (200, 497)

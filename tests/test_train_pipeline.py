@@ -411,3 +411,42 @@ def test_split_seed_keeps_the_held_out_speakers_while_the_seed_changes(tmp_path:
     args = cli.parse_args(["train", "--data", str(tmp_path), "--datasets", "nemo", "--out", str(tmp_path / "run"),
                            "--seed", "2", "--split-seed", "0"])
     assert (args.seed, args.split_seed) == (2, 0)
+
+
+def test_evaluate_on_validation_speakers_reproduces_the_selection_score(run: dict, tmp_path: Path) -> None:
+    """``--speakers val`` scores exactly the validation speakers the kept epoch was chosen on, and gives
+    (through the exported ONNX model) the validation UA the training recorded for that epoch."""
+    rep = tmp_path / "val.json"
+    argv = ["--model", str(run["out"] / "model"), "--data", str(run["data"]), "--report", str(rep)]
+    assert _evaluate([*argv, "--cache", str(run["cache"]), "--speakers", "val"]) == 0
+    report = json.loads(rep.read_text())
+    assert report["datasets"]["ravdess"]["speakers"] == ["ravdess:15", "ravdess:16"]
+    assert report["clip_filter"]["ravdess"]["kept"] == 2 * 15
+    meta = load_checkpoint(run["out"] / "model" / "checkpoint.pt").spec.meta
+    assert abs(report["overall"]["ua"] - meta["metrics"]["val_ua"]) < 0.012  # at most one clip's recall
+
+
+def test_ensemble_command_writes_a_model_evaluate_runs(run: dict, tmp_path: Path) -> None:
+    """`emostream ensemble` on trained model directories: a model file of every backend, its members and
+    their training facts in the metadata, scored by `emostream evaluate` like any model (an ensemble of a
+    model with itself scores as the model does)."""
+    model = run["out"] / "model"
+    out = tmp_path / "ens"
+    proc = subprocess.run(
+        [sys.executable, "-m", "emostream.models.cli", "ensemble", str(model), str(model / "checkpoint.pt"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 models" in proc.stdout and "GFLOP per window" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"model.ts", "model.onnx", "checkpoint.pt"}
+    spec = load_checkpoint(out / "checkpoint.pt").spec
+    assert spec.model_config.arch == "ensemble" and len(spec.meta["members"]) == 2
+    assert spec.meta["split"] == load_checkpoint(model / "checkpoint.pt").spec.meta["split"]
+    scores = []
+    for m in (model, out):
+        rep = tmp_path / f"{m.name}.json"
+        assert _evaluate(["--model", str(m), "--data", str(run["data"]), "--report", str(rep),
+                          "--cache", str(run["cache"])]) == 0
+        scores.append(json.loads(rep.read_text())["overall"]["ua"])
+    assert scores[0] == scores[1]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from emostream.train.perturb import PERTURB_HELP
+from emostream.train.recipe import ROBUST_MODEL_SETTINGS
 
 DEFAULT_DATASETS = "ravdess,tess,nemo,urdu"
 
@@ -46,7 +47,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         default="{}",
         metavar="JSON",
         help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'; bandsplit_bilstm runs get "
-        "'{\"input_norm\": \"cmn\", \"pooling\": \"masked_stats\", \"time_pool\": [4, 2]}' (level-invariant, "
+        f"'{json.dumps(ROBUST_MODEL_SETTINGS['bandsplit_bilstm'])}' (level-invariant, "
         "0.056 GFLOP per window) unless these say otherwise; "
         "resnet/densenet: '{\"variant\": \"resnet50\", \"imagenet_weights\": \"resnet50-0676ba61.pth\"}' "
         "fine-tunes torchvision's ImageNet weights from that file",
@@ -223,10 +224,11 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--map", default="", metavar="FROM=TO,...", help="extra label mapping, e.g. calm=neutral")
     p.add_argument(
         "--speakers",
-        choices=("test", "all"),
+        choices=("test", "val", "all"),
         default="test",
         help="test: only speakers the model never saw (its held-out test speakers, any speaker of its "
-        "corpora that was in no part of its split, every speaker of other corpora); all: every clip",
+        "corpora that was in no part of its split, every speaker of other corpora); val: its validation "
+        "speakers only (to choose between models without touching the test speakers); all: every clip",
     )
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
     p.add_argument("--predictions", type=Path, default=None, help="output CSV, one row per clip")

@@ -7,16 +7,9 @@ from typing import Any
 
 from emostream.train.augment import AugmentConfig
 from emostream.train.dataset import WindowConfig
+from emostream.train.recipe import ROBUST_FEATURE_SETTINGS, ROBUST_MODEL_SETTINGS
 
-ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
-    "bandsplit_bilstm": {"input_norm": "cmn", "pooling": "masked_stats", "time_pool": [4, 2]},
-}
-"""Settings every new training run uses unless ``model_settings`` says otherwise: level-invariant
-input normalisation computed inside the model, pooling that ignores padding and silence, and time
-pooled by 4 in the first conv block (half the cost per window of the 2 + 2 default; docs/results.md)."""
-ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
-"""For models with a window normalisation (``input_norm`` other than ``batch``): an absolute log floor far
-below quiet speech (-45 dBFS), so only the model's relative floor acts. Other models keep the default."""
+__all__ = ["LICENCE_NOTE", "ROBUST_FEATURE_SETTINGS", "ROBUST_MODEL_SETTINGS", "TrainConfig", "licence_note"]
 
 LICENCE_NOTE = (
     "Trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0), nEMO (CC BY-NC-SA 4.0) and URDU "

@@ -319,6 +319,26 @@ def held_out(
     return kept, how, counts
 
 
+def validation_clips(clips: list[Clip], meta: dict[str, Any]) -> tuple[list[Clip], str, dict[str, dict[str, int]]]:
+    """The clips of the model's recorded validation speakers: for choosing between trained models (an
+    ensemble's members, a run's seeds) without looking at the test speakers. Raises ValueError when the
+    model records none."""
+    val = set((meta.get("split") or {}).get("val") or [])
+    if not val:
+        raise ValueError("the model records no validation speakers (--speakers val needs a model trained with a split)")
+    kept: list[Clip] = []
+    counts: dict[str, dict[str, int]] = {}
+    for c in clips:
+        entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, "dropped_seen_speakers": 0})
+        entry["found"] += 1
+        if c.speaker in val:
+            entry["kept"] += 1
+            kept.append(c)
+        else:
+            entry["dropped_seen_speakers"] += 1
+    return kept, "the model's validation speakers (for model selection; not a held-out score)", counts
+
+
 def subsample(clips: list[Clip], per_dataset: int, seed: int = 0) -> list[Clip]:
     """At most ``per_dataset`` clips of each corpus (a seeded choice, original order kept)."""
     if per_dataset <= 0:
@@ -358,13 +378,19 @@ def run(args: Any) -> int:
     counts = {c: {"found": n, "kept": n, "dropped_seen_speakers": 0} for c, n in Counter(x.corpus for x in clips).items()}
     if args.speakers == "test":
         clips, how, counts = held_out(clips, meta)
+    elif args.speakers == "val":
+        try:
+            clips, how, counts = validation_clips(clips, meta)
+        except ValueError as exc:
+            console.print(f"[red]emostream evaluate: {exc}[/red]")
+            return 2
     clips = subsample(clips, args.max_clips, seed=0)
     for corpus, n in Counter(c.corpus for c in clips).items():
         counts[corpus]["after_max_clips"] = n
     for corpus, c in counts.items():
         console.print(
             f"{corpus}: {c['found']} clips found, {c['kept']} kept, {c['dropped_seen_speakers']} dropped "
-            f"(speakers the model trained or was selected on)",
+            + ("(not validation speakers)" if args.speakers == "val" else "(speakers the model trained or was selected on)"),
             highlight=False,
         )
     if not clips:

@@ -12,9 +12,13 @@ from torch import nn
 from emostream.models.arch.config import ModelConfig
 from emostream.models.arch.layers import FoldClasses
 
-ARCHITECTURES = ("bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14", "resnet", "densenet")
+ARCHITECTURES = (
+    "bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14", "resnet", "densenet", "ensemble",
+)
 # Architectures whose settings may name pretrained weights read at construction (``load_weights``).
 PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14", "resnet", "densenet")
+# Architectures whose builder takes ``load_weights`` (the pretrained ones, and ensembles, for their members).
+_TAKES_LOAD_WEIGHTS = (*PRETRAINED_ARCHITECTURES, "ensemble")
 
 
 # arch name -> (module, class); each module also defines DEFAULTS, the settings it accepts.
@@ -26,6 +30,7 @@ _CLASSES: dict[str, tuple[str, str]] = {
     "cnn14": ("emostream.models.arch.cnn14", "Cnn14Classifier"),
     "resnet": ("emostream.models.arch.resnet", "ResNetClassifier"),
     "densenet": ("emostream.models.arch.densenet", "DenseNetClassifier"),
+    "ensemble": ("emostream.models.arch.ensemble", "Ensemble"),
 }
 
 
@@ -60,7 +65,7 @@ def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
             f"unknown {cfg.arch} settings: {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(default_settings(cfg.arch)))}"
         )
-    if cfg.arch in PRETRAINED_ARCHITECTURES:
+    if cfg.arch in _TAKES_LOAD_WEIGHTS:
         return builder(cfg, load_weights=load_weights)  # type: ignore[call-arg]
     return builder(cfg)
 

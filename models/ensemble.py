@@ -1,0 +1,108 @@
+"""Combine trained models into one ensemble model file (``emostream ensemble``).
+
+The ensemble (``models.arch.ensemble``) outputs the mean of its members' class probabilities; it is
+exported like any model (TorchScript, ONNX, checkpoint), so the streamer, ``emostream evaluate`` and
+the benchmarks run it unchanged. Members must agree on everything that makes their outputs
+comparable and their evaluation honest: feature settings, labels, label mapping and the speaker
+split (an ensemble of models that held out different speakers would have heard some "held-out"
+speakers in training). Costs add up: two members cost twice one member per window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emostream.models.arch.config import ModelConfig
+from emostream.models.modelformat import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    ModelFileError,
+    ModelSpec,
+    export_model,
+    load_checkpoint,
+)
+
+# Per-run facts kept for each member under meta["members"]; the rest of the meta must agree or is the first's.
+MEMBER_FACTS = ("name", "command", "seed", "best_epoch", "epochs_run", "train_seconds", "time", "metrics")
+MUST_AGREE = ("datasets", "label_map", "split", "speech")
+
+
+def checkpoint_path(path: Path | str) -> Path:
+    """A model directory (its ``checkpoint.pt``) or a checkpoint file."""
+    p = Path(path)
+    return p / CHECKPOINT_NAME if p.is_dir() else p
+
+
+def _split_key(split: Any) -> Any:
+    """The part of a recorded split that decides who is unseen: its test, validation and training speakers."""
+    if not isinstance(split, dict):
+        return split
+    return {k: sorted(split.get(k) or []) for k in ("test", "val", "train")}
+
+
+def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str = "") -> Checkpoint:
+    """One ensemble checkpoint from at least two trained ones (raises ValueError when they do not fit together)."""
+    if len(checkpoints) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    first = checkpoints[0].spec
+    members: list[dict[str, Any]] = []
+    state: dict[str, torch.Tensor] = {}
+    for ckpt in checkpoints:
+        spec = ckpt.spec
+        where = f"{ckpt.path}"
+        if spec.feature_config != first.feature_config:
+            raise ValueError(f"{where}: feature settings differ from {checkpoints[0].path}'s")
+        if spec.labels != first.labels:
+            raise ValueError(f"{where}: labels {list(spec.labels)} differ from {list(first.labels)}")
+        for key in MUST_AGREE:
+            a = _split_key(first.meta.get(key)) if key == "split" else first.meta.get(key)
+            b = _split_key(spec.meta.get(key)) if key == "split" else spec.meta.get(key)
+            if a != b:
+                raise ValueError(
+                    f"{where}: its {key!r} differs from {checkpoints[0].path}'s; members must be trained on the "
+                    "same corpora, labels and speaker split (else a held-out speaker may be one a member trained on)"
+                )
+        mc = spec.model_config
+        if mc.arch == "ensemble":
+            for j, sub in enumerate(mc.settings["members"]):
+                members.append(dict(sub))
+                prefix = f"members.{j}."
+                for k, v in ckpt.state_dict.items():
+                    if k.startswith(prefix):
+                        state[f"members.{len(members) - 1}.{k[len(prefix):]}"] = v
+            continue
+        member: dict[str, Any] = {"arch": mc.arch, "settings": dict(mc.settings)}
+        if mc.fold:
+            member["fold"] = [list(g) for g in mc.fold]
+        members.append(member)
+        for k, v in ckpt.state_dict.items():
+            state[f"members.{len(members) - 1}.{k}"] = v
+    config = ModelConfig("ensemble", first.model_config.n_classes, first.model_config.n_mels, {"members": members})
+    meta = {k: v for k, v in first.meta.items() if k not in MEMBER_FACTS and k not in ("epoch", "augment_stats")}
+    meta["name"] = name
+    if command:
+        meta["command"] = command
+    meta["members"] = [
+        {"path": str(c.path), **{k: c.spec.meta[k] for k in MEMBER_FACTS if k in c.spec.meta}} for c in checkpoints
+    ]
+    seconds = [c.spec.meta.get("train_seconds") for c in checkpoints]
+    if all(isinstance(s, int | float) for s in seconds):
+        meta["train_seconds"] = float(sum(seconds))  # type: ignore[arg-type]
+    spec = ModelSpec(first.feature_config, config, first.labels, meta)
+    ensemble = Checkpoint(spec=spec, state_dict=state, path=Path(name))
+    ensemble.build()  # the weights fit the config (raises ModelFileError otherwise)
+    return ensemble
+
+
+def write_ensemble(models: list[Path | str], out_dir: Path | str, name: str = "", command: str = "") -> Path:
+    """Combine the model directories or checkpoints ``models`` and export the ensemble to ``out_dir``."""
+    checkpoints = [load_checkpoint(checkpoint_path(m)) for m in models]
+    out = Path(out_dir)
+    try:
+        ensemble = combine(checkpoints, name=name or out.name, command=command)
+    except ValueError as exc:
+        raise ModelFileError(out, str(exc)) from None
+    return export_model(ensemble, out)

@@ -1,0 +1,15 @@
+"""The recipe's default settings as plain data (no torch import: the command-line help reads them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROBUST_MODEL_SETTINGS: dict[str, dict[str, Any]] = {
+    "bandsplit_bilstm": {"input_norm": "cmn", "pooling": "masked_stats", "time_pool": [4, 2]},
+}
+"""Settings every new training run uses unless ``model_settings`` says otherwise: level-invariant
+input normalisation computed inside the model, pooling that ignores padding and silence, and time
+pooled by 4 in the first conv block (half the cost per window of the 2 + 2 default; docs/results.md)."""
+ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
+"""For models with a window normalisation (``input_norm`` other than ``batch``): an absolute log floor far
+below quiet speech (-45 dBFS), so only the model's relative floor acts. Other models keep the default."""
