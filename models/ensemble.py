@@ -27,7 +27,7 @@ from emostream.models.modelformat import (
 
 # Per-run facts kept for each member under meta["members"]; the rest of the meta must agree or is the first's.
 MEMBER_FACTS = ("name", "command", "seed", "best_epoch", "epochs_run", "train_seconds", "time", "metrics")
-MUST_AGREE = ("datasets", "label_map", "split", "speech")
+MUST_AGREE = ("datasets", "label_map", "split")
 
 
 def checkpoint_path(path: Path | str) -> Path:
@@ -65,6 +65,8 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
                     f"{where}: its {key!r} differs from {checkpoints[0].path}'s; members must be trained on the "
                     "same corpora, labels and speaker split (else a held-out speaker may be one a member trained on)"
                 )
+        if spec.speech_gated != first.speech_gated:
+            raise ValueError(f"{where}: one model classifies speech windows only, the other every window")
         mc = spec.model_config
         if mc.arch == "ensemble":
             for j, sub in enumerate(mc.settings["members"]):
