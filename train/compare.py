@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emostream.train.report import table_head
+
 
 def register_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -119,13 +121,11 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | {g['runs']} | " + " | ".join(cells) + " |")
     conditions = summary["conditions"][1:]
     if conditions:
-        lines += [
-            "",
+        lines += table_head(
             "Change from clean, points, mean over each group's runs (worst corpus of any run in brackets):",
-            "",
-            "| group | condition | " + " | ".join(corpora) + " |",
-            "|---|---|" + "---:|" * len(corpora),
-        ]
+            ["group", "condition"],
+            corpora,
+        )
         for name, g in summary["groups"].items():
             for cond in conditions:
                 ch = g["change"][cond]

@@ -7,6 +7,12 @@ from typing import Any
 from rich.console import Console
 
 
+def table_head(title: str, text_columns: list[str], number_columns: list[str]) -> list[str]:
+    """A titled Markdown table's first lines: left-aligned text columns, then right-aligned numbers."""
+    head = "| " + " | ".join([*text_columns, *number_columns]) + " |"
+    return ["", title, "", head, "|" + "---|" * len(text_columns) + "---:|" * len(number_columns)]
+
+
 def print_summary(report: dict[str, Any], console: Console) -> None:
     """A small Rich table of UA / WA / macro-F1 per data set."""
     from rich.table import Table
@@ -81,13 +87,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     rob = report.get("robustness")
     if rob:
         names = list(rob)
-        lines += [
-            "",
-            "UA % under each condition (change from clean):",
-            "",
-            "| corpus | " + " | ".join(names) + " |",
-            "|---|" + "---:|" * len(names),
-        ]
+        lines += table_head("UA % under each condition (change from clean):", ["corpus"], names)
         lines += [f"| {corpus} | " + " | ".join(cells) + " |" for corpus, cells in robustness_rows(rob)]
     for name, d in report["datasets"].items():
         labels = d["labels"]
