@@ -43,6 +43,17 @@ def _split_key(split: Any) -> Any:
     return {k: sorted(split.get(k) or []) for k in ("test", "val", "train")}
 
 
+def _members_of(mc: ModelConfig) -> list[tuple[dict[str, Any], str]]:
+    """A model's members as ensemble settings, each with the prefix of its weights in the model's state dict:
+    an ensemble's own members (so ensembles of ensembles stay a plain mean), else the model itself."""
+    if mc.arch == "ensemble":
+        return [(dict(m), f"members.{j}.") for j, m in enumerate(mc.settings["members"])]
+    member: dict[str, Any] = {"arch": mc.arch, "settings": dict(mc.settings)}
+    if mc.fold:
+        member["fold"] = [list(g) for g in mc.fold]
+    return [(member, "")]
+
+
 def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str = "") -> Checkpoint:
     """One ensemble checkpoint from at least two trained ones (raises ValueError when they do not fit together)."""
     if len(checkpoints) < 2:
@@ -58,30 +69,19 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
         if spec.labels != first.labels:
             raise ValueError(f"{where}: labels {list(spec.labels)} differ from {list(first.labels)}")
         for key in MUST_AGREE:
-            a = _split_key(first.meta.get(key)) if key == "split" else first.meta.get(key)
-            b = _split_key(spec.meta.get(key)) if key == "split" else spec.meta.get(key)
-            if a != b:
+            norm = _split_key if key == "split" else (lambda v: v)
+            if norm(first.meta.get(key)) != norm(spec.meta.get(key)):
                 raise ValueError(
                     f"{where}: its {key!r} differs from {checkpoints[0].path}'s; members must be trained on the "
                     "same corpora, labels and speaker split (else a held-out speaker may be one a member trained on)"
                 )
         if spec.speech_gated != first.speech_gated:
             raise ValueError(f"{where}: one model classifies speech windows only, the other every window")
-        mc = spec.model_config
-        if mc.arch == "ensemble":
-            for j, sub in enumerate(mc.settings["members"]):
-                members.append(dict(sub))
-                prefix = f"members.{j}."
-                for k, v in ckpt.state_dict.items():
-                    if k.startswith(prefix):
-                        state[f"members.{len(members) - 1}.{k[len(prefix):]}"] = v
-            continue
-        member: dict[str, Any] = {"arch": mc.arch, "settings": dict(mc.settings)}
-        if mc.fold:
-            member["fold"] = [list(g) for g in mc.fold]
-        members.append(member)
-        for k, v in ckpt.state_dict.items():
-            state[f"members.{len(members) - 1}.{k}"] = v
+        for member, prefix in _members_of(spec.model_config):
+            state.update(
+                {f"members.{len(members)}.{k[len(prefix):]}": v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+            )
+            members.append(member)
     config = ModelConfig("ensemble", first.model_config.n_classes, first.model_config.n_mels, {"members": members})
     meta = {k: v for k, v in first.meta.items() if k not in MEMBER_FACTS and k not in ("epoch", "augment_stats")}
     meta["name"] = name

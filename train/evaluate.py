@@ -306,17 +306,24 @@ def held_out(
         seen = {clips[i].speaker for i in (*s.train, *s.val)}
         trained_on = {c.corpus for c in clips}
         how = "default_holdout test speakers (the model records no split)"
+    kept, counts = _keep_clips(clips, lambda c: not (c.corpus in trained_on and c.speaker in seen))
+    return kept, how, counts
+
+
+def _keep_clips(clips: list[Clip], keep: Callable[[Clip], bool]) -> tuple[list[Clip], dict[str, dict[str, int]]]:
+    """The clips ``keep`` accepts, and per corpus how many were found, kept and dropped (the report's
+    ``clip_filter``; the key ``dropped_seen_speakers`` names what the default filter drops)."""
     kept: list[Clip] = []
     counts: dict[str, dict[str, int]] = {}
     for c in clips:
         entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, "dropped_seen_speakers": 0})
         entry["found"] += 1
-        if c.corpus in trained_on and c.speaker in seen:
-            entry["dropped_seen_speakers"] += 1
-        else:
+        if keep(c):
             entry["kept"] += 1
             kept.append(c)
-    return kept, how, counts
+        else:
+            entry["dropped_seen_speakers"] += 1
+    return kept, counts
 
 
 def validation_clips(clips: list[Clip], meta: dict[str, Any]) -> tuple[list[Clip], str, dict[str, dict[str, int]]]:
@@ -326,16 +333,7 @@ def validation_clips(clips: list[Clip], meta: dict[str, Any]) -> tuple[list[Clip
     val = set((meta.get("split") or {}).get("val") or [])
     if not val:
         raise ValueError("the model records no validation speakers (--speakers val needs a model trained with a split)")
-    kept: list[Clip] = []
-    counts: dict[str, dict[str, int]] = {}
-    for c in clips:
-        entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, "dropped_seen_speakers": 0})
-        entry["found"] += 1
-        if c.speaker in val:
-            entry["kept"] += 1
-            kept.append(c)
-        else:
-            entry["dropped_seen_speakers"] += 1
+    kept, counts = _keep_clips(clips, lambda c: c.speaker in val)
     return kept, "the model's validation speakers (for model selection; not a held-out score)", counts
 
 
