@@ -171,7 +171,7 @@ def bench_backend(
     rng = np.random.default_rng(0)
     rows = []
     for batch in batch_sizes:
-        x = rng.standard_normal((batch, cfg.n_mels, cfg.n_frames), dtype=np.float32) - 5.0
+        x = rng.standard_normal((batch, cfg.n_rows, cfg.n_frames), dtype=np.float32) - 5.0
         # TorchScript's profiling executor specialises on the first calls of each shape: warm up >= 3
         reps = Repeats.pick(quick, warmup=3 if quick else 5, full=(15, 400, 2.0), smoke=(3, 20, 0.25))
         times = time_calls(partial(clf.predict, x), reps, clf.device)

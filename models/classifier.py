@@ -61,8 +61,8 @@ class Classifier:
 
     def _check_input(self, logmel: np.ndarray | torch.Tensor) -> None:
         shape = tuple(logmel.shape)
-        if len(shape) != 3 or shape[1] != self.feature_config.n_mels:
-            raise ValueError(f"expected log-mel of shape (B, {self.feature_config.n_mels}, T), got {shape}")
+        if len(shape) != 3 or shape[1] != self.feature_config.n_rows:
+            raise ValueError(f"expected log-mel of shape (B, {self.feature_config.n_rows}, T), got {shape}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} backend={self.backend} device={self.device} labels={self.labels}>"
@@ -111,7 +111,7 @@ def _verify_outputs(classifier: Classifier) -> Classifier:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(
-            classifier.path, f"model does not run on the input its config describes ({spec.feature_config.n_mels} mels): {first}"
+            classifier.path, f"model does not run on the input its config describes ({spec.feature_config.n_rows} feature rows): {first}"
         ) from None
     if out.shape != (1, len(spec.labels)):
         raise ModelFileError(

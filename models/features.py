@@ -13,6 +13,12 @@ WINDOW_TYPES = ("hann", "hamming", "rectangular")
 LOG_KINDS = ("ln", "db")
 
 
+PITCH_ROWS = 2
+PITCH_MIN_HZ = 60.0
+PITCH_MAX_HZ = 500.0
+PITCH_REF_HZ = 200.0
+"""``pitch_rows``: F0 is searched in 60-500 Hz; the F0 row is ``log2(F0 / 200 Hz)``."""
+
 LEGACY_NAMES = {"win_samples": "stft_win_samples"}
 """Setting names of older model files and what they are called now."""
 
@@ -38,6 +44,8 @@ class FeatureConfig:
     log_floor: float = 1e-6
     log_kind: str = "ln"
     window_s: float = 5.0
+    pitch: bool = False
+    """Two more rows after the mel bins, per frame: periodicity and log2 F0 (``pitch_rows``)."""
 
     def __post_init__(self) -> None:
         if self.window not in WINDOW_TYPES:
@@ -59,11 +67,23 @@ class FeatureConfig:
             raise ValueError(f"window_s * sample_rate_hz must be a whole number of samples, got {window_samples}")
         if round(window_samples) < self.n_fft:
             raise ValueError("a window must hold at least one FFT frame")
+        if self.pitch:
+            longest = 2 * (math.ceil(self.sample_rate_hz / 2 / PITCH_MIN_HZ) + 2)
+            if self.n_fft < longest or self.n_fft % 2 or self.hop_samples % 2:
+                raise ValueError(
+                    f"pitch needs an even n_fft >= {longest} samples (a {PITCH_MIN_HZ:.0f}-Hz period at half the "
+                    f"rate, and two) and an even hop, got n_fft {self.n_fft}, hop {self.hop_samples}"
+                )
 
     @property
     def window_samples(self) -> int:
         """Samples in one classification window."""
         return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the feature matrix: the mel bins, then ``PITCH_ROWS`` with ``pitch``."""
+        return self.n_mels + (PITCH_ROWS if self.pitch else 0)
 
     @property
     def n_freqs(self) -> int:
@@ -190,8 +210,53 @@ def log_mel(
     return logged
 
 
+def pitch_rows(waveform: torch.Tensor, sample_rate_hz: int, n_fft: int, hop_samples: int) -> torch.Tensor:
+    """Periodicity and F0 per frame: ``(B, samples) -> (B, 2, frames)``; pure, device-agnostic.
+
+    Frame ``k`` is the same ``n_fft`` samples as the STFT's (``[k * hop, k * hop + n_fft)``), so a
+    frame's values depend on that frame's audio only, as the log-mel's do. The audio is first halved
+    in rate (mean of sample pairs: F0 is at most 500 Hz; four times less work). Per frame: the
+    normalised cross-correlation of the frame with itself shifted by each lag ``tau`` of 60-500 Hz,
+    ``r(tau) = sum x[n] x[n + tau] / sqrt(sum x[n]^2 * sum x[n + tau]^2)`` over the overlap (every
+    factor of the audio's gain cancels); the period is the shortest lag at a local peak of ``r`` within 5 %
+    of the frame's best (so a multiple of the period does not win), refined by a parabola through its
+    neighbours. Row 0: periodicity, the best ``r`` clamped to [0, 1] (0 for silence, low for noise,
+    near 1 for voiced speech); row 1: ``log2(F0 / 200 Hz)`` (meaningful where the periodicity is high).
+    """
+    rate = sample_rate_hz // 2
+    half = waveform[:, : waveform.shape[1] // 2 * 2].reshape(waveform.shape[0], -1, 2).mean(dim=2)
+    n = n_fft // 2
+    frames = half.unfold(1, n, hop_samples // 2)  # (B, T, n)
+    frames = frames - frames.mean(dim=2, keepdim=True)
+    # each frame at unit RMS first: every sum below is then of the same size at any gain (silence stays 0)
+    frames = frames / frames.square().mean(dim=2, keepdim=True).sqrt().clamp(min=1e-12)
+    spec = torch.fft.rfft(frames, n=2 * n)
+    acf = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=2 * n)[..., :n]  # (B, T, n)
+    lo = int(rate / PITCH_MAX_HZ)
+    hi = math.ceil(rate / PITCH_MIN_HZ)  # FeatureConfig checks hi + 2 <= n
+    cs = torch.cumsum(frames.square(), dim=2)  # (B, T, n)
+    lags = torch.arange(lo - 1, hi + 2, device=waveform.device)  # one lag either side for the parabola
+    head = cs[..., n - 1 - lags]  # energy of x[0 : n - tau]
+    tail = cs[..., n - 1 : n] - cs[..., lags - 1]  # energy of x[tau : n]
+    r = acf[..., lags] / torch.sqrt(head * tail + 1e-6)  # (B, T, L)
+    inner = r[..., 1:-1]
+    best = inner.amax(dim=2, keepdim=True)
+    peak = (inner >= r[..., :-2]) & (inner >= r[..., 2:]) & (inner >= best - 0.05 * best.abs())
+    first = torch.argmax(peak.to(torch.int32), dim=2, keepdim=True)  # (B, T, 1); the best is always a candidate
+    y0 = torch.gather(r, 2, first)
+    y1 = torch.gather(r, 2, first + 1)
+    y2 = torch.gather(r, 2, first + 2)
+    curve = y0 - 2.0 * y1 + y2
+    peaked = curve < -1e-6
+    shift = torch.where(peaked, 0.5 * (y0 - y2) / torch.where(peaked, curve, -torch.ones_like(curve)), 0.0)
+    lag = (lo + first).to(r.dtype) + shift.clamp(-0.5, 0.5)
+    f0 = torch.log2(rate / lag / PITCH_REF_HZ)
+    return torch.cat([best.clamp(0.0, 1.0), f0], dim=2).transpose(1, 2).contiguous()  # (B, 2, T)
+
+
 class LogMel(nn.Module):
-    """``(B, samples) -> (B, n_mels, frames)`` with the filterbank and window as buffers."""
+    """``(B, samples) -> (B, n_rows, frames)`` with the filterbank and window as buffers: the log-mel,
+    then with ``pitch`` the two ``pitch_rows``."""
 
     def __init__(self, cfg: FeatureConfig) -> None:
         super().__init__()
@@ -200,18 +265,15 @@ class LogMel(nn.Module):
         self.hop_samples = cfg.hop_samples
         self.log_floor = cfg.log_floor
         self.log_kind = cfg.log_kind
+        self.pitch = cfg.pitch
+        self.sample_rate_hz = cfg.sample_rate_hz
         self.register_buffer("filterbank", mel_filterbank(cfg), persistent=False)
         self.register_buffer("window", analysis_window(cfg), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         filterbank, window = self.filterbank, self.window
         assert isinstance(filterbank, torch.Tensor) and isinstance(window, torch.Tensor)  # buffers, for mypy
-        return log_mel(
-            waveform,
-            filterbank,
-            window,
-            self.n_fft,
-            self.hop_samples,
-            self.log_floor,
-            self.log_kind,
-        )
+        mel = log_mel(waveform, filterbank, window, self.n_fft, self.hop_samples, self.log_floor, self.log_kind)
+        if not self.pitch:
+            return mel
+        return torch.cat([mel, pitch_rows(waveform, self.sample_rate_hz, self.n_fft, self.hop_samples)], dim=1)

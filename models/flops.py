@@ -71,7 +71,8 @@ def _rnn_stub(rnn: nn.RNNBase, counted: list[int]) -> Callable[..., tuple[torch.
 
 
 def count_flops(model: nn.Module, n_mels: int, n_frames: int) -> int:
-    """FLOPs (2 x multiply-adds) of one forward pass of ``model`` on one window ``(1, n_mels, n_frames)``."""
+    """FLOPs (2 x multiply-adds) of one forward pass of ``model`` on one window ``(1, n_mels, n_frames)``
+    (``n_mels``: the input's rows, the features' ``n_rows``)."""
     counted_rnn: list[int] = []
     rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
     was_training = model.training
@@ -93,7 +94,7 @@ def describe(model_config: ModelConfig, feature_config: FeatureConfig) -> dict[s
     if model_config.n_mels != feature_config.n_mels:
         raise ValueError(f"model expects {model_config.n_mels} mel bins, features give {feature_config.n_mels}")
     model = build_model(model_config, load_weights=False)
-    flops = count_flops(model, feature_config.n_mels, feature_config.n_frames)
+    flops = count_flops(model, feature_config.n_rows, feature_config.n_frames)
     return {
         "arch": model_config.arch,
         "params": count_parameters(model),

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emostream.models.arch import build_model
+from emostream.models.arch import build_model, uses_pitch
 from emostream.models.arch.config import ModelConfig
 from emostream.models.features import FeatureConfig
 
@@ -78,6 +78,11 @@ class ModelSpec:
         if self.model_config.n_mels != self.feature_config.n_mels:
             raise ValueError(
                 f"model expects {self.model_config.n_mels} mel bins, features give {self.feature_config.n_mels}"
+            )
+        if uses_pitch(self.model_config) != self.feature_config.pitch:
+            raise ValueError(
+                f"the model {'expects' if uses_pitch(self.model_config) else 'does not take'} pitch rows, "
+                f"the features {'give' if self.feature_config.pitch else 'do not give'} them (feature setting pitch)"
             )
 
     @property
@@ -177,7 +182,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 
 def example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(batch, spec.feature_config.n_mels, spec.feature_config.n_frames, generator=gen)
+    return torch.randn(batch, spec.feature_config.n_rows, spec.feature_config.n_frames, generator=gen)
 
 
 def export_model(checkpoint: Checkpoint | Path | str, out_dir: Path | str, opset: int = 17) -> Path:

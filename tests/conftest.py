@@ -19,8 +19,13 @@ TINY_SETTINGS = {
 TINY_FEATURES = {"log_floor": 1e-14}
 
 
-def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0, settings: dict | None = None) -> Path:
-    """Export an untrained, small bandsplit_bilstm (seeded) into ``out_dir``: model.ts, model.onnx, checkpoint.pt."""
+def build_tiny_model(
+    out_dir: Path, window_s: float = 5.0, seed: int = 0, settings: dict | None = None, features: dict | None = None
+) -> Path:
+    """Export an untrained, small bandsplit_bilstm (seeded) into ``out_dir``: model.ts, model.onnx, checkpoint.pt.
+
+    ``features``: feature settings over ``TINY_FEATURES`` (``{"pitch": True}`` also switches the model's pitch on).
+    """
     import torch
 
     from emostream.models.arch import build_model
@@ -29,10 +34,13 @@ def build_tiny_model(out_dir: Path, window_s: float = 5.0, seed: int = 0, settin
     from emostream.models.modelfile import ModelSpec, export_model, save_checkpoint
 
     torch.manual_seed(seed)
-    features = FeatureConfig(window_s=window_s, **TINY_FEATURES)
+    features_config = FeatureConfig(window_s=window_s, **{**TINY_FEATURES, **(features or {})})
+    pitch = {"pitch": True} if features_config.pitch else {}
     spec = ModelSpec(
-        features,
-        ModelConfig("bandsplit_bilstm", len(TINY_LABELS), features.n_mels, {**TINY_SETTINGS, **(settings or {})}),
+        features_config,
+        ModelConfig(
+            "bandsplit_bilstm", len(TINY_LABELS), features_config.n_mels, {**TINY_SETTINGS, **pitch, **(settings or {})}
+        ),
         TINY_LABELS,
         meta={"name": "tiny-test"},
     )

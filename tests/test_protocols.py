@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from test_train_pipeline import SR, synth_clip, write_corpus
 
-from emostream.train.baseline import LogisticBaseline, pitch_track
+from emostream.train.baseline import LogisticBaseline, group_columns, pitch_track, speaker_normalise
 from emostream.train.cli import register_baseline, register_crosscorpus
 
 
@@ -39,6 +40,20 @@ def test_logistic_baseline_learns_separable_classes() -> None:
     assert (model.predict_proba(x).argmax(1) == y).mean() > 0.9
 
 
+def test_feature_groups_and_speaker_normalisation() -> None:
+    assert len(group_columns(64)) == 3 * 64 + 5 + 9  # every ClipFeatures column
+    assert list(group_columns(4, ["mel_envelope", "mel_std", "mel_delta", "energy"])) == list(range(17, 26))
+    no_pitch = group_columns(64, ["pitch"])
+    assert len(no_pitch) == 3 * 64 + 5 and no_pitch.max() == 3 * 64 + 4
+    with pytest.raises(ValueError, match="unknown feature groups"):
+        group_columns(64, ["pitchh"])
+    with pytest.raises(ValueError, match="nothing to fit"):
+        group_columns(64, ["mel_envelope", "mel_std", "mel_delta", "energy", "pitch"])
+    x = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 0.0], [5.0, 2.0]])
+    out = speaker_normalise(x, ["a", "a", "b", "b"])
+    np.testing.assert_allclose(out, [[-1.0, -2.0], [1.0, 2.0], [0.0, -1.0], [0.0, 1.0]])
+
+
 def write_tess(root: Path) -> None:
     """``root/tess/<OAF|YAF>_<emotion>/<spk>_<word>_<emotion>.wav`` with the synthetic voices."""
     for spk, actor in (("OAF", 30), ("YAF", 31)):
@@ -59,6 +74,14 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     report = json.loads(rep.read_text())
     assert report["datasets"]["ravdess"]["speakers"] == ["ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20"]
     assert report["datasets"]["ravdess"]["ua"] > 0.8  # pitch and noisiness separate the synthetic classes
+    assert report["features"] == "all features"
+    ablated = tmp_path / "ablated.json"
+    assert run(register_baseline, [*argv, "--report", str(ablated), "--cache", str(cache), "--without",
+                                   "pitch,mel_envelope,mel_std,mel_delta", "--speaker-norm"]) == 0
+    other = json.loads(ablated.read_text())
+    assert other["features"] == "without pitch, mel_envelope, mel_std, mel_delta; speaker-normalised"
+    assert (report["n_features"], other["n_features"]) == (3 * 64 + 5 + 9, 5)  # energy alone
+    assert run(register_baseline, [*argv, "--report", str(ablated), "--without", "loudness"]) == 2
     out = tmp_path / "loco"
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--out", str(out)]
     assert run(register_crosscorpus, [*argv, "--cache", str(cache)]) == 0

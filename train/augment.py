@@ -165,12 +165,15 @@ class Augmenter:
 
     # -- features ------------------------------------------------------------------------------
 
-    def spec(self, logmel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """SpecAugment on a batch ``(B, n_mels, T)``: time and frequency masks filled with each example's mean."""
+    def spec(self, features: torch.Tensor, generator: torch.Generator, n_mels: int | None = None) -> torch.Tensor:
+        """SpecAugment on a batch ``(B, rows, T)``: time and frequency masks on the first ``n_mels`` rows (the
+        log-mel; default all), filled with each example's mean; rows after them (pitch) pass unchanged."""
         c = self.config
         if not c.enabled or c.p_specaugment <= 0:
-            return logmel
-        b, n_mels, n_frames = logmel.shape
+            return features
+        n_mels = features.shape[1] if n_mels is None else n_mels
+        logmel, extra = features[:, :n_mels], features[:, n_mels:]
+        b, n_frames = logmel.shape[0], logmel.shape[2]
         apply = torch.rand(b, generator=generator) < c.p_specaugment  # (B,)
         keep = torch.ones(b, n_mels, n_frames, dtype=torch.bool)
         frames = torch.arange(n_frames)
@@ -187,4 +190,4 @@ class Augmenter:
             keep &= ~(hit & apply[:, None])[:, :, None]
         self.stats["specaugment"] += int(apply.sum())
         fill = logmel.mean(dim=(1, 2), keepdim=True).expand_as(logmel)
-        return torch.where(keep, logmel, fill)
+        return torch.cat([torch.where(keep, logmel, fill), extra], dim=1)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from emostream.models.features import FeatureConfig, LogMel
+from emostream.train.recipe import BASELINE_FEATURE_GROUPS as FEATURE_GROUPS
 
 PITCH_MIN_HZ = 60.0
 PITCH_MAX_HZ = 500.0
@@ -55,6 +56,34 @@ def pitch_track(audio: np.ndarray, sample_rate_hz: int, frame_s: float = 0.04, h
     power = energy[:, 0]
     loud = power >= power.max() * 10.0 ** (-ACTIVE_DB / 10.0) if len(power) else power > 0
     return np.where((peak > VOICING_THRESHOLD) & loud, f0, 0.0)
+
+
+def group_columns(n_mels: int, without: Sequence[str] = ()) -> np.ndarray:
+    """Indices of the ``ClipFeatures`` columns outside the groups ``without`` (names of ``FEATURE_GROUPS``)."""
+    unknown = sorted(set(without) - set(FEATURE_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown feature groups {unknown}; known: {', '.join(FEATURE_GROUPS)}")
+    if set(without) >= set(FEATURE_GROUPS):
+        raise ValueError("leaving out every feature group leaves nothing to fit")
+    sizes = {"mel_envelope": n_mels, "mel_std": n_mels, "mel_delta": n_mels, "energy": 5, "pitch": 9}
+    cols: list[int] = []
+    start = 0
+    for name in FEATURE_GROUPS:
+        if name not in without:
+            cols.extend(range(start, start + sizes[name]))
+        start += sizes[name]
+    return np.asarray(cols, dtype=np.int64)
+
+
+def speaker_normalise(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
+    """Each row minus the mean of its speaker's rows (all of that speaker's clips: an enrolment-style
+    normalisation that assumes every speaker's clips are known in advance, test speakers included)."""
+    keys = np.asarray(list(speakers))
+    out = np.asarray(x, dtype=np.float64).copy()
+    for key in np.unique(keys):
+        rows = keys == key
+        out[rows] -= out[rows].mean(axis=0)
+    return out.astype(np.float32)
 
 
 def _stats(x: np.ndarray) -> list[float]:

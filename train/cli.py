@@ -7,9 +7,13 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emostream.train.perturb import PERTURB_HELP
-from emostream.train.recipe import ROBUST_MODEL_SETTINGS
+from emostream.train.recipe import BASELINE_FEATURE_GROUPS, ROBUST_MODEL_SETTINGS
+
+if TYPE_CHECKING:
+    from emostream.train.protocols import BaselineVariant
 
 DEFAULT_DATASETS = "ravdess,tess,nemo,urdu"
 
@@ -282,7 +286,31 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         help="comma-separated corpora of --datasets to hold out, one fold each, each trained on all the "
         "other corpora of --datasets (default: every corpus: the full protocol)",
     )
+    _baseline_variant_options(p)
     p.set_defaults(func=_run_crosscorpus)
+
+
+def _baseline_variant_options(p: argparse.ArgumentParser) -> None:
+    """--without and --speaker-norm: what the statistics baseline is given (for ablations)."""
+    p.add_argument(
+        "--without",
+        default="",
+        metavar="GROUPS",
+        help="statistics baseline: leave out these comma-separated feature groups "
+        f"({', '.join(BASELINE_FEATURE_GROUPS)})",
+    )
+    p.add_argument(
+        "--speaker-norm",
+        action="store_true",
+        help="statistics baseline: subtract each speaker's mean statistics over all of that speaker's clips "
+        "(enrolment-style; assumes every speaker's clips are known in advance, test speakers included)",
+    )
+
+
+def _baseline_variant(args: argparse.Namespace) -> BaselineVariant:
+    from emostream.train.protocols import BaselineVariant  # lazily: torch
+
+    return BaselineVariant(tuple(comma_list(args.without)), bool(args.speaker_norm))
 
 
 def _corpus_options(p: argparse.ArgumentParser, datasets_help: str) -> None:
@@ -314,6 +342,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_clips=args.max_clips,
             held_out=list(comma_list(args.hold_out)) or None,
+            variant=_baseline_variant(args),
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
@@ -334,6 +363,7 @@ def register_baseline(sub: argparse._SubParsersAction) -> None:
     _corpus_options(p, "comma-separated corpora")
     p.add_argument("--labels", default="7class", help="a preset (7class, 8class, 4class) or comma-separated labels")
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
+    _baseline_variant_options(p)
     p.set_defaults(func=_run_baseline)
 
 
@@ -346,7 +376,16 @@ def _run_baseline(args: argparse.Namespace) -> int:
     datasets = list(comma_list(args.datasets))
     try:
         _check_data(args.data, datasets)
-        run_baseline(args.data, datasets, args.labels, args.report, default_cache(args.cache), console, args.seed)
+        run_baseline(
+            args.data,
+            datasets,
+            args.labels,
+            args.report,
+            default_cache(args.cache),
+            console,
+            args.seed,
+            variant=_baseline_variant(args),
+        )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream baseline: {exc}[/red]")
         return 2

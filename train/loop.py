@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from emostream.models.arch import build_model, count_parameters
+from emostream.models.arch import PITCH_ARCHITECTURES, build_model, count_parameters
 from emostream.models.arch.config import ModelConfig
 from emostream.models.arch.layers import FoldClasses
 from emostream.models.features import FeatureConfig, LogMel
@@ -128,6 +128,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
     level_invariant = settings.get("input_norm", "batch") != "batch"
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
+    if fc.pitch and cfg.arch in PITCH_ARCHITECTURES:
+        settings.setdefault("pitch", True)  # the feature setting alone switches the model's pitch input on
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
@@ -235,7 +237,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             total_loss, correct, seen, mixed = 0.0, 0, 0, 0
             for waves, y in train_windows.batches(cfg.batch_size, rng):
                 with torch.no_grad():
-                    x = augmenter.spec(logmel(torch.from_numpy(waves)), gen)
+                    x = augmenter.spec(logmel(torch.from_numpy(waves)), gen, fc.n_mels)
                 yt = torch.from_numpy(y)
                 if cfg.mixup > 0 and rng.random() < cfg.mixup_prob:
                     lam, mixed = float(rng.beta(cfg.mixup, cfg.mixup)), mixed + 1

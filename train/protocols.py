@@ -20,6 +20,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emostream.models.features import FeatureConfig
-from emostream.train.baseline import ClipFeatures, LogisticBaseline
+from emostream.train.baseline import ClipFeatures, LogisticBaseline, group_columns, speaker_normalise
 from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
 from emostream.train.evaluate import map_to_model, score
@@ -67,6 +68,23 @@ def clip_features(
     return x
 
 
+@dataclass(frozen=True)
+class BaselineVariant:
+    """What the statistics baseline is given: every feature group but ``without``, and with
+    ``speaker_norm`` each clip's statistics relative to its speaker's mean (``train.baseline``)."""
+
+    without: tuple[str, ...] = ()
+    speaker_norm: bool = False
+
+    def apply(self, x: np.ndarray, clips: Sequence[Clip], n_mels: int) -> np.ndarray:
+        x = x[:, group_columns(n_mels, self.without)]
+        return speaker_normalise(x, [f"{c.corpus}:{c.speaker}" for c in clips]) if self.speaker_norm else x
+
+    def describe(self) -> str:
+        parts = [f"without {', '.join(self.without)}"] if self.without else []
+        return "; ".join([*parts, *(["speaker-normalised"] if self.speaker_norm else [])]) or "all features"
+
+
 def baseline_scores(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -81,7 +99,14 @@ def baseline_scores(
 
 
 def run_baseline(
-    data: Path, datasets: Sequence[str], labels_name: str, out: Path, cache_dir: Path, console: Console, seed: int = 0
+    data: Path,
+    datasets: Sequence[str],
+    labels_name: str,
+    out: Path,
+    cache_dir: Path,
+    console: Console,
+    seed: int = 0,
+    variant: BaselineVariant = BaselineVariant(),
 ) -> dict[str, Any]:
     """The baseline on ``default_holdout`` (train speakers -> test speakers); writes ``out``."""
     label_set = resolve_label_set(labels_name)
@@ -91,7 +116,7 @@ def run_baseline(
     split = default_holdout(clips, seed)
     fc = FeatureConfig()
     started = time.time()
-    x = clip_features(clips, fc, cache_dir, console)
+    x = variant.apply(clip_features(clips, fc, cache_dir, console), clips, fc.n_mels)
     test_clips = [clips[i] for i in split.test]
     report = baseline_scores(
         x[split.train], targets[split.train], test_clips, x[split.test], targets[split.test], label_set.labels
@@ -100,6 +125,8 @@ def run_baseline(
         {
             "protocol": f"held-out speakers (train.splits.default_holdout, seed {seed})",
             "model": "statistics baseline (train.baseline): log-mel + pitch statistics, logistic regression",
+            "features": variant.describe(),
+            "n_features": int(x.shape[1]),
             "labels": list(label_set.labels),
             "n_clips": {"train": len(split.train), "test": len(split.test)},
             "seconds": round(time.time() - started, 1),
@@ -108,7 +135,7 @@ def run_baseline(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    table = Table(title=f"statistics baseline, held-out test speakers ({labels_name})")
+    table = Table(title=f"statistics baseline ({variant.describe()}), held-out test speakers ({labels_name})")
     for col in ("data set", "n", "UA %", "WA %", "macro-F1 %"):
         table.add_column(col, justify="right")
     for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
@@ -129,6 +156,7 @@ def run_crosscorpus(
     seed: int = 0,
     max_clips: int = 0,
     held_out: Sequence[str] | None = None,
+    variant: BaselineVariant = BaselineVariant(),
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
@@ -153,7 +181,7 @@ def run_crosscorpus(
     mapped = map_to_model(clips_all, labels, label_set.mapping)
     clips, targets = mapped.clips, mapped.targets
     fc = FeatureConfig()
-    x = clip_features(clips, fc, cache_dir, console)
+    x = variant.apply(clip_features(clips, fc, cache_dir, console), clips, fc.n_mels)
     out.mkdir(parents=True, exist_ok=True)
     folds: dict[str, Any] = {}
     started = time.time()
@@ -206,6 +234,7 @@ def run_crosscorpus(
     report: dict[str, Any] = {
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
         "datasets": list(datasets),
+        "baseline_features": variant.describe(),
         "folds": folds,
         "mean_ua": {
             "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),

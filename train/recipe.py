@@ -13,3 +13,7 @@ pooled by 4 in the first conv block (half the cost per window of the 2 + 2 defau
 ROBUST_FEATURE_SETTINGS: dict[str, Any] = {"log_floor": 1e-14}
 """For models with a window normalisation (``input_norm`` other than ``batch``): an absolute log floor far
 below quiet speech (-45 dBFS), so only the model's relative floor acts. Other models keep the default."""
+
+BASELINE_FEATURE_GROUPS = ("mel_envelope", "mel_std", "mel_delta", "energy", "pitch")
+"""The statistics baseline's column groups (``train.baseline.ClipFeatures``), in order: n_mels, n_mels,
+n_mels, 5 and 9 numbers; ``emostream baseline --without`` names them."""

@@ -49,6 +49,19 @@ def _builder(arch: str) -> Callable[..., nn.Module]:
     return getattr(_module(arch), _CLASSES[arch][1])
 
 
+PITCH_ARCHITECTURES = ("bandsplit_bilstm",)
+"""Architectures with a ``pitch`` setting: their input has the features' two pitch rows after the mel bins."""
+
+
+def uses_pitch(cfg: ModelConfig) -> bool:
+    """Whether the model ``cfg`` describes takes the pitch rows (``FeatureConfig.pitch``); an ensemble
+    takes them when its members do (they share one feature config)."""
+    if cfg.arch == "ensemble":
+        members = cfg.settings.get("members") or []
+        return any(isinstance(m, dict) and bool((m.get("settings") or {}).get("pitch", False)) for m in members)
+    return cfg.arch in PITCH_ARCHITECTURES and bool(cfg.settings.get("pitch", False))
+
+
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
     """Build the architecture that ``cfg.arch`` names, with its settings.
 

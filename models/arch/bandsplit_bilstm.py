@@ -13,6 +13,7 @@ from emostream.models.arch.layers import (
     AttentionPool,
     ConvBlock,
     MaskedStatsPool,
+    PitchTrack,
     SpectralStats,
     WindowNorm,
     band_edges,
@@ -35,6 +36,10 @@ DEFAULTS: dict = {
     # with a WindowNorm input: the window's spectral statistics (layers.SpectralStats) beside the
     # pooled sequence, into the head
     "spectral_stats": False,
+    # the features' two pitch rows after the mel bins (FeatureConfig.pitch; layers.PitchTrack): per-step
+    # prosody beside the band features into the BiLSTM, and the window's pitch statistics into the head
+    "pitch": False,
+    "pitch_dim": 16,
 }
 
 
@@ -70,9 +75,9 @@ class BandAttention(nn.Module):
 
 
 class BandSplitBiLSTM(nn.Module):
-    """Log-mel ``(B, n_mels, T)`` -> logits ``(B, n_classes)``."""
+    """Log-mel ``(B, n_mels, T)`` (with ``pitch``: ``(B, n_mels + 2, T)``) -> logits ``(B, n_classes)``."""
 
-    __constants__ = ["edges", "window_norm", "masked_pool", "time_factor", "with_stats"]
+    __constants__ = ["edges", "window_norm", "masked_pool", "time_factor", "with_stats", "with_pitch", "n_mels"]
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -96,7 +101,13 @@ class BandSplitBiLSTM(nn.Module):
         )
         self.band_attention = BandAttention(int(s["band_dim"]))
         hidden = int(s["lstm_hidden"])
-        self.lstm = nn.LSTM(int(s["band_dim"]), hidden, batch_first=True, bidirectional=True)
+        self.n_mels = cfg.n_mels
+        self.with_pitch = bool(s["pitch"])
+        if self.with_pitch and not (self.window_norm and self.masked_pool):
+            raise ValueError("pitch needs input_norm gain or cmn and pooling masked_stats (it uses the active frames)")
+        pitch_dim = int(s["pitch_dim"]) if self.with_pitch else 0
+        self.pitch_track: nn.Module = PitchTrack(self.time_factor, pitch_dim) if self.with_pitch else nn.Identity()
+        self.lstm = nn.LSTM(int(s["band_dim"]) + pitch_dim, hidden, batch_first=True, bidirectional=True)
         self.pool: nn.Module = MaskedStatsPool(2 * hidden) if self.masked_pool else AttentionPool(2 * hidden)
         self.dropout = nn.Dropout(float(s["dropout"]))
         self.with_stats = bool(s["spectral_stats"])
@@ -104,9 +115,11 @@ class BandSplitBiLSTM(nn.Module):
             raise ValueError("spectral_stats needs input_norm gain or cmn")
         self.stats: nn.Module = SpectralStats(cfg.n_mels) if self.with_stats else nn.Identity()
         n_stats = 3 * cfg.n_mels if self.with_stats else 0
+        n_stats += 4 if self.with_pitch else 0
         self.head = nn.Linear((4 if self.masked_pool else 2) * hidden + n_stats, cfg.n_classes)
 
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logmel = features[:, : self.n_mels, :]
         if self.window_norm:
             normed, mask = self.input_norm(logmel)
         else:
@@ -118,6 +131,10 @@ class BandSplitBiLSTM(nn.Module):
             outs.append(encoder(x[:, :, self.edges[i] : self.edges[i + 1], :]))  # (B, T', D)
         bands = torch.stack(outs, dim=2)  # (B, T', bands, D)
         h = self.band_attention(bands)  # (B, T', D)
+        pitch_stats = h.new_zeros(h.shape[0], 0)
+        if self.with_pitch:
+            steps, pitch_stats = self.pitch_track(features[:, self.n_mels :, :], mask, h.shape[1])
+            h = torch.cat([h, steps], dim=2)
         h, _ = self.lstm(h)  # (B, T', 2H)
         if self.masked_pool:
             pooled = self.pool(h, downsample_mask(mask, self.time_factor, h.shape[1]))
@@ -125,4 +142,6 @@ class BandSplitBiLSTM(nn.Module):
             pooled = self.pool(h)
         if self.with_stats:
             pooled = torch.cat([pooled, self.stats(logmel, mask)], dim=1)
+        if self.with_pitch:
+            pooled = torch.cat([pooled, pitch_stats], dim=1)
         return self.head(self.dropout(pooled))

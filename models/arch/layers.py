@@ -165,6 +165,47 @@ class MaskedStatsPool(nn.Module):
         return torch.cat([mean, torch.sqrt(var.clamp(min=1e-6))], dim=1)
 
 
+class PitchTrack(nn.Module):
+    """The features' pitch rows (``models.features.pitch_rows``) for the network: ``(B, 2, T)`` periodicity and
+    log2 F0, with the active-frame mask ``(B, T)`` -> per-step features at the BiLSTM's rate ``(B, n_out, dim)``
+    and the window's pitch statistics ``(B, 4)``.
+
+    A frame counts as voiced (soft weight ``v``) when it is active and its periodicity is high (0 at 0.4,
+    1 at 0.8). Per frame: ``v``, the periodicity over active frames, ``v * F0``, ``v * (F0 - the window's
+    voiced mean)`` (the contour relative to the speaker's register) and ``|dF0|`` between voiced frames
+    (clamped at half an octave); averaged over each ``factor`` frames and projected. Statistics, as the
+    baseline's: voiced share of the active frames, voiced mean and standard deviation of F0, mean ``|dF0|``;
+    through a BatchNorm (fixed statistics at inference). Pitch does not depend on the gain, so neither
+    does anything here.
+    """
+
+    def __init__(self, factor: int, dim: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.proj = nn.Linear(5, dim)
+        self.stats_norm = nn.BatchNorm1d(4)
+
+    def forward(self, rows: torch.Tensor, mask: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = rows[:, 0, :]
+        f0 = rows[:, 1, :]
+        v = mask * ((p - 0.4) / 0.4).clamp(0.0, 1.0)  # (B, T)
+        n_voiced = v.sum(dim=1, keepdim=True)
+        count = n_voiced.clamp(min=1e-3)
+        mean = (v * f0).sum(dim=1, keepdim=True) / count
+        rel = v * (f0 - mean)
+        pair = v[:, 1:] * v[:, :-1]
+        step = (f0[:, 1:] - f0[:, :-1]).abs().clamp(max=0.5) * pair
+        step = torch.cat([torch.zeros_like(step[:, :1]), step], dim=1)  # (B, T)
+        per_frame = torch.stack([v, p * mask, v * f0, rel, step], dim=1)  # (B, 5, T)
+        pooled = torch.nn.functional.avg_pool1d(per_frame, self.factor, self.factor, ceil_mode=True)[:, :, :n_out]
+        steps = torch.relu(self.proj(pooled.transpose(1, 2)))  # (B, n_out, dim)
+        share = n_voiced / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+        std = torch.sqrt((rel * rel).sum(dim=1, keepdim=True) / count + 1e-6)
+        jump = step.sum(dim=1, keepdim=True) / pair.sum(dim=1, keepdim=True).clamp(min=1e-3)
+        stats = self.stats_norm(torch.cat([share, mean * (n_voiced > 0).to(mean.dtype), std, jump], dim=1))
+        return steps, stats
+
+
 class FoldClasses(nn.Module):
     """Merge classes that were trained apart: output ``j``'s probability is the sum of the probabilities
     of the head's classes in ``groups[j]`` (``logsumexp`` of their logits, so a softmax over the outputs

@@ -112,7 +112,7 @@ class StreamFrames:
         self.cfg = cfg
         self.window_samples = cfg.window_samples
         self.n_frames = cfg.n_frames
-        self.ring = FrameRing(cfg.n_mels, cfg.n_frames)
+        self.ring = FrameRing(cfg.n_rows, cfg.n_frames)
         self.reset()
 
     def reset(self) -> None:
@@ -200,7 +200,7 @@ class IncrementalLogMel:
             fitted = [fit_window(audios[i], cfg.window_samples)[skip * cfg.hop_samples :] for i in idx]
             feats = self._batch(fitted)  # (n, n_mels, n_frames - skip)
             for row, i in enumerate(idx):
-                window = np.empty((cfg.n_mels, cfg.n_frames), dtype=np.float32)
+                window = np.empty((cfg.n_rows, cfg.n_frames), dtype=np.float32)
                 window[:, :skip] = self._silence[:, None]
                 window[:, skip:] = feats[row]
                 out[i] = window
