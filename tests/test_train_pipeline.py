@@ -450,3 +450,21 @@ def test_ensemble_command_writes_a_model_evaluate_runs(run: dict, tmp_path: Path
                           "--cache", str(run["cache"])]) == 0
         scores.append(json.loads(rep.read_text())["overall"]["ua"])
     assert scores[0] == scores[1]
+
+
+@pytest.mark.parametrize("switch", ["features", "model"])
+def test_pitch_is_switched_on_for_features_and_model_together(run: dict, tmp_path: Path, switch: str) -> None:
+    """``--feature-settings '{"pitch": true}'`` or ``--model-settings '{"pitch": true}'`` alone: the exported
+    model takes the pitch rows and its features give them; evaluation runs it."""
+    kw: dict = (
+        {"feature_settings": {**FEATURES, "pitch": True}}
+        if switch == "features"
+        else {"model_settings": {**MODEL, "pitch": True}}
+    )
+    out = tmp_path / "pitch"
+    train(config(run["data"], out, run["cache"], epochs=1, **kw))
+    clf = load_classifier(out / "model")
+    assert clf.feature_config.pitch and clf.model_config.settings["pitch"] is True
+    assert clf.feature_config.n_rows == FEATURES["n_mels"] + 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["datasets"]["ravdess"]["n"] == 4 * 3 * 5

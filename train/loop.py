@@ -12,6 +12,7 @@ them, keeps ``best.pt`` (highest validation UA) and ``last.pt`` (+ ``last.state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -128,8 +129,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
     level_invariant = settings.get("input_norm", "batch") != "batch"
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
-    if fc.pitch and cfg.arch in PITCH_ARCHITECTURES:
-        settings.setdefault("pitch", True)  # the feature setting alone switches the model's pitch input on
+    if cfg.arch in PITCH_ARCHITECTURES:  # either setting alone switches pitch on for features and model
+        if fc.pitch:
+            settings.setdefault("pitch", True)
+        elif settings.get("pitch") and "pitch" not in cfg.feature_settings:
+            fc = dataclasses.replace(fc, pitch=True)
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
