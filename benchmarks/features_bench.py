@@ -114,6 +114,18 @@ def _run_features(*, hop_s: float, quick: bool, batch: int, with_librosa: bool) 
     for b in (1, batch):
         impl, times = _incremental(cfg, hop_s, b, quick)
         rows.append(_row(f"incremental per-hop log-mel ({impl})", times, b * hop_s, hop_s, cfg.window_s, "hop", b))
+    pitch = FeatureConfig(pitch=True)  # the log-mel and the two pitch rows (models.features.pitch_rows)
+    pitch_logmel = LogMel(pitch).eval()
+
+    def whole_pitch() -> None:
+        with torch.inference_mode():
+            pitch_logmel(windows)
+
+    rows.append(_row("whole-window LogMel + pitch rows (batched)", time_calls(whole_pitch, torch_reps),
+                     batch * cfg.window_s, hop_s, cfg.window_s, "window", batch))
+    impl, times = _incremental(pitch, hop_s, batch, quick)
+    rows.append(_row(f"incremental per-hop log-mel + pitch rows ({impl})", times, batch * hop_s, hop_s,
+                     cfg.window_s, "hop", batch))
     if with_librosa:
         one_window = _audio(cfg.window_s, cfg.sample_rate_hz, seed=2)
         times = time_calls(lambda: reference_log_mel(one_window, cfg),

@@ -235,10 +235,10 @@ def pitch_rows(waveform: torch.Tensor, sample_rate_hz: int, n_fft: int, hop_samp
     lo = int(rate / PITCH_MAX_HZ)
     hi = math.ceil(rate / PITCH_MIN_HZ)  # FeatureConfig checks hi + 2 <= n
     cs = torch.cumsum(frames.square(), dim=2)  # (B, T, n)
-    lags = torch.arange(lo - 1, hi + 2, device=waveform.device)  # one lag either side for the parabola
-    head = cs[..., n - 1 - lags]  # energy of x[0 : n - tau]
-    tail = cs[..., n - 1 : n] - cs[..., lags - 1]  # energy of x[tau : n]
-    r = acf[..., lags] / torch.sqrt(head * tail + 1e-6)  # (B, T, L)
+    # lags lo - 1 .. hi + 1 (one either side for the parabola), as slices rather than gathers
+    head = cs[..., n - hi - 2 : n - lo + 1].flip(-1)  # energy of x[0 : n - tau]
+    tail = cs[..., n - 1 : n] - cs[..., lo - 2 : hi + 1]  # energy of x[tau : n]
+    r = acf[..., lo - 1 : hi + 2] / torch.sqrt(head * tail + 1e-6)  # (B, T, L)
     inner = r[..., 1:-1]
     best = inner.amax(dim=2, keepdim=True)
     peak = (inner >= r[..., :-2]) & (inner >= r[..., 2:]) & (inner >= best - 0.05 * best.abs())

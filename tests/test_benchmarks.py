@@ -242,7 +242,7 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     for row in r["engine"]:
         assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"] and row["windows_per_s"] > 0
     names = " ".join(row["name"] for row in r["features"])
-    assert "LogMel" in names and "incremental" in names and "librosa" in names
+    assert "LogMel" in names and "incremental" in names and "librosa" in names and "pitch rows" in names
     assert all(row["audio_s_per_s"] > 0 for row in r["features"])
     for key in ("cpu_model", "logical_cores", "torch_version", "onnxruntime_version", "os"):
         assert r["machine"][key]
