@@ -153,6 +153,22 @@ def test_pitch_model_uses_the_pitch_rows(pitch_model_dir: Path) -> None:
     assert np.abs(clf.predict(shifted) - clf.predict(feats)).max() > 1e-3
 
 
+def test_relative_pitch_model_ignores_how_high_the_voice_is(tmp_path: Path) -> None:
+    """``pitch_absolute: false``: the same contour an octave higher gives the same estimate; a model
+    with absolute pitch (the default) tells them apart (test_pitch_model_uses_the_pitch_rows)."""
+    model_dir = build_tiny_model(tmp_path, features={"pitch": True}, settings={"pitch_absolute": False})
+    for backend in BACKENDS:
+        clf = load_classifier(model_dir, backend=backend)
+        fc = clf.feature_config
+        feats = LogMel(fc)(torch.from_numpy(window_with(speechlike(3.0), fc))[None])
+        higher = feats.clone()
+        higher[:, fc.n_mels + 1] += 1.0
+        contour = feats.clone()
+        contour[:, fc.n_mels + 1] *= 3.0  # a wider contour around the same mean
+        assert np.abs(clf.predict(higher) - clf.predict(feats)).max() < 1e-5, backend
+        assert np.abs(clf.predict(contour) - clf.predict(feats)).max() > 1e-4, backend
+
+
 def test_model_and_features_must_agree_on_pitch() -> None:
     settings = {"input_norm": "cmn", "pooling": "masked_stats", "channels": [4, 8], "band_dim": 16, "lstm_hidden": 16}
     labels = ("neutral", "happy")

@@ -176,14 +176,18 @@ class PitchTrack(nn.Module):
     (clamped at half an octave); averaged over each ``factor`` frames and projected. Statistics, as the
     baseline's: voiced share of the active frames, voiced mean and standard deviation of F0, mean ``|dF0|``;
     through a BatchNorm (fixed statistics at inference). Pitch does not depend on the gain, so neither
-    does anything here.
+    does anything here. ``absolute=False`` leaves out the two that say how high the voice is (``v * F0``
+    and the mean F0), keeping only pitch relative to the window's own mean: ``(B, n_out, dim)``, ``(B, 3)``.
     """
 
-    def __init__(self, factor: int, dim: int) -> None:
+    __constants__ = ["absolute"]
+
+    def __init__(self, factor: int, dim: int, absolute: bool = True) -> None:
         super().__init__()
         self.factor = factor
-        self.proj = nn.Linear(5, dim)
-        self.stats_norm = nn.BatchNorm1d(4)
+        self.absolute = absolute
+        self.proj = nn.Linear(5 if absolute else 4, dim)
+        self.stats_norm = nn.BatchNorm1d(4 if absolute else 3)
 
     def forward(self, rows: torch.Tensor, mask: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
         p = rows[:, 0, :]
@@ -196,13 +200,19 @@ class PitchTrack(nn.Module):
         pair = v[:, 1:] * v[:, :-1]
         step = (f0[:, 1:] - f0[:, :-1]).abs().clamp(max=0.5) * pair
         step = torch.cat([torch.zeros_like(step[:, :1]), step], dim=1)  # (B, T)
-        per_frame = torch.stack([v, p * mask, v * f0, rel, step], dim=1)  # (B, 5, T)
+        if self.absolute:
+            per_frame = torch.stack([v, p * mask, v * f0, rel, step], dim=1)  # (B, 5, T)
+        else:
+            per_frame = torch.stack([v, p * mask, rel, step], dim=1)  # (B, 4, T)
         pooled = torch.nn.functional.avg_pool1d(per_frame, self.factor, self.factor, ceil_mode=True)[:, :, :n_out]
         steps = torch.relu(self.proj(pooled.transpose(1, 2)))  # (B, n_out, dim)
         share = n_voiced / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         std = torch.sqrt((rel * rel).sum(dim=1, keepdim=True) / count + 1e-6)
         jump = step.sum(dim=1, keepdim=True) / pair.sum(dim=1, keepdim=True).clamp(min=1e-3)
-        stats = self.stats_norm(torch.cat([share, mean * (n_voiced > 0).to(mean.dtype), std, jump], dim=1))
+        if self.absolute:
+            stats = self.stats_norm(torch.cat([share, mean * (n_voiced > 0).to(mean.dtype), std, jump], dim=1))
+        else:
+            stats = self.stats_norm(torch.cat([share, std, jump], dim=1))
         return steps, stats
 
 
