@@ -421,7 +421,9 @@ def test_evaluate_on_validation_speakers_reproduces_the_selection_score(run: dic
     assert _evaluate([*argv, "--cache", str(run["cache"]), "--speakers", "val"]) == 0
     report = json.loads(rep.read_text())
     assert report["datasets"]["ravdess"]["speakers"] == ["ravdess:15", "ravdess:16"]
-    assert report["clip_filter"]["ravdess"]["kept"] == 2 * 15
+    assert report["clip_filter"]["ravdess"] == {
+        "found": 12 * 15, "kept": 2 * 15, "dropped_not_val_speakers": 10 * 15, "after_max_clips": 2 * 15
+    }
     meta = load_checkpoint(run["out"] / "model" / "checkpoint.pt").spec.meta
     assert abs(report["overall"]["ua"] - meta["metrics"]["val_ua"]) < 0.012  # at most one clip's recall
 

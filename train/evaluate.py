@@ -310,19 +310,25 @@ def held_out(
     return kept, how, counts
 
 
-def _keep_clips(clips: list[Clip], keep: Callable[[Clip], bool]) -> tuple[list[Clip], dict[str, dict[str, int]]]:
+DROPPED_KEYS = {"test": "dropped_seen_speakers", "val": "dropped_not_val_speakers", "all": "dropped"}
+"""The report's ``clip_filter`` key for the clips each ``--speakers`` choice drops, and why."""
+
+
+def _keep_clips(
+    clips: list[Clip], keep: Callable[[Clip], bool], dropped: str = DROPPED_KEYS["test"]
+) -> tuple[list[Clip], dict[str, dict[str, int]]]:
     """The clips ``keep`` accepts, and per corpus how many were found, kept and dropped (the report's
-    ``clip_filter``; the key ``dropped_seen_speakers`` names what the default filter drops)."""
+    ``clip_filter``; ``dropped`` names the key of the dropped count)."""
     kept: list[Clip] = []
     counts: dict[str, dict[str, int]] = {}
     for c in clips:
-        entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, "dropped_seen_speakers": 0})
+        entry = counts.setdefault(c.corpus, {"found": 0, "kept": 0, dropped: 0})
         entry["found"] += 1
         if keep(c):
             entry["kept"] += 1
             kept.append(c)
         else:
-            entry["dropped_seen_speakers"] += 1
+            entry[dropped] += 1
     return kept, counts
 
 
@@ -333,7 +339,7 @@ def validation_clips(clips: list[Clip], meta: dict[str, Any]) -> tuple[list[Clip
     val = set((meta.get("split") or {}).get("val") or [])
     if not val:
         raise ValueError("the model records no validation speakers (--speakers val needs a model trained with a split)")
-    kept, counts = _keep_clips(clips, lambda c: c.speaker in val)
+    kept, counts = _keep_clips(clips, lambda c: c.speaker in val, DROPPED_KEYS["val"])
     return kept, "the model's validation speakers (for model selection; not a held-out score)", counts
 
 
@@ -373,7 +379,7 @@ def run(args: Any) -> int:
     meta = classifier.spec.meta
     mapping = {**dict(meta.get("label_map") or {}), **mapping}
     how = "all speakers"
-    counts = {c: {"found": n, "kept": n, "dropped_seen_speakers": 0} for c, n in Counter(x.corpus for x in clips).items()}
+    _, counts = _keep_clips(clips, lambda c: True, DROPPED_KEYS["all"])
     if args.speakers == "test":
         clips, how, counts = held_out(clips, meta)
     elif args.speakers == "val":
@@ -385,10 +391,11 @@ def run(args: Any) -> int:
     clips = subsample(clips, args.max_clips, seed=0)
     for corpus, n in Counter(c.corpus for c in clips).items():
         counts[corpus]["after_max_clips"] = n
+    why = {"test": "speakers the model trained or was selected on", "val": "not validation speakers", "all": "none"}
     for corpus, c in counts.items():
         console.print(
-            f"{corpus}: {c['found']} clips found, {c['kept']} kept, {c['dropped_seen_speakers']} dropped "
-            + ("(not validation speakers)" if args.speakers == "val" else "(speakers the model trained or was selected on)"),
+            f"{corpus}: {c['found']} clips found, {c['kept']} kept, {c[DROPPED_KEYS[args.speakers]]} dropped "
+            f"({why[args.speakers]})",
             highlight=False,
         )
     if not clips:
