@@ -470,3 +470,22 @@ def test_pitch_is_switched_on_for_features_and_model_together(run: dict, tmp_pat
     assert clf.feature_config.n_rows == FEATURES["n_mels"] + 2
     report = json.loads((out / "report.json").read_text())
     assert report["datasets"]["ravdess"]["n"] == 4 * 3 * 5
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"feature_settings": {**FEATURES, "pitch": False}, "model_settings": {**MODEL, "pitch": True}},
+         "expects pitch rows, the features do not give them"),
+        ({"arch": "cnn_bilstm_attn", "model_settings": {}, "feature_settings": {**FEATURES, "pitch": True}},
+         "does not take pitch rows, the features give them"),
+    ],
+    ids=["model-only", "arch-without-pitch"],
+)
+def test_features_and_model_that_disagree_on_pitch_are_refused_before_training(
+    run: dict, tmp_path: Path, kw: dict, match: str
+) -> None:
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match=match):
+        train(config(run["data"], out, tmp_path / "empty-cache", **kw))
+    assert not (tmp_path / "empty-cache").exists()  # refused before any audio was decoded

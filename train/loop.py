@@ -134,6 +134,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             settings.setdefault("pitch", True)
         elif settings.get("pitch") and "pitch" not in cfg.feature_settings:
             fc = dataclasses.replace(fc, pitch=True)
+    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
+    ModelSpec(fc, model_config, labels)  # refuses features and model that disagree before any audio is loaded
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
     train_windows = TrainWindows(
@@ -150,7 +152,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     val_corpora = [clips[i].corpus for i in split.val]
 
     # ---------------------------------------------------------------- model, loss, optimiser
-    model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
     model = build_model(model_config)
     head = model.inner if isinstance(model, FoldClasses) else model  # trained on every head class
     ema = EmaWeights(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
