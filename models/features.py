@@ -19,6 +19,13 @@ PITCH_MAX_HZ = 500.0
 PITCH_REF_HZ = 200.0
 """``pitch_rows``: F0 is searched in 60-500 Hz; the F0 row is ``log2(F0 / 200 Hz)``."""
 
+def pitch_lags(sample_rate_hz: int) -> tuple[int, int]:
+    """The shortest and longest lag (samples at half ``sample_rate_hz``, where ``pitch_rows`` works) of
+    the F0 search, 500 down to 60 Hz; ``pitch_rows`` also reads one lag either side of them."""
+    rate = sample_rate_hz // 2
+    return int(rate / PITCH_MAX_HZ), math.ceil(rate / PITCH_MIN_HZ)
+
+
 LEGACY_NAMES = {"win_samples": "stft_win_samples"}
 """Setting names of older model files and what they are called now."""
 
@@ -68,7 +75,7 @@ class FeatureConfig:
         if round(window_samples) < self.n_fft:
             raise ValueError("a window must hold at least one FFT frame")
         if self.pitch:
-            longest = 2 * (math.ceil(self.sample_rate_hz / 2 / PITCH_MIN_HZ) + 2)
+            longest = 2 * (pitch_lags(self.sample_rate_hz)[1] + 2)  # hi + 1 must lie inside a half-rate frame
             if self.n_fft < longest or self.n_fft % 2 or self.hop_samples % 2:
                 raise ValueError(
                     f"pitch needs an even n_fft >= {longest} samples (a {PITCH_MIN_HZ:.0f}-Hz period at half the "
@@ -232,8 +239,7 @@ def pitch_rows(waveform: torch.Tensor, sample_rate_hz: int, n_fft: int, hop_samp
     frames = frames / frames.square().mean(dim=2, keepdim=True).sqrt().clamp(min=1e-12)
     spec = torch.fft.rfft(frames, n=2 * n)
     acf = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=2 * n)[..., :n]  # (B, T, n)
-    lo = int(rate / PITCH_MAX_HZ)
-    hi = math.ceil(rate / PITCH_MIN_HZ)  # FeatureConfig checks hi + 2 <= n
+    lo, hi = pitch_lags(sample_rate_hz)  # FeatureConfig checks hi + 2 <= n
     cs = torch.cumsum(frames.square(), dim=2)  # (B, T, n)
     # lags lo - 1 .. hi + 1 (one either side for the parabola), as slices rather than gathers
     head = cs[..., n - hi - 2 : n - lo + 1].flip(-1)  # energy of x[0 : n - tau]

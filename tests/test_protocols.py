@@ -11,7 +11,14 @@ import pytest
 import soundfile as sf
 from test_train_pipeline import SR, synth_clip, write_corpus
 
-from emostream.train.baseline import LogisticBaseline, group_columns, pitch_track, speaker_normalise
+from emostream.models.features import FeatureConfig
+from emostream.train.baseline import (
+    ClipFeatures,
+    LogisticBaseline,
+    group_columns,
+    pitch_track,
+    speaker_normalise,
+)
 from emostream.train.cli import register_baseline, register_crosscorpus
 
 
@@ -41,7 +48,9 @@ def test_logistic_baseline_learns_separable_classes() -> None:
 
 
 def test_feature_groups_and_speaker_normalisation() -> None:
-    assert len(group_columns(64)) == 3 * 64 + 5 + 9  # every ClipFeatures column
+    assert len(group_columns(64)) == 3 * 64 + 5 + 9
+    clip = ClipFeatures(FeatureConfig()).one(synth_clip("03", 1, 0))
+    assert clip.shape == (len(group_columns(64)),)  # the groups cover every ClipFeatures column
     assert list(group_columns(4, ["mel_envelope", "mel_std", "mel_delta", "energy"])) == list(range(17, 26))
     no_pitch = group_columns(64, ["pitch"])
     assert len(no_pitch) == 3 * 64 + 5 and no_pitch.max() == 3 * 64 + 4

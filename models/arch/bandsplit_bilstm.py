@@ -108,7 +108,8 @@ class BandSplitBiLSTM(nn.Module):
         if self.with_pitch and not (self.window_norm and self.masked_pool):
             raise ValueError("pitch needs input_norm gain or cmn and pooling masked_stats (it uses the active frames)")
         pitch_dim = int(s["pitch_dim"]) if self.with_pitch else 0
-        self.pitch_track: nn.Module = PitchTrack(self.time_factor, pitch_dim, bool(s["pitch_absolute"])) if self.with_pitch else nn.Identity()
+        track = PitchTrack(self.time_factor, pitch_dim, bool(s["pitch_absolute"])) if self.with_pitch else None
+        self.pitch_track: nn.Module = track if track is not None else nn.Identity()
         self.lstm = nn.LSTM(int(s["band_dim"]) + pitch_dim, hidden, batch_first=True, bidirectional=True)
         self.pool: nn.Module = MaskedStatsPool(2 * hidden) if self.masked_pool else AttentionPool(2 * hidden)
         self.dropout = nn.Dropout(float(s["dropout"]))
@@ -117,7 +118,7 @@ class BandSplitBiLSTM(nn.Module):
             raise ValueError("spectral_stats needs input_norm gain or cmn")
         self.stats: nn.Module = SpectralStats(cfg.n_mels) if self.with_stats else nn.Identity()
         n_stats = 3 * cfg.n_mels if self.with_stats else 0
-        n_stats += (4 if s["pitch_absolute"] else 3) if self.with_pitch else 0
+        n_stats += track.n_stats if track is not None else 0
         self.head = nn.Linear((4 if self.masked_pool else 2) * hidden + n_stats, cfg.n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

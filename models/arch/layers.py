@@ -186,8 +186,9 @@ class PitchTrack(nn.Module):
         super().__init__()
         self.factor = factor
         self.absolute = absolute
+        self.n_stats = 4 if absolute else 3
         self.proj = nn.Linear(5 if absolute else 4, dim)
-        self.stats_norm = nn.BatchNorm1d(4 if absolute else 3)
+        self.stats_norm = nn.BatchNorm1d(self.n_stats)
 
     def forward(self, rows: torch.Tensor, mask: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
         p = rows[:, 0, :]
