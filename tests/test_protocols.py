@@ -108,3 +108,33 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "urdu", "--out", str(one)]
     assert run(register_crosscorpus, argv) == 2
     assert run(register_crosscorpus, ["crosscorpus", "--data", str(data), "--datasets", "ravdess,nope", "--out", str(out)]) == 2
+
+
+def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:
+    """``--deep`` with ``--feature-settings`` / ``--model-settings``: each fold's model is trained with
+    them (here the relative pitch model on small features) and the report records them."""
+    from test_train_pipeline import FEATURES, MODEL
+
+    from emostream.models.modelfile import load_classifier
+
+    data = write_corpus(tmp_path / "data", takes=2)
+    write_tess(data)
+    out = tmp_path / "loco"
+    argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "tess", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--deep", "--epochs", "1", "--threads", "1"]
+    features = json.dumps({**FEATURES, "pitch": True})
+    model = json.dumps({**MODEL, "pitch_absolute": False})
+    assert run(register_crosscorpus, [*argv, "--feature-settings", features, "--model-settings", model]) == 0
+    report = json.loads((out / "crosscorpus.json").read_text())
+    assert report["deep_settings"] == {"model": json.loads(model), "features": json.loads(features)}
+    fold = report["folds"]["tess"]
+    assert 0.0 <= fold["deep"]["ua"] <= 1.0 and fold["deep"]["epochs"] == 1
+    clf = load_classifier(Path(fold["deep"]["model"]))
+    assert clf.feature_config.pitch and clf.feature_config.n_mels == FEATURES["n_mels"]
+    assert clf.model_config.settings["pitch"] is True and clf.model_config.settings["pitch_absolute"] is False
+    assert clf.model_config.settings["channels"] == MODEL["channels"]
+    # settings that are not JSON objects are refused before any work
+    bad = tmp_path / "bad"
+    assert run(register_crosscorpus, [*argv[:8], str(bad), "--deep", "--model-settings", "[1]"]) == 2
+    assert run(register_crosscorpus, [*argv[:8], str(bad), "--deep", "--feature-settings", "{pitch"]) == 2
+    assert not bad.exists()

@@ -7,7 +7,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emostream.train.perturb import PERTURB_HELP
 from emostream.train.recipe import BASELINE_FEATURE_GROUPS, ROBUST_MODEL_SETTINGS
@@ -286,8 +286,32 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         help="comma-separated corpora of --datasets to hold out, one fold each, each trained on all the "
         "other corpora of --datasets (default: every corpus: the full protocol)",
     )
+    p.add_argument(
+        "--model-settings",
+        default="{}",
+        metavar="JSON",
+        help="deep folds: architecture settings as `emostream train --model-settings` takes them, e.g. "
+        "'{\"pitch_absolute\": false}' (with --feature-settings '{\"pitch\": true}')",
+    )
+    p.add_argument(
+        "--feature-settings",
+        default="{}",
+        metavar="JSON",
+        help="deep folds: log-mel settings as `emostream train --feature-settings` takes them",
+    )
     _baseline_variant_options(p)
     p.set_defaults(func=_run_crosscorpus)
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, or a ValueError that names ``option``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object, got {text!r}")
+    return value
 
 
 def _baseline_variant_options(p: argparse.ArgumentParser) -> None:
@@ -343,6 +367,8 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             max_clips=args.max_clips,
             held_out=list(comma_list(args.hold_out)) or None,
             variant=_baseline_variant(args),
+            model_settings=_json_object(args.model_settings, "--model-settings"),
+            feature_settings=_json_object(args.feature_settings, "--feature-settings"),
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")

@@ -17,9 +17,14 @@ def schedule(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
+    if cfg.schedule == "onecycle" and total < 3:
+        # OneCycleLR needs a warm-up of two steps or more and a step after it (a warm-up of one step ends
+        # its first phase at step 0 and divides by zero): a run this short (a handful of clips, one
+        # epoch) has no schedule to follow and trains at ``lr``
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup / total, anneal_strategy="cos"
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=max(2, warmup) / total, anneal_strategy="cos"
         )
     if cfg.schedule == "cosine":
 

@@ -157,11 +157,15 @@ def run_crosscorpus(
     max_clips: int = 0,
     held_out: Sequence[str] | None = None,
     variant: BaselineVariant = BaselineVariant(),
+    model_settings: dict[str, Any] | None = None,
+    feature_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
     ``held_out`` (default: every corpus of ``datasets``) chooses the folds that run: the corpora held out
-    in turn, each scored after training on all the other corpora of ``datasets``.
+    in turn, each scored after training on all the other corpora of ``datasets``. ``model_settings`` and
+    ``feature_settings`` go to every deep fold's training as ``emostream train`` takes them (the recipe's
+    settings unless they say otherwise); the statistics baseline does not use them.
     """
     from emostream.models.modelfile import load_classifier, onnxruntime_available
     from emostream.train.evaluate import evaluate_classifier
@@ -213,6 +217,8 @@ def run_crosscorpus(
                 out_dir=str(run_dir),
                 cache_dir=str(cache_dir),
                 max_clips_per_dataset=max_clips,
+                model_settings=dict(model_settings or {}),
+                feature_settings=dict(feature_settings or {}),
                 name=f"loco-without-{held}",
                 command=f"emostream crosscorpus (fold {held})",
             )
@@ -235,6 +241,7 @@ def run_crosscorpus(
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
         "datasets": list(datasets),
         "baseline_features": variant.describe(),
+        **({"deep_settings": {"model": dict(model_settings or {}), "features": dict(feature_settings or {})}} if deep else {}),
         "folds": folds,
         "mean_ua": {
             "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),
