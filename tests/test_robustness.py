@@ -194,6 +194,27 @@ def test_augmenter_never_adds_noise_into_startup_padding() -> None:
     assert {"eq", "reverb"} <= set(channel.stats)
 
 
+def test_gain_augmentation_to_a_speech_level() -> None:
+    """``level_dbfs``: every window's speech lands in the drawn level range whatever the recording's
+    level (a quiet and a loud recording span the same levels; the loud end clips); without it the gain
+    is relative to the recording (``gain_db``)."""
+    config = AugmentConfig(p_gain=1.0, p_noise=0.0, p_bits=0.0, level_dbfs=(-40.0, -20.0))
+    aug = Augmenter(config, SR, seed=0)
+    rng = np.random.default_rng(0)
+    for recorded in (0.003, 0.3):  # about -60 and -20 dBFS speech
+        x = speechlike(level=recorded)
+        levels = [20 * np.log10(active_rms(aug.waveform(x, rng), SR)) for _ in range(40)]
+        assert -40.5 < min(levels) and max(levels) < -19.5 and max(levels) - min(levels) > 12, (recorded, levels)
+    hot = Augmenter(AugmentConfig(p_gain=1.0, p_noise=0.0, p_bits=0.0, level_dbfs=(-3.0, -3.0)), SR, seed=0)
+    assert np.mean(np.abs(hot.waveform(speechlike(level=0.01), rng)) >= 1.0) > 0.01  # driven into clipping
+    window = np.zeros(5 * SR, np.float32)  # start-up padding only: nothing to level, left as it is
+    assert np.all(aug.waveform(window, rng, start=4 * SR) == 0)
+    relative = Augmenter(AugmentConfig(p_gain=1.0, p_noise=0.0, p_bits=0.0, gain_db=(6.0, 6.0)), SR, seed=0)
+    x = speechlike(level=0.003)
+    assert 20 * np.log10(active_rms(relative.waveform(x, rng), SR) / active_rms(x, SR)) == pytest.approx(6.0, abs=0.01)
+    assert AugmentConfig.from_dict({"level_dbfs": [-50, -6]}).level_dbfs == (-50, -6)
+
+
 def test_balanced_sampling_shares() -> None:
     corpora = ["a"] * 900 + ["b"] * 100
     speakers = ["a1"] * 800 + ["a2"] * 100 + ["b1"] * 100

@@ -53,6 +53,10 @@ class AugmentConfig:
     speed_range: tuple[float, float] = (0.9, 1.1)
     p_gain: float = 0.8
     gain_db: tuple[float, float] = (-30.0, 15.0)
+    level_dbfs: tuple[float, float] | None = None
+    """When set, the gain brings the clip's active speech to a level drawn from this range (dBFS, e.g.
+    ``(-50, -6)``: a quiet far microphone to a hot input that clips) instead of ``gain_db`` relative to
+    the recording, so every corpus spans the same levels and the loud end clips as often for each."""
     p_noise: float = 0.5
     snr_db: tuple[float, float] = (0.0, 35.0)
     p_eq: float = 0.4
@@ -153,7 +157,7 @@ class Augmenter:
                 out[start:] = add_noise(out[start:], sr, float(rng.uniform(*c.snr_db)), bank, offset, rms)
                 self.stats["noise"] += 1
         if rng.random() < c.p_gain:
-            out = apply_gain(out, float(rng.uniform(*c.gain_db)))
+            out = apply_gain(out, self._gain_db(out, rng, start, speech_rms))
             self.stats["gain"] += 1
         if rng.random() < c.p_bits:
             if rng.random() < 0.5:
@@ -162,6 +166,17 @@ class Augmenter:
                 out = quantise(out, int(rng.integers(8, 13)))
             self.stats["bits"] += 1
         return out.astype(np.float32, copy=False)
+
+    def _gain_db(self, window: np.ndarray, rng: np.random.Generator, start: int, speech_rms: float | None) -> float:
+        """The gain of one window: relative (``gain_db``), or to a drawn speech level (``level_dbfs``)."""
+        c = self.config
+        if c.level_dbfs is None:
+            return float(rng.uniform(*c.gain_db))
+        target = float(rng.uniform(*c.level_dbfs))
+        rms = active_rms(window[start:], self.sample_rate_hz) if speech_rms is None else speech_rms
+        if rms <= 0:  # silence (or start-up padding only): nothing to bring to a level
+            return 0.0
+        return target - 20.0 * float(np.log10(rms))
 
     # -- features ------------------------------------------------------------------------------
 
