@@ -159,11 +159,9 @@ def _run_train(args: argparse.Namespace) -> int:
         _check_data(args.data, list(datasets))
         if labels != DATA_LABELS:
             resolve_label_set(labels, args.map)
-        settings = json.loads(args.model_settings)
-        augment = json.loads(args.augment)
-        features = json.loads(args.feature_settings)
-        if not isinstance(settings, dict) or not isinstance(augment, dict) or not isinstance(features, dict):
-            raise ValueError("--model-settings, --feature-settings and --augment must be JSON objects")
+        settings = json_object(args.model_settings, "--model-settings")
+        augment = json_object(args.augment, "--augment")
+        features = json_object(args.feature_settings, "--feature-settings")
         augment_config = AugmentConfig.from_dict({**augment, "enabled": not args.no_augment})
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         err.print(f"[red]emostream train: {exc}[/red]")
@@ -303,7 +301,7 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_crosscorpus)
 
 
-def _json_object(text: str, option: str) -> dict[str, Any]:
+def json_object(text: str, option: str) -> dict[str, Any]:
     """``text`` parsed as a JSON object, or a ValueError that names ``option``."""
     try:
         value = json.loads(text)
@@ -367,8 +365,8 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             max_clips=args.max_clips,
             held_out=list(comma_list(args.hold_out)) or None,
             variant=_baseline_variant(args),
-            model_settings=_json_object(args.model_settings, "--model-settings"),
-            feature_settings=_json_object(args.feature_settings, "--feature-settings"),
+            model_settings=json_object(args.model_settings, "--model-settings"),
+            feature_settings=json_object(args.feature_settings, "--feature-settings"),
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")

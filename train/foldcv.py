@@ -80,7 +80,7 @@ def plan(folds: dict[int, str], wanted: list[int]) -> list[tuple[int, str, str]]
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from emostream.train.cli import _check_data, default_labels, resolve_datasets
+    from emostream.train.cli import _check_data, default_labels, json_object, resolve_datasets
     from emostream.train.corpora import load_corpora
     from emostream.train.loop import TrainConfig, train
     from emostream.train.windowstudy import summarise
@@ -89,9 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         datasets = resolve_datasets(args.data, args.datasets)
         _check_data(args.data, list(datasets))
-        settings, features = json.loads(args.model_settings), json.loads(args.feature_settings)
-        if not isinstance(settings, dict) or not isinstance(features, dict):
-            raise ValueError("--model-settings and --feature-settings must be JSON objects")
+        settings = json_object(args.model_settings, "--model-settings")
+        features = json_object(args.feature_settings, "--feature-settings")
         clips, _ = load_corpora(args.data, list(datasets))
         wanted = [int(k) for k in args.folds.split(",") if k.strip()]
         runs_plan = plan(corpus_folds({c.speaker for c in clips}), wanted)

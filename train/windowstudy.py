@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emostream.train.augment import AugmentConfig
-    from emostream.train.cli import _check_data, default_labels, resolve_datasets
+    from emostream.train.cli import _check_data, default_labels, json_object, resolve_datasets
     from emostream.train.loop import TrainConfig, train
 
     console = Console()
@@ -69,10 +69,8 @@ def _run(args: argparse.Namespace) -> int:
         unknown = [w for w in windows if w not in WINDOW_TYPES]
         if unknown or not windows:
             raise ValueError(f"--windows must name some of {', '.join(WINDOW_TYPES)}, got {args.windows!r}")
-        settings = json.loads(args.model_settings)
-        features = json.loads(args.feature_settings)
-        if not isinstance(settings, dict) or not isinstance(features, dict):
-            raise ValueError("--model-settings and --feature-settings must be JSON objects")
+        settings = json_object(args.model_settings, "--model-settings")
+        features = json_object(args.feature_settings, "--feature-settings")
         args.features = features
         command = " ".join(["emostream", *map(shlex.quote, sys.argv[1:])])
         runs: dict[str, dict[str, Any]] = {}
