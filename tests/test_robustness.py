@@ -213,6 +213,11 @@ def test_gain_augmentation_to_a_speech_level() -> None:
     x = speechlike(level=0.003)
     assert 20 * np.log10(active_rms(relative.waveform(x, rng), SR) / active_rms(x, SR)) == pytest.approx(6.0, abs=0.01)
     assert AugmentConfig.from_dict({"level_dbfs": [-50, -6]}).level_dbfs == (-50, -6)
+    for bad in ([-6, -50], [-50], "loud", [-50, "x"]):  # refused when the config is made, not mid-training
+        with pytest.raises(ValueError, match="level_dbfs must be two numbers, low then high"):
+            AugmentConfig.from_dict({"level_dbfs": bad})
+    with pytest.raises(ValueError, match="gain_db must be two numbers"):
+        AugmentConfig.from_dict({"gain_db": [15, -30]})
 
 
 def test_balanced_sampling_shares() -> None:

@@ -73,6 +73,19 @@ class AugmentConfig:
     n_freq_masks: int = 2
     max_freq_mask_bins: int = 8
 
+    def __post_init__(self) -> None:
+        for name in ("speed_range", "gain_db", "level_dbfs", "snr_db", "rt60_s"):
+            value = getattr(self, name)
+            if value is None and name == "level_dbfs":
+                continue
+            if (
+                not isinstance(value, tuple)
+                or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or value[0] > value[1]
+            ):
+                raise ValueError(f"augment setting {name} must be two numbers, low then high; got {value!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
