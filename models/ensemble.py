@@ -3,13 +3,15 @@
 The ensemble (``models.arch.ensemble``) outputs the mean of its members' class probabilities; it is
 exported like any model (TorchScript, ONNX, checkpoint), so the streamer, ``emostream evaluate`` and
 the benchmarks run it unchanged. Members must agree on everything that makes their outputs
-comparable and their evaluation honest: feature settings, labels, label mapping and the speaker
+comparable and their evaluation honest: feature settings (but the pitch rows: members that take them
+and members that do not can be combined, the latter given the mel rows only), labels, label mapping and the speaker
 split (an ensemble of models that held out different speakers would have heard some "held-out"
 speakers in training). Costs add up: two members cost twice one member per window.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
     for ckpt in checkpoints:
         spec = ckpt.spec
         where = f"{ckpt.path}"
-        if spec.feature_config != first.feature_config:
+        if dataclasses.replace(spec.feature_config, pitch=False) != dataclasses.replace(first.feature_config, pitch=False):
             raise ValueError(f"{where}: feature settings differ from {checkpoints[0].path}'s")
         if spec.labels != first.labels:
             raise ValueError(f"{where}: labels {list(spec.labels)} differ from {list(first.labels)}")
@@ -93,7 +95,8 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
     seconds = [c.spec.meta.get("train_seconds") for c in checkpoints]
     if all(isinstance(s, int | float) for s in seconds):
         meta["train_seconds"] = float(sum(seconds))  # type: ignore[arg-type]
-    spec = ModelSpec(first.feature_config, config, first.labels, meta)
+    features = dataclasses.replace(first.feature_config, pitch=any(c.spec.feature_config.pitch for c in checkpoints))
+    spec = ModelSpec(features, config, first.labels, meta)
     ensemble = Checkpoint(spec=spec, state_dict=state, path=Path(name))
     ensemble.build()  # the weights fit the config (raises ModelFileError otherwise)
     return ensemble

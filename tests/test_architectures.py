@@ -37,6 +37,8 @@ CONFIGS = {
                                             "in_channels": 1, "dropout": 0.2}),
     "densenet": ModelConfig("densenet", 4, 64, {"block_config": [1, 2, 1, 1], "growth_rate": 4,
                                                 "num_init_features": 8}),
+    # the statistics baseline's streaming form (mel rows only here; with pitch rows in tests/test_clip_stats.py)
+    "clip_stats": ModelConfig("clip_stats", 4, 64, {"pitch": False}),
     # two differently shaped members: the mean of their probabilities, as one model file
     "ensemble": ModelConfig("ensemble", 4, 64, {"members": [
         {"arch": "bandsplit_bilstm", "settings": {"channels": [8, 16], "band_dim": 32, "lstm_hidden": 32}},

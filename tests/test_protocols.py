@@ -91,6 +91,15 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     assert other["features"] == "without pitch, mel_envelope, mel_std, mel_delta; speaker-normalised"
     assert (report["n_features"], other["n_features"]) == (3 * 64 + 5 + 9, 5)  # energy alone
     assert run(register_baseline, [*argv, "--report", str(ablated), "--without", "loudness"]) == 2
+    # --perturb: the same test clips changed as `emostream evaluate --perturb` changes them, statistics recomputed
+    perturbed = tmp_path / "perturbed.json"
+    assert run(register_baseline, [*argv, "--report", str(perturbed), "--cache", str(cache),
+                                   "--perturb", "clean,noise:-10"]) == 0
+    rob = json.loads(perturbed.read_text())["robustness"]
+    assert list(rob) == ["clean", "noise:-10"] and rob["clean"]["ua"] == report["overall"]["ua"]
+    assert rob["noise:-10"]["ua"] < report["overall"]["ua"] - 0.2  # voices buried in pink noise sound like neutral
+    assert list(rob["noise:-10"]["datasets"]) == ["ravdess"]
+    assert run(register_baseline, [*argv, "--report", str(perturbed), "--perturb", "loud"]) == 2
     out = tmp_path / "loco"
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--out", str(out)]
     assert run(register_crosscorpus, [*argv, "--cache", str(cache)]) == 0
@@ -110,6 +119,26 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     assert run(register_crosscorpus, ["crosscorpus", "--data", str(data), "--datasets", "ravdess,nope", "--out", str(out)]) == 2
 
 
+def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> None:
+    """``--deep --arch clip_stats``: each fold fits the statistics baseline's level-invariant streaming form
+    (``models.arch.clip_stats``) and scores it with the streamer's windows; an unknown architecture is refused."""
+    from emostream.models.modelfile import load_classifier
+
+    data = write_corpus(tmp_path / "data", takes=2)
+    write_tess(data)
+    out = tmp_path / "loco"
+    argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "tess", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--deep", "--epochs", "1", "--threads", "1"]
+    assert run(register_crosscorpus, [*argv, "--arch", "clip_stats"]) == 0
+    report = json.loads((out / "crosscorpus.json").read_text())
+    assert report["deep_settings"]["arch"] == "clip_stats"
+    fold = report["folds"]["tess"]
+    assert 0.0 <= fold["deep"]["ua"] <= 1.0
+    clf = load_classifier(Path(fold["deep"]["model"]))
+    assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
+    assert run(register_crosscorpus, [*argv, "--arch", "vgg16"]) == 2
+
+
 def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:
     """``--deep`` with ``--feature-settings`` / ``--model-settings``: each fold's model is trained with
     them (here the relative pitch model on small features) and the report records them."""
@@ -126,7 +155,9 @@ def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> No
     model = json.dumps({**MODEL, "pitch_absolute": False})
     assert run(register_crosscorpus, [*argv, "--feature-settings", features, "--model-settings", model]) == 0
     report = json.loads((out / "crosscorpus.json").read_text())
-    assert report["deep_settings"] == {"model": json.loads(model), "features": json.loads(features)}
+    assert report["deep_settings"] == {
+        "arch": "bandsplit_bilstm", "model": json.loads(model), "features": json.loads(features)
+    }
     fold = report["folds"]["tess"]
     assert 0.0 <= fold["deep"]["ua"] <= 1.0 and fold["deep"]["epochs"] == 1
     clf = load_classifier(Path(fold["deep"]["model"]))

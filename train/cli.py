@@ -44,7 +44,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "--arch",
         default="bandsplit_bilstm",
         help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14, resnet "
-        "(variant resnet18/34/50, resnext50_32x4d), densenet (densenet121/161)",
+        "(variant resnet18/34/50, resnext50_32x4d), densenet (densenet121/161), or clip_stats (the statistics "
+        "baseline as a streaming model: window log-mel and pitch statistics + logistic regression, fitted in "
+        "closed form in a minute or two; --epochs is then the number of augmented passes whose windows join "
+        "the clean ones)",
     )
     p.add_argument(
         "--model-settings",
@@ -78,7 +81,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="extra label merges, e.g. calm=neutral (7class and 4class already merge calm into neutral)",
     )
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, report, model/)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30, help="epochs (clip_stats: augmented passes)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -285,6 +288,12 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         "other corpora of --datasets (default: every corpus: the full protocol)",
     )
     p.add_argument(
+        "--arch",
+        default="bandsplit_bilstm",
+        help="deep folds: the architecture, as `emostream train --arch` takes it (clip_stats: the statistics "
+        "baseline as a level-invariant streaming model, a minute or two per fold with --epochs 2)",
+    )
+    p.add_argument(
         "--model-settings",
         default="{}",
         metavar="JSON",
@@ -367,6 +376,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             variant=_baseline_variant(args),
             model_settings=json_object(args.model_settings, "--model-settings"),
             feature_settings=json_object(args.feature_settings, "--feature-settings"),
+            arch=args.arch,
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
@@ -388,18 +398,27 @@ def register_baseline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default="7class", help="a preset (7class, 8class, 4class) or comma-separated labels")
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
     _baseline_variant_options(p)
+    p.add_argument(
+        "--perturb",
+        default="",
+        metavar="COND,...",
+        help="robustness: score the same test clips under each condition, as `emostream evaluate --perturb` "
+        "does (the statistics computed again on the changed audio); conditions: " + PERTURB_HELP,
+    )
     p.set_defaults(func=_run_baseline)
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from emostream.train.perturb import Perturbation
     from emostream.train.protocols import default_cache, run_baseline
 
     console = Console()
     datasets = list(comma_list(args.datasets))
     try:
         _check_data(args.data, datasets)
+        perturbations = Perturbation.parse_list(args.perturb) if args.perturb else []
         run_baseline(
             args.data,
             datasets,
@@ -409,6 +428,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
             console,
             args.seed,
             variant=_baseline_variant(args),
+            perturbations=perturbations,
         )
     except (ValueError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]emostream baseline: {exc}[/red]")

@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from emostream.models.arch import PITCH_ARCHITECTURES, build_model, count_parameters
+from emostream.models.arch import PITCH_ARCHITECTURES, build_model, count_parameters, takes_pitch
 from emostream.models.arch.config import ModelConfig
 from emostream.models.arch.layers import FoldClasses
 from emostream.models.features import FeatureConfig, LogMel
@@ -127,13 +127,18 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.select not in ("mean_corpus_ua", "pooled_ua"):
         raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
-    level_invariant = settings.get("input_norm", "batch") != "batch"
+    closed_form = cfg.arch == "clip_stats"  # fitted in closed form (train.statsfit), not by gradient steps
+    level_invariant = settings.get("input_norm", "batch") != "batch" or closed_form
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
     if cfg.arch in PITCH_ARCHITECTURES:  # either setting alone switches pitch on for features and model
         if fc.pitch:
             settings.setdefault("pitch", True)
-        elif settings.get("pitch") and "pitch" not in cfg.feature_settings:
+        elif takes_pitch(cfg.arch, settings) and "pitch" not in cfg.feature_settings:
             fc = dataclasses.replace(fc, pitch=True)
+        elif "pitch" in cfg.feature_settings:
+            settings.setdefault("pitch", False)
+    if closed_form and (fold or cfg.mixup > 0):
+        raise ValueError("clip_stats is fitted in closed form: --fold-merged and --mixup do not apply")
     model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
     ModelSpec(fc, model_config, labels)  # refuses features and model that disagree before any audio is loaded
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
@@ -224,12 +229,43 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     def scored_model() -> nn.Module:
         return ema.model if ema is not None else model
 
-    def predict(x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return torch.softmax(scored_model()(x), dim=-1).numpy()
+    def validate(scored: nn.Module) -> tuple[float, dict[str, Any]]:
+        """The validation speakers' clips, windowed as the streamer windows them: (selected figure, record)."""
+        scored.eval()
+
+        def predict_val(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return torch.softmax(scored(x), dim=-1).numpy()
+
+        probs = clip_probabilities(val_audio, predict_val, fc)
+        m = compute_metrics(val_targets, probs.argmax(1), labels)
+        per_corpus = {}
+        for corpus in dict.fromkeys(val_corpora):
+            idx = [i for i, c in enumerate(val_corpora) if c == corpus]
+            # each corpus scored over its own classes (URDU: 4 of 7), as evaluation's "restricted" UA
+            own = np.unique(val_targets[idx])
+            pred = own[probs[idx][:, own].argmax(1)]
+            per_corpus[corpus] = round(compute_metrics(val_targets[idx], pred, labels).ua, 4)
+        selected = float(np.mean(list(per_corpus.values()))) if cfg.select == "mean_corpus_ua" else m.ua
+        return selected, {
+            "val_selected": selected,
+            "val_ua": m.ua,
+            "val_wa": m.wa,
+            "val_macro_f1": m.macro_f1,
+            "val_ua_per_corpus": per_corpus,
+        }
 
     t0 = time.time()
     epoch = start_epoch
+    if closed_form:
+        from emostream.train.statsfit import fit_clip_stats, training_rows
+
+        x_rows, y_rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)  # type: ignore[arg-type]
+        history, best_ua, best_epoch = fit_clip_stats(model, x_rows, y_rows, len(labels), validate, console)  # type: ignore[arg-type]
+        kept = history[best_epoch - 1]
+        meta = {**base_meta, "epoch": best_epoch, "metrics": kept, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+        save_checkpoint(out / "best.pt", model, spec(meta))
+        finished = True
     with progress_bar(console, transient=True) as progress:
         for epoch in range(start_epoch, cfg.epochs if not finished else start_epoch):
             # every epoch's randomness derives from (seed, epoch), so resume reproduces a straight run
@@ -276,26 +312,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
             # validation: the validation speakers' clips, windowed as the streamer windows them
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                scored_model().eval()
-                probs = clip_probabilities(val_audio, predict, fc)
-                m = compute_metrics(val_targets, probs.argmax(1), labels)
-                per_corpus = {}
-                for corpus in dict.fromkeys(val_corpora):
-                    idx = [i for i, c in enumerate(val_corpora) if c == corpus]
-                    # each corpus scored over its own classes (URDU: 4 of 7), as evaluation's "restricted" UA
-                    own = np.unique(val_targets[idx])
-                    pred = own[probs[idx][:, own].argmax(1)]
-                    per_corpus[corpus] = round(compute_metrics(val_targets[idx], pred, labels).ua, 4)
-                selected = float(np.mean(list(per_corpus.values()))) if cfg.select == "mean_corpus_ua" else m.ua
-                record.update(
-                    {
-                        "val_selected": selected,
-                        "val_ua": m.ua,
-                        "val_wa": m.wa,
-                        "val_macro_f1": m.macro_f1,
-                        "val_ua_per_corpus": per_corpus,
-                    }
-                )
+                selected, scores = validate(scored_model())
+                record.update(scores)
                 improved = selected > best_ua
                 if improved:
                     best_ua, best_epoch, bad_evals = selected, epoch + 1, 0
@@ -315,7 +333,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                     bad_evals += 1
                 console.print(
                     f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.3f}  train acc {record['train_acc']:.3f}  "
-                    f"val UA {m.ua:.3f} WA {m.wa:.3f} {per_corpus} ({cfg.select} {selected:.3f})  "
+                    f"val UA {record['val_ua']:.3f} WA {record['val_wa']:.3f} {record['val_ua_per_corpus']} "
+                    f"({cfg.select} {selected:.3f})  "
                     f"{'*' if improved else ' '}  "
                     f"{train_s:.0f}+{time.time() - epoch_start - train_s:.0f} s",
                     highlight=False,

@@ -34,6 +34,7 @@ from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
 from emostream.train.evaluate import map_to_model, score
 from emostream.train.labels import resolve_label_set
+from emostream.train.perturb import Perturbation
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
@@ -98,6 +99,47 @@ def baseline_scores(
     return score(test_clips, test_y, model.predict_proba(test_x), labels)
 
 
+def baseline_robustness(
+    model: LogisticBaseline,
+    clips: Sequence[Clip],
+    targets: np.ndarray,
+    labels: Sequence[str],
+    perturbations: Sequence[Perturbation],
+    fc: FeatureConfig,
+    variant: BaselineVariant,
+    cache_dir: Path,
+    console: Console | None,
+    clean: dict[str, Any],
+) -> dict[str, Any]:
+    """The fitted baseline's UA per condition, overall and per corpus, on the same clips: each clip
+    changed as ``emostream evaluate --perturb`` changes it (``train.perturb``), its statistics computed
+    again. The same shape as ``train.evaluate.robustness``."""
+    audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
+    feats = ClipFeatures(fc)
+    out: dict[str, Any] = {}
+    for pert in perturbations:
+        if pert.kind == "clean":
+            scored = clean
+        else:
+            rows = []
+            with progress_bar(console) as progress:
+                task = progress.add_task(f"{pert.name}: statistics of {len(clips)} clips", total=len(clips))
+                for i, a in enumerate(audio):
+                    rows.append(feats.one(pert.apply(to_float(a), fc.sample_rate_hz, seed=i)))
+                    progress.advance(task)
+            x = variant.apply(np.stack(rows), clips, fc.n_mels)
+            scored = score(clips, targets, model.predict_proba(x), labels)
+        out[pert.name] = {
+            "ua": scored["overall"]["ua"],
+            "mean_ua": scored["overall"].get("mean_ua"),
+            "datasets": {
+                name: {"ua": d["ua"], **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {})}
+                for name, d in scored["datasets"].items()
+            },
+        }
+    return out
+
+
 def run_baseline(
     data: Path,
     datasets: Sequence[str],
@@ -107,8 +149,10 @@ def run_baseline(
     console: Console,
     seed: int = 0,
     variant: BaselineVariant = BaselineVariant(),
+    perturbations: Sequence[Perturbation] = (),
 ) -> dict[str, Any]:
-    """The baseline on ``default_holdout`` (train speakers -> test speakers); writes ``out``."""
+    """The baseline on ``default_holdout`` (train speakers -> test speakers); writes ``out``. With
+    ``perturbations``, the report's ``robustness`` holds UA per condition (``baseline_robustness``)."""
     label_set = resolve_label_set(labels_name)
     clips_all, _ = load_corpora(data, list(datasets))
     mapped = map_to_model(clips_all, label_set.labels, label_set.mapping)
@@ -118,9 +162,13 @@ def run_baseline(
     started = time.time()
     x = variant.apply(clip_features(clips, fc, cache_dir, console), clips, fc.n_mels)
     test_clips = [clips[i] for i in split.test]
-    report = baseline_scores(
-        x[split.train], targets[split.train], test_clips, x[split.test], targets[split.test], label_set.labels
-    )
+    model = LogisticBaseline(len(label_set.labels)).fit(x[split.train], targets[split.train])
+    report = score(test_clips, targets[split.test], model.predict_proba(x[split.test]), label_set.labels)
+    if perturbations:
+        report["robustness"] = baseline_robustness(
+            model, test_clips, targets[split.test], label_set.labels, perturbations, fc, variant, cache_dir,
+            console, clean=report,
+        )
     report.update(
         {
             "protocol": f"held-out speakers (train.splits.default_holdout, seed {seed})",
@@ -141,6 +189,20 @@ def run_baseline(
     for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
         table.add_row(name, str(d["n"]), f"{100 * d['ua']:.1f}", f"{100 * d['wa']:.1f}", f"{100 * d['macro_f1']:.1f}")
     console.print(table)
+    if perturbations:
+        rob = report["robustness"]
+        table = Table(title="statistics baseline: UA % under each condition (change from clean)")
+        table.add_column("data set")
+        for cond in rob:
+            table.add_column(cond, justify="right")
+        for name in [*report["datasets"], "overall"]:
+            base = report["datasets"][name]["ua"] if name != "overall" else report["overall"]["ua"]
+            cells = []
+            for cond in rob:
+                ua = rob[cond]["datasets"][name]["ua"] if name != "overall" else rob[cond]["ua"]
+                cells.append(f"{100 * ua:.1f} ({100 * (ua - base):+.1f})")
+            table.add_row(name, *cells)
+        console.print(table)
     return report
 
 
@@ -159,20 +221,25 @@ def run_crosscorpus(
     variant: BaselineVariant = BaselineVariant(),
     model_settings: dict[str, Any] | None = None,
     feature_settings: dict[str, Any] | None = None,
+    arch: str = "bandsplit_bilstm",
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
     ``held_out`` (default: every corpus of ``datasets``) chooses the folds that run: the corpora held out
     in turn, each scored after training on all the other corpora of ``datasets``. ``model_settings`` and
     ``feature_settings`` go to every deep fold's training as ``emostream train`` takes them (the recipe's
-    settings unless they say otherwise); the statistics baseline does not use them.
+    settings unless they say otherwise), and ``arch`` is the deep folds' architecture (``clip_stats``: the
+    statistics baseline as a level-invariant streaming model); the statistics baseline does not use them.
     """
+    from emostream.models.arch import ARCHITECTURES
     from emostream.models.modelfile import load_classifier, onnxruntime_available
     from emostream.train.evaluate import evaluate_classifier
     from emostream.train.loop import TrainConfig, train
 
     if len(datasets) < 2:
         raise ValueError("leave-one-corpus-out needs at least two corpora")
+    if arch not in ARCHITECTURES or arch == "ensemble":
+        raise ValueError(f"unknown architecture {arch!r} for the deep folds; known: {', '.join(ARCHITECTURES[:-1])}")
     folds_to_run = list(datasets) if held_out is None else list(dict.fromkeys(held_out))
     unknown = [d for d in folds_to_run if d not in datasets]
     if unknown or not folds_to_run:
@@ -210,6 +277,7 @@ def run_crosscorpus(
                 data_dir=str(data),
                 datasets=tuple(d for d in datasets if d != held),
                 labels=SHARED_CLASSES,
+                arch=arch,
                 epochs=epochs,
                 patience=0,
                 threads=threads,
@@ -241,7 +309,11 @@ def run_crosscorpus(
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
         "datasets": list(datasets),
         "baseline_features": variant.describe(),
-        **({"deep_settings": {"model": dict(model_settings or {}), "features": dict(feature_settings or {})}} if deep else {}),
+        **(
+            {"deep_settings": {"arch": arch, "model": dict(model_settings or {}), "features": dict(feature_settings or {})}}
+            if deep
+            else {}
+        ),
         "folds": folds,
         "mean_ua": {
             "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),

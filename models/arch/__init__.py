@@ -13,7 +13,8 @@ from emostream.models.arch.config import ModelConfig
 from emostream.models.arch.layers import FoldClasses
 
 ARCHITECTURES = (
-    "bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14", "resnet", "densenet", "ensemble",
+    "bandsplit_bilstm", "panns_bandsplit", "cnn_bilstm_attn", "acnt", "cnn14", "resnet", "densenet", "clip_stats",
+    "ensemble",
 )
 # Architectures whose settings may name pretrained weights read at construction (``load_weights``).
 PRETRAINED_ARCHITECTURES = ("panns_bandsplit", "cnn14", "resnet", "densenet")
@@ -30,6 +31,7 @@ _CLASSES: dict[str, tuple[str, str]] = {
     "cnn14": ("emostream.models.arch.cnn14", "Cnn14Classifier"),
     "resnet": ("emostream.models.arch.resnet", "ResNetClassifier"),
     "densenet": ("emostream.models.arch.densenet", "DenseNetClassifier"),
+    "clip_stats": ("emostream.models.arch.clip_stats", "ClipStats"),
     "ensemble": ("emostream.models.arch.ensemble", "Ensemble"),
 }
 
@@ -49,7 +51,7 @@ def _builder(arch: str) -> Callable[..., nn.Module]:
     return getattr(_module(arch), _CLASSES[arch][1])
 
 
-PITCH_ARCHITECTURES = ("bandsplit_bilstm",)
+PITCH_ARCHITECTURES = ("bandsplit_bilstm", "clip_stats")
 """Architectures with a ``pitch`` setting: their input has the features' two pitch rows after the mel bins."""
 
 
@@ -58,8 +60,17 @@ def uses_pitch(cfg: ModelConfig) -> bool:
     takes them when its members do (they share one feature config)."""
     if cfg.arch == "ensemble":
         members = cfg.settings.get("members") or []
-        return any(isinstance(m, dict) and bool((m.get("settings") or {}).get("pitch", False)) for m in members)
-    return cfg.arch in PITCH_ARCHITECTURES and bool(cfg.settings.get("pitch", False))
+        return any(
+            isinstance(m, dict) and takes_pitch(str(m.get("arch", "")), dict(m.get("settings") or {})) for m in members
+        )
+    return takes_pitch(cfg.arch, cfg.settings)
+
+
+def takes_pitch(arch: str, settings: dict[str, Any]) -> bool:
+    """Whether an architecture (not an ensemble) with these settings takes the pitch rows (its default counts)."""
+    if arch not in PITCH_ARCHITECTURES:
+        return False
+    return bool({**default_settings(arch), **settings}.get("pitch", False))
 
 
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:

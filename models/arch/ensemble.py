@@ -4,7 +4,9 @@ Settings: ``members``, a list of ``{"arch": ..., "settings": {...}}`` (optionall
 built as its own architecture with the ensemble's classes and mel bins. The output is the log of the
 members' mean probabilities, so a softmax over it gives exactly that mean: TorchScript, ONNX and
 eager models stay interchangeable and the streamer needs no change. ``models.ensemble.combine``
-writes one from trained model files.
+writes one from trained model files. When some members take the features' pitch rows
+(``FeatureConfig.pitch``) and others do not, the ensemble's features have them and the others get the
+mel rows only.
 """
 
 from __future__ import annotations
@@ -44,15 +46,21 @@ def member_configs(cfg: ModelConfig) -> list[ModelConfig]:
 
 
 class Ensemble(nn.Module):
+    __constants__ = ["n_mels"]
+
     def __init__(self, cfg: ModelConfig, load_weights: bool = True) -> None:
         super().__init__()
-        from emostream.models.arch import build_model  # the registry imports this module lazily
+        from emostream.models.arch import build_model, uses_pitch  # the registry imports this module lazily
 
-        self.members = nn.ModuleList(build_model(m, load_weights) for m in member_configs(cfg))
+        configs = member_configs(cfg)
+        self.members = nn.ModuleList(build_model(m, load_weights) for m in configs)
+        self.mel_only = [not uses_pitch(m) for m in configs]
+        self.n_mels = cfg.n_mels
         self.log_n = math.log(len(self.members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logps: list[torch.Tensor] = []
-        for member in self.members:
-            logps.append(torch.log_softmax(member(x), dim=-1))
+        mel = x[:, : self.n_mels, :]
+        for i, member in enumerate(self.members):
+            logps.append(torch.log_softmax(member(mel if self.mel_only[i] else x), dim=-1))
         return torch.logsumexp(torch.stack(logps, dim=0), dim=0) - self.log_n

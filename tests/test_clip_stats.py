@@ -1,0 +1,171 @@
+"""`clip_stats` (the statistics baseline as a streaming model) and ensembles that mix pitch and mel-only members.
+
+What the statistics measure (padding left out, pitch of a harmonic tone, voicing of noise), that a gain
+changes no backend's output, that the closed-form fit learns held-out speakers of the synthetic corpus,
+and that an ensemble of a mel-only deep model and a pitch-row statistics model is the mean of the two on
+every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emostream.models.arch import build_model, uses_pitch
+from emostream.models.arch.clip_stats import WindowStatistics, masked_quantiles, n_statistics
+from emostream.models.arch.config import ModelConfig
+from emostream.models.ensemble import combine, write_ensemble
+from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.modelfile import (
+    ModelSpec,
+    export_model,
+    load_checkpoint,
+    load_classifier,
+    save_checkpoint,
+)
+from emostream.train.loop import train
+from tests.test_train_pipeline import FEATURES, config, write_corpus
+
+SR = 16000
+FC = FeatureConfig(pitch=True, log_floor=1e-14)
+M = FC.n_mels
+LABELS = ("angry", "happy", "neutral", "sad")
+MODEL_FILES = (("onnx", "model.onnx"), ("torchscript", "model.ts"), ("eager", "checkpoint.pt"))
+
+
+def voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
+    """Syllable-like bursts of a harmonic voice with a slow vibrato, at -20 dBFS peak or so."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    freq = f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))
+    phase = 2 * np.pi * np.cumsum(freq) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0.0, None) ** 0.5
+    return (0.05 * x * envelope + 1e-4 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def window(clip: np.ndarray, pad_samples: int) -> np.ndarray:
+    """The clip end-aligned after ``pad_samples`` of zeros (a streamer start-up window)."""
+    return np.concatenate([np.zeros(pad_samples, np.float32), clip])
+
+
+def stats_of(waves: list[np.ndarray], **settings: object) -> torch.Tensor:
+    module = WindowStatistics(M, True, **{"floor_db": 60.0, "active_db": 30.0, **settings})  # type: ignore[arg-type]
+    with torch.no_grad():
+        return torch.cat([module(LogMel(FC)(torch.from_numpy(w)[None])) for w in waves])
+
+
+def test_statistics_leave_out_the_padding() -> None:
+    """The same 2.5-s clip after 2.5 s or after 1 s of zeros (a whole number of hops): the same statistics."""
+    clip = voice(2.5)
+    hop = FC.hop_samples
+    a, b = stats_of([window(clip, 250 * hop), window(clip, 100 * hop)])
+    assert a.shape == (n_statistics(M, True),)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # and the padding would have mattered: the same clip with its zeros replaced by quiet noise differs
+    noisy = window(clip, 250 * hop)
+    noisy[: 250 * hop] = 1e-3 * np.random.default_rng(1).standard_normal(250 * hop)
+    assert (stats_of([noisy])[0] - a).abs().max() > 0.05
+
+
+def test_pitch_statistics_follow_the_voice() -> None:
+    """A 150-Hz voice: voiced share near 1, mean log2(F0/200) near log2(0.75); white noise: not voiced."""
+    tone = stats_of([voice(4.0, f0=150.0)])[0]
+    noise = stats_of([(0.05 * np.random.default_rng(2).standard_normal(4 * SR)).astype(np.float32)])[0]
+    base = 3 * M + 6
+    assert tone[base] > 0.8 and noise[base] < 0.2  # voiced share of the active frames
+    assert abs(float(tone[base + 1]) - np.log2(150 / 200)) < 0.05  # voiced mean of log2(F0 / 200 Hz)
+    low = stats_of([voice(4.0, f0=110.0)])[0]
+    assert float(low[base + 1]) < float(tone[base + 1]) - 0.35  # 110 Hz is 0.45 octaves below 150 Hz
+
+
+def test_masked_quantiles() -> None:
+    x = torch.tensor([[5.0, 1.0, 3.0, 100.0, 2.0], [7.0, 7.0, 7.0, 7.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    got = masked_quantiles(x, mask, [0.0, 0.5, 1.0])
+    torch.testing.assert_close(got, torch.tensor([[1.0, 3.0, 5.0], [0.0, 0.0, 0.0]]))  # 100 is masked out
+
+
+def fitted(seed: int = 0, pitch: bool = True) -> torch.nn.Module:
+    """A clip_stats model with standardisation measured on a few voices and random weights."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig("clip_stats", len(LABELS), M, {"pitch": pitch})).eval()
+    waves = [voice(3.0, f0=f, seed=i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
+    s = stats_of(waves)[:, : n_statistics(M, pitch)] if pitch else None
+    with torch.no_grad():
+        if s is not None:
+            model.get_buffer("mean").copy_(s.mean(0))
+            model.get_buffer("scale").copy_(s.std(0) + 1e-3)
+        model.linear.weight.normal_(0.0, 0.5)
+    return model
+
+
+def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path) -> None:
+    """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend."""
+    model = fitted()
+    spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, {"pitch": True}), LABELS)
+    model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
+    clip = window(voice(3.5, f0=180.0, seed=5), SR)
+    waves = np.stack([clip * g for g in (0.1, 1.0, 10.0)]).astype(np.float32)
+    with torch.no_grad():
+        feats = LogMel(FC)(torch.from_numpy(waves)).numpy()
+    for backend, name in MODEL_FILES:
+        probs = load_classifier(model_dir / name, backend=backend).predict(feats)
+        assert np.ptp(probs[1]) > 0.05, backend  # not a flat output: the test can fail
+        assert np.abs(probs - probs[1]).max() < 1e-3, (backend, probs)
+
+
+def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path) -> None:
+    """A deep model without pitch rows and a statistics model with them: one ensemble whose features have
+    the pitch rows, equal on every backend to the mean of the members' probabilities."""
+    split = {"seed": 0, "test": ["c:3"], "val": ["c:2"], "train": ["c:0", "c:1"]}
+    meta = {"split": split, "datasets": ["c"], "label_map": {}}
+    deep_cfg = ModelConfig(
+        "bandsplit_bilstm", len(LABELS), M,
+        {"channels": [8, 16], "band_dim": 16, "lstm_hidden": 16, "input_norm": "cmn", "pooling": "masked_stats"},
+    )
+    torch.manual_seed(3)
+    deep = build_model(deep_cfg).eval()
+    deep_fc = FeatureConfig(log_floor=1e-14)
+    a = save_checkpoint(tmp_path / "deep.pt", deep, ModelSpec(deep_fc, deep_cfg, LABELS, {**meta, "name": "deep"}))
+    stats_cfg = ModelConfig("clip_stats", len(LABELS), M, {"pitch": True})
+    b = save_checkpoint(tmp_path / "stats.pt", fitted(1), ModelSpec(FC, stats_cfg, LABELS, {**meta, "name": "stats"}))
+    out = write_ensemble([a, b], tmp_path / "ens")
+    spec = load_checkpoint(out / "checkpoint.pt").spec
+    assert spec.feature_config.pitch and uses_pitch(spec.model_config)
+    clips = [window(voice(2.0 + i, f0=120.0 + 60 * i, seed=i), (3 - i) * SR) for i in range(3)]
+    with torch.no_grad():
+        feats = LogMel(FC)(torch.from_numpy(np.stack(clips))).numpy()
+    expected = (
+        load_classifier(a, backend="eager").predict(feats[:, :M]) + load_classifier(b, backend="eager").predict(feats)
+    ) / 2
+    for backend, name in MODEL_FILES:
+        np.testing.assert_allclose(load_classifier(out / name, backend=backend).predict(feats), expected, atol=2e-5,
+                                   err_msg=backend)
+    # other feature settings still have to agree
+    other = save_checkpoint(
+        tmp_path / "other.pt", fitted(1), ModelSpec(FeatureConfig(pitch=True, log_floor=1e-6), stats_cfg, LABELS, meta)
+    )
+    with pytest.raises(ValueError, match="feature settings differ"):
+        combine([load_checkpoint(a), load_checkpoint(other)])
+
+
+def test_closed_form_training_learns_held_out_speakers(tmp_path: Path) -> None:
+    """`emostream train --arch clip_stats` on the synthetic three-emotion corpus of test_train_pipeline:
+    fitted per weight decay, the validation speakers pick one, the exported model scores the test actors."""
+    data = write_corpus(tmp_path / "data", takes=4)
+    out = tmp_path / "run"
+    report = train(config(data, out, tmp_path / "cache", arch="clip_stats", model_settings={},
+                          feature_settings=FEATURES, epochs=1))
+    assert report["datasets"]["ravdess"]["ua"] >= 0.8, report["datasets"]["ravdess"]["confusion"]  # chance 1/3
+    history = report["train"]["history"]
+    assert [h["weight_decay"] for h in history] == [1e-3, 1e-2, 1e-1]
+    assert report["train"]["best_val_ua"] == max(h["val_selected"] for h in history)
+    clf = load_classifier(out / "model")
+    assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
+    assert clf.feature_config.log_floor == 1e-14  # the window-relative floor alone acts, as for cmn models
+    assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == 3
