@@ -137,6 +137,18 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     clf = load_classifier(Path(fold["deep"]["model"]))
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
     assert run(register_crosscorpus, [*argv, "--arch", "vgg16"]) == 2
+    # --combine: this run's fold model (clean windows only) and the earlier run's, as one ensemble per fold
+    again = tmp_path / "loco_again"
+    argv2 = [*argv[:8], str(again), *argv[9:-4], "--epochs", "0", "--threads", "1", "--arch", "clip_stats"]
+    assert run(register_crosscorpus, [*argv2, "--combine", str(out)]) == 0
+    mixed = json.loads((again / "crosscorpus.json").read_text())
+    fold = mixed["folds"]["tess"]
+    assert fold["ensemble"]["members"] == [str(again / "without_tess" / "model"), str(out / "without_tess" / "model")]
+    assert 0.0 <= fold["ensemble"]["ua"] <= 1.0 and mixed["mean_ua"]["ensemble"] == fold["ensemble"]["ua"]
+    assert load_classifier(Path(fold["ensemble"]["model"])).model_config.arch == "ensemble"
+    assert "ensemble UA %" in (again / "crosscorpus.md").read_text()
+    # a fold with fewer than two models to combine is refused before any work
+    assert run(register_crosscorpus, [*argv[:8], str(tmp_path / "x"), "--combine", str(out)]) == 2
 
 
 def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:

@@ -306,6 +306,16 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="deep folds: log-mel settings as `emostream train --feature-settings` takes them",
     )
+    p.add_argument(
+        "--combine",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="RUN",
+        help="an earlier crosscorpus --out folder (repeat for several): each fold's models in them (and this "
+        "run's deep one) become one ensemble, scored on the held-out corpus as its own column, e.g. "
+        "--combine runs/loco_rp --combine runs/loco_stats",
+    )
     _baseline_variant_options(p)
     p.set_defaults(func=_run_crosscorpus)
 
@@ -355,6 +365,7 @@ def _corpus_options(p: argparse.ArgumentParser, datasets_help: str) -> None:
 def _run_crosscorpus(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from emostream.models.modelfile import ModelFileError
     from emostream.train.protocols import default_cache, run_crosscorpus
 
     console = Console()
@@ -377,8 +388,9 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             model_settings=json_object(args.model_settings, "--model-settings"),
             feature_settings=json_object(args.feature_settings, "--feature-settings"),
             arch=args.arch,
+            combine=list(args.combine),
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ModelFileError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
         return 2
     return 0

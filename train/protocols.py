@@ -222,6 +222,7 @@ def run_crosscorpus(
     model_settings: dict[str, Any] | None = None,
     feature_settings: dict[str, Any] | None = None,
     arch: str = "bandsplit_bilstm",
+    combine: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
@@ -230,8 +231,14 @@ def run_crosscorpus(
     ``feature_settings`` go to every deep fold's training as ``emostream train`` takes them (the recipe's
     settings unless they say otherwise), and ``arch`` is the deep folds' architecture (``clip_stats``: the
     statistics baseline as a level-invariant streaming model); the statistics baseline does not use them.
+
+    ``combine``: earlier runs of this command (their ``--out`` folders); each fold's models in them
+    (``without_<corpus>/model``), and this run's deep fold model with ``deep``, are combined into one
+    ensemble (``models.ensemble``; the mean of their probabilities) that is scored on the held-out corpus
+    as the ``ensemble`` column. Every fold needs at least two models.
     """
     from emostream.models.arch import ARCHITECTURES
+    from emostream.models.ensemble import write_ensemble
     from emostream.models.modelfile import load_classifier, onnxruntime_available
     from emostream.train.evaluate import evaluate_classifier
     from emostream.train.loop import TrainConfig, train
@@ -246,6 +253,17 @@ def run_crosscorpus(
         raise ValueError(
             f"--hold-out must name corpora of --datasets ({', '.join(datasets)}), got {', '.join(unknown) or 'none'}"
         )
+    fold_models: dict[str, list[Path]] = {}
+    for held in folds_to_run:
+        found = [Path(d) / f"without_{held}" / "model" for d in combine]
+        fold_models[held] = [m for m in found if m.is_dir()]
+        if combine and len(fold_models[held]) + int(deep) < 2:
+            raise ValueError(
+                f"--combine: the {held} fold has {len(fold_models[held])} model(s) in "
+                f"{', '.join(str(d) for d in combine)} (each run folder holds without_<corpus>/model per fold)"
+                + (" besides this run's deep one" if deep else "")
+                + "; an ensemble needs at least two"
+            )
     label_set = resolve_label_set(SHARED_CLASSES)
     labels = label_set.labels
     clips_all, _ = load_corpora(data, list(datasets))
@@ -304,6 +322,16 @@ def run_crosscorpus(
                 f"[bold]{held}[/bold] held out: deep UA {100 * rep['overall']['ua']:.1f} % "
                 f"(baseline {100 * base['overall']['ua']:.1f} %)"
             )
+        if combine:
+            members: list[Path | str] = [*([out / f"without_{held}" / "model"] if deep else []), *fold_models[held]]
+            ens_dir = write_ensemble(members, out / f"without_{held}" / "ensemble", name=f"loco-ensemble-without-{held}")
+            classifier = load_classifier(ens_dir, backend="onnx" if onnxruntime_available() else "auto", threads=threads)
+            rep = evaluate_classifier(classifier, test_clips, label_set.mapping, cache_dir=cache_dir, console=console)
+            fold["ensemble"] = {**_headline(rep["overall"]), "members": [str(m) for m in members], "model": str(ens_dir)}
+            console.print(
+                f"[bold]{held}[/bold] held out: ensemble of {len(members)} UA {100 * rep['overall']['ua']:.1f} % "
+                f"(baseline {100 * base['overall']['ua']:.1f} %)"
+            )
         folds[held] = fold
     report: dict[str, Any] = {
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
@@ -318,6 +346,7 @@ def run_crosscorpus(
         "mean_ua": {
             "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),
             **({"deep": float(np.mean([f["deep"]["ua"] for f in folds.values()]))} if deep else {}),
+            **({"ensemble": float(np.mean([f["ensemble"]["ua"] for f in folds.values()]))} if combine else {}),
         },
         "seconds": round(time.time() - started, 1),
         "machine": platform.processor() or platform.machine(),
@@ -325,15 +354,11 @@ def run_crosscorpus(
     (out / "crosscorpus.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "crosscorpus.md").write_text(markdown_table(report) + "\n")
     table = Table(title="leave-one-corpus-out, 4 classes: UA % on the held-out corpus")
-    for col in ("held out", "test clips", "baseline", *(["deep"] if deep else [])):
+    columns = ["baseline", *(["deep"] if deep else []), *(["ensemble"] if combine else [])]
+    for col in ("held out", "test clips", *columns):
         table.add_column(col, justify="right")
     for held, f in folds.items():
-        table.add_row(
-            held,
-            str(f["n_test_clips"]),
-            f"{100 * f['baseline']['ua']:.1f}",
-            *([f"{100 * f['deep']['ua']:.1f}"] if deep else []),
-        )
+        table.add_row(held, str(f["n_test_clips"]), *[f"{100 * f[c]['ua']:.1f}" for c in columns])
     table.add_row(_mean_label(folds, datasets), "", *[f"{100 * v:.1f}" for v in report["mean_ua"].values()])
     console.print(table)
     return report
@@ -351,21 +376,16 @@ def _headline(overall: dict[str, Any]) -> dict[str, float]:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The leave-one-corpus-out table as Markdown."""
-    deep = "deep" in report["mean_ua"]
+    titles = {"baseline": "statistics baseline", "deep": "streaming model", "ensemble": "ensemble"}
+    columns = [c for c in titles if c in report["mean_ua"]]
     lines = [
-        "| held-out corpus | test clips | statistics baseline UA % |" + (" streaming model UA % |" if deep else ""),
-        "|---|---:|---:|" + ("---:|" if deep else ""),
+        "| held-out corpus | test clips |" + "".join(f" {titles[c]} UA % |" for c in columns),
+        "|---|---:|" + "---:|" * len(columns),
     ]
     for held, f in report["folds"].items():
-        row = f"| {held} | {f['n_test_clips']} | {100 * f['baseline']['ua']:.1f} |"
-        if deep:
-            row += f" {100 * f['deep']['ua']:.1f} |"
-        lines.append(row)
+        lines.append(f"| {held} | {f['n_test_clips']} |" + "".join(f" {100 * f[c]['ua']:.1f} |" for c in columns))
     label = _mean_label(report["folds"], report["datasets"])
-    mean = f"| {label} | | {100 * report['mean_ua']['baseline']:.1f} |"
-    if deep:
-        mean += f" {100 * report['mean_ua']['deep']:.1f} |"
-    lines.append(mean)
+    lines.append(f"| {label} | |" + "".join(f" {100 * report['mean_ua'][c]:.1f} |" for c in columns))
     return "\n".join(lines)
 
 
