@@ -137,6 +137,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             fc = dataclasses.replace(fc, pitch=True)
         elif "pitch" in cfg.feature_settings:
             settings.setdefault("pitch", False)
+    if cfg.epochs < (0 if closed_form else 1):
+        raise ValueError(f"epochs must be at least {0 if closed_form else 1}, got {cfg.epochs}")
     if closed_form and (fold or cfg.mixup > 0):
         raise ValueError("clip_stats is fitted in closed form: --fold-merged and --mixup do not apply")
     model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
@@ -258,10 +260,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     t0 = time.time()
     epoch = start_epoch
     if closed_form:
+        from emostream.models.arch.clip_stats import ClipStats
         from emostream.train.statsfit import fit_clip_stats, training_rows
 
-        x_rows, y_rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)  # type: ignore[arg-type]
-        history, best_ua, best_epoch = fit_clip_stats(model, x_rows, y_rows, len(labels), validate, console)  # type: ignore[arg-type]
+        assert isinstance(model, ClipStats)
+        x_rows, y_rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)
+        history, best_ua, best_epoch = fit_clip_stats(model, x_rows, y_rows, len(labels), validate, console)
         kept = history[best_epoch - 1]
         meta = {**base_meta, "epoch": best_epoch, "metrics": kept, "time": datetime.now(UTC).isoformat(timespec="seconds")}
         save_checkpoint(out / "best.pt", model, spec(meta))
