@@ -117,18 +117,21 @@ def robustness(
                     changed, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
                 )
             scored = score(clips, targets, probs, labels)
-        out[pert.name] = {
-            "ua": scored["overall"]["ua"],
-            "mean_ua": scored["overall"].get("mean_ua"),
-            "datasets": {
-                name: {
-                    "ua": d["ua"],
-                    **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {}),
-                }
-                for name, d in scored["datasets"].items()
-            },
-        }
+        out[pert.name] = condition_scores(scored)
     return out
+
+
+def condition_scores(scored: dict[str, Any]) -> dict[str, Any]:
+    """One condition's entry of a robustness report: UA overall, mean over corpora, and per corpus (with
+    the restricted UA where a corpus has fewer classes), from a ``score`` report."""
+    return {
+        "ua": scored["overall"]["ua"],
+        "mean_ua": scored["overall"].get("mean_ua"),
+        "datasets": {
+            name: {"ua": d["ua"], **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {})}
+            for name, d in scored["datasets"].items()
+        },
+    }
 
 
 def write_predictions(

@@ -32,7 +32,7 @@ from emostream.models.features import FeatureConfig
 from emostream.train.baseline import ClipFeatures, LogisticBaseline, group_columns, speaker_normalise
 from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
-from emostream.train.evaluate import map_to_model, score
+from emostream.train.evaluate import condition_scores, map_to_model, score
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
 from emostream.train.splits import default_holdout
@@ -129,14 +129,7 @@ def baseline_robustness(
                     progress.advance(task)
             x = variant.apply(np.stack(rows), clips, fc.n_mels)
             scored = score(clips, targets, model.predict_proba(x), labels)
-        out[pert.name] = {
-            "ua": scored["overall"]["ua"],
-            "mean_ua": scored["overall"].get("mean_ua"),
-            "datasets": {
-                name: {"ua": d["ua"], **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {})}
-                for name, d in scored["datasets"].items()
-            },
-        }
+        out[pert.name] = condition_scores(scored)
     return out
 
 
