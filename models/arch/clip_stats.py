@@ -41,8 +41,6 @@ DEFAULTS: dict[str, Any] = {
     "pitch": True,
     "floor_db": 60.0,
     "active_db": 30.0,
-    "soft_floor": False,
-    "level_floor_db": 0.0,
 }
 
 ENERGY_STATS = 6
@@ -81,23 +79,17 @@ def _masked_mean_std(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, to
 class WindowStatistics(nn.Module):
     """Features ``(B, n_mels [+ 2], T)`` -> statistics ``(B, n_statistics)`` (module docstring)."""
 
-    __constants__ = ["n_mels", "pitch", "floor", "active", "soft", "level_floor"]
+    __constants__ = ["n_mels", "pitch", "floor", "active"]
 
-    def __init__(
-        self, n_mels: int, pitch: bool, floor_db: float, active_db: float, soft_floor: bool = False,
-        level_floor_db: float = 0.0,
-    ) -> None:
+    def __init__(self, n_mels: int, pitch: bool, floor_db: float, active_db: float) -> None:
         super().__init__()
-        self.soft = bool(soft_floor)
-        self.level_floor = float(level_floor_db) * DB_TO_LN
         self.n_mels = int(n_mels)
         self.pitch = bool(pitch)
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        mel = features[:, : self.n_mels, :]
-        x = floor_below_top(mel, self.floor)
+        x = floor_below_top(features[:, : self.n_mels, :], self.floor)
         top = x.amax(dim=(1, 2))  # (B,)
         energy = x.mean(dim=1)  # (B, T)
         present = (energy > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)
@@ -105,15 +97,6 @@ class WindowStatistics(nn.Module):
         active = present * (energy > loudest - self.active).to(x.dtype)  # (B, T)
         n_active = active.sum(dim=1).clamp(min=1.0)  # (B,)
         w = active.unsqueeze(1)  # (B, 1, T)
-        if self.level_floor > 0:
-            m0, _ = _masked_mean_std(x, w)
-            floor_at = m0.mean(dim=1) - self.level_floor
-        else:
-            floor_at = top - self.floor
-        if self.soft:  # log(power + floor power) instead of max(log power, log floor)
-            x = torch.logaddexp(mel, floor_at.view(-1, 1, 1))
-        elif self.level_floor > 0:
-            x = torch.maximum(mel, floor_at.view(-1, 1, 1))
 
         bin_mean, bin_std = _masked_mean_std(x, w)  # (B, M) each
         level = bin_mean.mean(dim=1, keepdim=True)
@@ -160,10 +143,7 @@ class ClipStats(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
-        self.statistics = WindowStatistics(
-            cfg.n_mels, bool(s["pitch"]), float(s["floor_db"]), float(s["active_db"]), bool(s["soft_floor"]),
-            float(s["level_floor_db"]),
-        )
+        self.statistics = WindowStatistics(cfg.n_mels, bool(s["pitch"]), float(s["floor_db"]), float(s["active_db"]))
         n = n_statistics(cfg.n_mels, bool(s["pitch"]))
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
