@@ -39,12 +39,13 @@ MAX_MESSAGE_BYTES = 1 << 20
 
 
 def reference_log_mel(window: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """One window ``(S,)`` -> ``(n_mels, frames)`` the way the reference projects compute it (librosa).
+    """One window ``(S,)`` -> ``(n_rows, frames)`` the way the reference projects compute it (librosa).
 
     ``melspectrogram`` (Slaney mels, power 2) then ``power_to_db`` with ``ref=1``, ``amin=log_floor``
     and no ``top_db`` clipping, rescaled from dB to the model's unit when it expects natural log;
     ``center=False`` so the frames are the model's frames. The mel filterbank is rebuilt on every
-    call, as ``librosa.feature.melspectrogram`` does.
+    call, as ``librosa.feature.melspectrogram`` does. With ``cfg.pitch`` the two pitch rows follow,
+    from ``models.features.pitch_rows`` on the same window (librosa has no equivalent of them).
     """
     import librosa
 
@@ -64,7 +65,17 @@ def reference_log_mel(window: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     db = librosa.power_to_db(mel, ref=1.0, amin=cfg.log_floor, top_db=None)
     if cfg.log_kind == "ln":
         db = db * (math.log(10.0) / 10.0)
-    return np.asarray(db, dtype=np.float32)
+    db = np.asarray(db, dtype=np.float32)
+    if not cfg.pitch:
+        return db
+    import torch
+
+    from emostream.models.features import pitch_rows
+
+    with torch.inference_mode():
+        wave = torch.from_numpy(np.asarray(window, dtype=np.float32))[None]
+        pitch = pitch_rows(wave, cfg.sample_rate_hz, cfg.n_fft, cfg.hop_samples)[0].numpy()
+    return np.concatenate([db, pitch], axis=0)
 
 
 @dataclass(slots=True)
@@ -267,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8766, help="port (0: any free port; the chosen one is printed)")
-    p.add_argument("--model", default="default", help="model directory or file, or 'default'")
+    p.add_argument("--model", default="default", help="model directory or file, or 'default' / 'fast'")
     p.add_argument("--hop-s", type=float, default=1.0, help="seconds between windows of a stream (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the model; librosa always runs on the CPU)")
     args = p.parse_args(argv)

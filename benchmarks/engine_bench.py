@@ -107,8 +107,9 @@ def _rnn_flops(module: nn.RNNBase, x_shape: Sequence[int]) -> int:
     return total
 
 
-def count_model_flops(module: nn.Module, n_mels: int, n_frames: int) -> dict[str, Any]:
-    """FLOPs (2 per multiply-add) of one window ``(1, n_mels, n_frames)``.
+def count_model_flops(module: nn.Module, n_rows: int, n_frames: int) -> dict[str, Any]:
+    """FLOPs (2 per multiply-add) of one window ``(1, n_rows, n_frames)`` (the mel bins, plus the pitch rows
+    for a model whose features have them; the features' own cost is not counted).
 
     Convolutions and matrix products as ``torch.utils.flop_counter.FlopCounterMode`` counts them (the
     rule ``models/flops.py`` states), recurrent layers analytically. The recurrent layers are replaced by
@@ -138,7 +139,7 @@ def count_model_flops(module: nn.Module, n_mels: int, n_frames: int) -> dict[str
             m.forward = stub(m)  # type: ignore[method-assign]
     was_training = module.training
     try:
-        x = torch.randn(1, n_mels, n_frames, generator=torch.Generator().manual_seed(0))
+        x = torch.randn(1, n_rows, n_frames, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             module.eval()(x)
     finally:
@@ -204,7 +205,7 @@ def run_engine(model_path: Path, device: str, *, quick: bool, peak_gflops: float
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     eager = load_classifier(model_path, backend="eager", device="cpu")
     cfg = eager.feature_config
-    flops = count_model_flops(eager.module, cfg.n_mels, cfg.n_frames)  # type: ignore[attr-defined]
+    flops = count_model_flops(eager.module, cfg.n_rows, cfg.n_frames)  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     default_threads = torch.get_num_threads()

@@ -118,18 +118,24 @@ def test_percentiles_and_time_calls() -> None:
 # ----------------------------------------------------------------------------- baseline
 
 
-def test_reference_log_mel_equals_ours() -> None:
-    """The baseline feeds the model the same features as emostream, computed the reference way (librosa)."""
+@pytest.mark.parametrize("pitch", [False, True], ids=["log-mel", "with pitch rows"])
+def test_reference_log_mel_equals_ours(pitch: bool) -> None:
+    """The baseline feeds the model the same features as emostream, computed the reference way (librosa);
+    a model with pitch rows (the shipped default) gets them too."""
     pytest.importorskip("librosa")
     from emostream.benchmarks.baseline import reference_log_mel
 
-    cfg = FeatureConfig()
+    cfg = FeatureConfig(pitch=pitch)
     rng = np.random.default_rng(0)
-    window = (0.1 * rng.standard_normal(cfg.window_samples)).astype(np.float32)
+    t = np.arange(cfg.window_samples) / cfg.sample_rate_hz
+    window = (0.1 * np.sin(2 * np.pi * 140 * t) + 0.02 * rng.standard_normal(cfg.window_samples)).astype(np.float32)
     ours = LogMel(cfg)(torch.from_numpy(window)[None])[0].numpy()
     theirs = reference_log_mel(window, cfg)
-    assert theirs.shape == ours.shape == (cfg.n_mels, cfg.n_frames)
+    assert theirs.shape == ours.shape == (cfg.n_rows, cfg.n_frames) == (cfg.n_mels + 2 * pitch, cfg.n_frames)
     np.testing.assert_allclose(theirs, ours, atol=1e-3)
+    if pitch:  # a 140-Hz tone: voiced, log2(140 / 200) in the F0 row
+        assert theirs[cfg.n_mels].mean() > 0.9
+        np.testing.assert_allclose(np.median(theirs[cfg.n_mels + 1]), np.log2(140 / 200), atol=0.02)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -263,3 +269,18 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     md = out_md.read_text()
     assert "| emostream | reference-style baseline | ratio |" in md and r["machine"]["cpu_model"] in md
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flop_count_feeds_the_pitch_rows_to_a_model_that_reads_them() -> None:
+    """The engine stage counts a pitch model's FLOPs on its real input (mel bins + pitch rows): the shipped
+    default's clip_stats member indexes the pitch rows, and a mel-only input made the count crash."""
+    from emostream.benchmarks.engine_bench import count_model_flops
+    from emostream.models.arch import build_model
+    from emostream.models.arch.config import ModelConfig
+
+    fc = FeatureConfig(pitch=True)
+    model = build_model(ModelConfig("clip_stats", 4, fc.n_mels, {}))
+    flops = count_model_flops(model, fc.n_rows, fc.n_frames)
+    assert flops["flop_per_window"] > 0
+    with pytest.raises(IndexError):
+        count_model_flops(model, fc.n_mels, fc.n_frames)
