@@ -66,8 +66,8 @@ a GPU (or with --device cuda) and are skipped otherwise.""",
     p.add_argument("--md", type=Path, default=DEFAULT_OUT / "benchmark.md", help="Markdown summary for the README")
     p.add_argument("--plot", type=Path, default=DEFAULT_OUT / "latency.png", help="latency vs streams (PNG)")
     p.add_argument("--model", default="default",
-                   help="'default' (models/default; an untrained stand-in of the same architecture while it "
-                   "is missing) or a model directory / file")
+                   help="'default' (models/default; an untrained bandsplit_bilstm stand-in while it is missing), "
+                   "'fast' (models/fast, the deep model alone) or a model directory / file")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="only this device (default: the CPU, and CUDA when torch sees a GPU)")
     p.add_argument("--hop-s", type=float, default=1.0, help="seconds between a stream's windows (default 1)")

@@ -58,14 +58,20 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, type=Path, help="output model directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--name", help="the model's name in its metadata (default: the checkpoint's)")
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from emostream.models.modelfile import ModelFileError, export_model, load_classifier
+    from dataclasses import replace
+
+    from emostream.models.modelfile import ModelFileError, export_model, load_checkpoint, load_classifier
 
     try:
-        out = export_model(args.checkpoint, args.out, opset=args.opset)
+        ckpt = load_checkpoint(args.checkpoint)
+        if args.name:
+            ckpt = replace(ckpt, spec=replace(ckpt.spec, meta={**ckpt.spec.meta, "name": args.name}))
+        out = export_model(ckpt, args.out, opset=args.opset)
         clf = load_classifier(out, backend="auto")
     except ModelFileError as exc:
         print(f"emostream export: {exc}", file=sys.stderr)

@@ -34,6 +34,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_EXTRA = "config.json"
 ONNX_METADATA_KEY = "emostream"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "fast": FAST_MODEL_DIR}
+"""Model names that ``--model`` accepts besides paths: ``default`` (the deep model + ``clip_stats``, the best
+transfer to unseen audio) and ``fast`` (the deep model alone, no pitch rows: about 1.6x the server's capacity)."""
 BACKENDS = ("auto", "onnx", "torchscript", "eager")
 SPEECH_META_KEY = "speech"
 """Model metadata: True when the model is about speech, so the streamer classifies only the windows its speech
@@ -271,9 +275,10 @@ def read_onnx_spec(path: Path) -> ModelSpec:
 
 
 def resolve_model_path(path: Path | str) -> Path:
-    """``"default"`` -> the shipped model directory; other paths are returned as given."""
-    if str(path) == "default":
-        if not DEFAULT_MODEL_DIR.is_dir() or not any(DEFAULT_MODEL_DIR.iterdir()):
-            raise ModelFileError(DEFAULT_MODEL_DIR, "the default model is not installed")
-        return DEFAULT_MODEL_DIR
+    """A shipped model's name (``SHIPPED_MODELS``: ``default``, ``fast``) -> its directory; other paths as given."""
+    shipped = SHIPPED_MODELS.get(str(path))
+    if shipped is not None:
+        if not shipped.is_dir() or not any(shipped.iterdir()):
+            raise ModelFileError(shipped, f"the {path} model is not installed")
+        return shipped
     return Path(path)

@@ -90,12 +90,15 @@ def test_missing_default_model_says_how_to_get_one(
 
     from emostream.models import modelfile
 
-    monkeypatch.setattr(modelfile, "DEFAULT_MODEL_DIR", tmp_path / "no-default-model")  # as in a fresh clone
+    monkeypatch.setitem(modelfile.SHIPPED_MODELS, "default", tmp_path / "no-default-model")  # as in a fresh clone
+    monkeypatch.setitem(modelfile.SHIPPED_MODELS, "fast", tmp_path / "no-fast-model")
 
     wav = tmp_path / "ok.wav"
     sf.write(wav, np.zeros(1600, dtype=np.float32), 16000)
     code, _, err = run_main(["replay", str(wav)], capsys)
     assert code == 1 and "no default model" in err and "emostream export" in err and "--model" in err
+    code, _, err = run_main(["replay", "--model", "fast", str(wav)], capsys)
+    assert code == 1 and "no fast model" in err and "no-fast-model" in err
 
 
 def test_replay_of_a_bad_file_in_a_subprocess_has_no_traceback(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from emostream.models.arch import build_model
 from emostream.models.arch.config import ModelConfig
 from emostream.models.features import FeatureConfig
 from emostream.models.modelfile import (
+    CHECKPOINT_NAME,
     CONFIG_EXTRA,
+    SHIPPED_MODELS,
     ModelFileError,
     ModelSpec,
     export_model,
@@ -149,13 +151,34 @@ def test_cli_export(saved: tuple[torch.nn.Module, Path, Path], tmp_path: Path) -
     script = Path(sys.executable).with_name("emostream")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "emostream.models.cli"]
     result = subprocess.run(
-        [*cmd, "export", "--checkpoint", str(ckpt), "--out", str(out)],
+        [*cmd, "export", "--checkpoint", str(ckpt), "--out", str(out), "--name", "renamed"],
         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, result.stderr
     assert f"-> {out}" in result.stdout and "angry, happy, neutral, sad" in result.stdout
     clf = load_classifier(out)
     assert clf.backend == "onnx" and clf.labels == LABELS and clf.feature_config == FEATURES
+    for backend in ("onnx", "torchscript", "eager"):  # --name is in every file's metadata; nothing else changed
+        assert load_classifier(out, backend=backend).name == "renamed"
+    assert load_checkpoint(out / CHECKPOINT_NAME).state_dict.keys() == load_checkpoint(ckpt).state_dict.keys()
+
+
+@pytest.mark.skipif(not all((d / "model.onnx").is_file() for d in SHIPPED_MODELS.values()), reason="no shipped models")
+def test_shipped_models_load_by_name() -> None:
+    """``default`` is the deep model + clip_stats (features with the pitch rows); ``fast`` is that deep model
+    alone (log-mel only). Both carry the same labels and speaker split, on every backend."""
+    from dataclasses import replace
+
+    loaded = {name: {b: load_classifier(name, backend=b) for b in ("onnx", "torchscript")} for name in SHIPPED_MODELS}
+    default, fast = loaded["default"]["onnx"], loaded["fast"]["onnx"]
+    assert default.name == "default" and fast.name == "fast"
+    assert default.labels == fast.labels and default.spec.meta["split"] == fast.spec.meta["split"]
+    assert default.feature_config.pitch and fast.feature_config == replace(default.feature_config, pitch=False)
+    members = default.model_config.settings["members"]
+    assert [m["arch"] for m in members] == [fast.model_config.arch, "clip_stats"]
+    assert members[0]["settings"] == fast.model_config.settings
+    for name, by_backend in loaded.items():
+        assert by_backend["torchscript"].labels == by_backend["onnx"].labels, name
 
 
 def test_cli_export_reports_a_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
