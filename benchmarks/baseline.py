@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -282,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hop-s", type=float, default=1.0, help="seconds between windows of a stream (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the model; librosa always runs on the CPU)")
     args = p.parse_args(argv)
-    clf = load_classifier(Path(args.model) if args.model != "default" else "default", backend="eager",
-                          device=args.device)
+    clf = load_classifier(args.model, backend="eager", device=args.device)
     try:
         asyncio.run(ReferenceServer(clf, args.hop_s).serve(args.host, args.port))
     except KeyboardInterrupt:

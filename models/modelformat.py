@@ -274,11 +274,18 @@ def read_onnx_spec(path: Path) -> ModelSpec:
     return _spec_from(path, data, MODEL_FORMAT)
 
 
+def missing_shipped_model(name: Path | str) -> Path | None:
+    """The directory of the shipped model ``name`` (``SHIPPED_MODELS``) when it is missing or empty; None when
+    ``name`` names no shipped model or the model is installed."""
+    shipped = SHIPPED_MODELS.get(str(name))
+    if shipped is None or (shipped.is_dir() and any(shipped.iterdir())):
+        return None
+    return shipped
+
+
 def resolve_model_path(path: Path | str) -> Path:
     """A shipped model's name (``SHIPPED_MODELS``: ``default``, ``fast``) -> its directory; other paths as given."""
-    shipped = SHIPPED_MODELS.get(str(path))
-    if shipped is not None:
-        if not shipped.is_dir() or not any(shipped.iterdir()):
-            raise ModelFileError(shipped, f"the {path} model is not installed")
-        return shipped
-    return Path(path)
+    missing = missing_shipped_model(path)
+    if missing is not None:
+        raise ModelFileError(missing, f"the {path} model is not installed")
+    return SHIPPED_MODELS.get(str(path), Path(path))

@@ -32,7 +32,7 @@ from emostream.models.features import FeatureConfig
 from emostream.train.baseline import ClipFeatures, LogisticBaseline, group_columns, speaker_normalise
 from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
-from emostream.train.evaluate import condition_scores, map_to_model, score
+from emostream.train.evaluate import condition_scores, evaluate_classifier, map_to_model, score
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
 from emostream.train.splits import default_holdout
@@ -232,8 +232,6 @@ def run_crosscorpus(
     """
     from emostream.models.arch import ARCHITECTURES
     from emostream.models.ensemble import write_ensemble
-    from emostream.models.modelfile import load_classifier, onnxruntime_available
-    from emostream.train.evaluate import evaluate_classifier
     from emostream.train.loop import TrainConfig, train
 
     if len(datasets) < 2:
@@ -302,29 +300,15 @@ def run_crosscorpus(
                 command=f"emostream crosscorpus (fold {held})",
             )
             train(cfg, console)
-            classifier = load_classifier(
-                run_dir / "model", backend="onnx" if onnxruntime_available() else "auto", threads=threads
-            )
-            rep = evaluate_classifier(classifier, test_clips, label_set.mapping, cache_dir=cache_dir, console=console)
-            fold["deep"] = {
-                **_headline(rep["overall"]),
-                "epochs": epochs,
-                "model": str(run_dir / "model"),
-            }
-            console.print(
-                f"[bold]{held}[/bold] held out: deep UA {100 * rep['overall']['ua']:.1f} % "
-                f"(baseline {100 * base['overall']['ua']:.1f} %)"
-            )
+            scored = _score_fold_model(run_dir / "model", test_clips, label_set.mapping, cache_dir, threads, console)
+            _print_fold(console, held, "deep", scored, base)
+            fold["deep"] = {**scored, "epochs": epochs, "model": str(run_dir / "model")}
         if combine:
             members: list[Path | str] = [*([out / f"without_{held}" / "model"] if deep else []), *fold_models[held]]
             ens_dir = write_ensemble(members, out / f"without_{held}" / "ensemble", name=f"loco-ensemble-without-{held}")
-            classifier = load_classifier(ens_dir, backend="onnx" if onnxruntime_available() else "auto", threads=threads)
-            rep = evaluate_classifier(classifier, test_clips, label_set.mapping, cache_dir=cache_dir, console=console)
-            fold["ensemble"] = {**_headline(rep["overall"]), "members": [str(m) for m in members], "model": str(ens_dir)}
-            console.print(
-                f"[bold]{held}[/bold] held out: ensemble of {len(members)} UA {100 * rep['overall']['ua']:.1f} % "
-                f"(baseline {100 * base['overall']['ua']:.1f} %)"
-            )
+            scored = _score_fold_model(ens_dir, test_clips, label_set.mapping, cache_dir, threads, console)
+            _print_fold(console, held, f"ensemble of {len(members)}", scored, base)
+            fold["ensemble"] = {**scored, "members": [str(m) for m in members], "model": str(ens_dir)}
         folds[held] = fold
     report: dict[str, Any] = {
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",
@@ -365,6 +349,28 @@ def _mean_label(folds: Sequence[str] | dict[str, Any], datasets: Sequence[str]) 
 def _headline(overall: dict[str, Any]) -> dict[str, float]:
     """UA, WA and macro-F1 of a report's ``overall`` section."""
     return {k: overall[k] for k in ("ua", "wa", "macro_f1")}
+
+
+def _score_fold_model(
+    model_dir: Path,
+    test_clips: Sequence[Clip],
+    mapping: dict[str, str],
+    cache_dir: Path,
+    threads: int,
+    console: Console,
+) -> dict[str, float]:
+    """A fold's model scored on the held-out corpus: the streamer's windows, ONNX Runtime where there is one."""
+    from emostream.models.modelfile import load_classifier, onnxruntime_available
+
+    classifier = load_classifier(model_dir, backend="onnx" if onnxruntime_available() else "auto", threads=threads)
+    rep = evaluate_classifier(classifier, test_clips, mapping, cache_dir=cache_dir, console=console)
+    return _headline(rep["overall"])
+
+
+def _print_fold(console: Console, held: str, what: str, scored: dict[str, float], base: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{held}[/bold] held out: {what} UA {100 * scored['ua']:.1f} % (baseline {100 * base['overall']['ua']:.1f} %)"
+    )
 
 
 def markdown_table(report: dict[str, Any]) -> str:

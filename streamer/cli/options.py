@@ -181,14 +181,14 @@ def runtime_config(args: argparse.Namespace, max_streams: int = 256) -> RuntimeC
 
 def load_model(args: argparse.Namespace, prog: str = "emostream") -> Classifier:
     """The classifier ``--model`` names; a clear message and ``CliExit(1)`` when it cannot be loaded."""
-    from emostream.models.modelfile import SHIPPED_MODELS, ModelFileError, load_classifier
+    from emostream.models.modelfile import ModelFileError, load_classifier, missing_shipped_model
 
-    shipped = SHIPPED_MODELS.get(args.model)
-    if shipped is not None and (not shipped.is_dir() or not any(shipped.iterdir())):
+    missing = missing_shipped_model(args.model)
+    if missing is not None:
         raise error(
             prog,
-            f"no {args.model} model: {shipped} is missing. Train and export one "
-            f"(`emostream train ...`, then `emostream export --checkpoint CKPT --out {shipped}`), "
+            f"no {args.model} model: {missing} is missing. Train and export one "
+            f"(`emostream train ...`, then `emostream export --checkpoint CKPT --out {missing}`), "
             "or pass --model PATH to a model directory, .onnx, .ts or .pt file.",
         )
     if args.threads:
