@@ -28,6 +28,7 @@ from emostream.models.modelfile import (
     save_checkpoint,
 )
 from emostream.train.loop import train
+from emostream.train.statsfit import WEIGHT_DECAYS, mean_corpus_ua, speaker_folds
 from tests.test_train_pipeline import FEATURES, config, write_corpus
 
 SR = 16000
@@ -90,12 +91,59 @@ def test_masked_quantiles() -> None:
     torch.testing.assert_close(got, torch.tensor([[1.0, 3.0, 5.0], [0.0, 0.0, 0.0]]))  # 100 is masked out
 
 
-def fitted(seed: int = 0, pitch: bool = True) -> torch.nn.Module:
+def glide(seconds: float, f0_start: float, octaves_per_s: float) -> np.ndarray:
+    """Syllable-like bursts of a harmonic voice whose F0 moves ``octaves_per_s`` octaves a second."""
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0_start * 2.0 ** (octaves_per_s * t)) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0.0, None) ** 0.5
+    return (0.05 * x * envelope).astype(np.float32)
+
+
+def test_extended_statistics_follow_the_others_and_measure_what_they_say() -> None:
+    """``extended`` appends its statistics after the unchanged others; the F0 slope is a glide's octaves per
+    second with its sign; a periodic voice is more periodic than noise; a gain changes none of them."""
+    rising, falling = glide(3.0, 120.0, 0.3), glide(3.0, 300.0, -0.3)
+    noise = (0.05 * np.random.default_rng(2).standard_normal(3 * SR)).astype(np.float32)
+    waves = [window(w, SR) for w in (rising, falling, noise)]
+    plain, ext = stats_of(waves), stats_of(waves, extended=True)
+    n = n_statistics(M, True)
+    assert ext.shape == (3, n_statistics(M, True, True)) and n_statistics(M, True, True) == n + M + 10
+    torch.testing.assert_close(ext[:, :n], plain)
+    slope, voiced_periodicity, periodicity = ext[:, -1], ext[:, -2], ext[:, -4]
+    assert abs(float(slope[0]) - 0.3) < 0.06 and abs(float(slope[1]) + 0.3) < 0.06, slope
+    assert float(periodicity[0]) > float(periodicity[2]) + 0.3 and float(voiced_periodicity[0]) > 0.7
+    louder = stats_of([w * 10.0 for w in waves], extended=True)
+    torch.testing.assert_close(louder, ext, atol=2e-3, rtol=1e-3)
+
+
+def test_speaker_folds_keep_speakers_whole_and_spread_corpora() -> None:
+    speakers = [f"a:{i % 7}" for i in range(70)] + [f"b:{i % 3}" for i in range(30)]
+    corpora = ["a"] * 70 + ["b"] * 30
+    folds = speaker_folds(speakers, corpora, k=5)
+    by_speaker = {s: set(folds[[i for i, t in enumerate(speakers) if t == s]].tolist()) for s in set(speakers)}
+    assert all(len(f) == 1 for f in by_speaker.values())  # a speaker is never split
+    assert set(folds.tolist()) == set(range(5))
+    b_folds = {next(iter(by_speaker[f"b:{i}"])) for i in range(3)}
+    assert len(b_folds) == 3  # the small corpus's speakers land in three different folds
+    assert set(speaker_folds(["x:1", "x:2"] * 3, ["x"] * 6, k=5).tolist()) == {0, 1}  # k capped at the speakers
+    assert set(speaker_folds(["x:1"] * 4, ["x"] * 4).tolist()) == {0}
+
+
+def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 2, 0, 0])
+    corpora = np.array(["a", "a", "a", "a", "b", "b", "b", "b"])
+    assert mean_corpus_ua(y, pred, corpora) == pytest.approx(((0.5 + 1.0) / 2 + 0.5) / 2)
+
+
+def fitted(seed: int = 0, pitch: bool = True, extended: bool = False) -> torch.nn.Module:
     """A clip_stats model with standardisation measured on a few voices and random weights."""
     torch.manual_seed(seed)
-    model = build_model(ModelConfig("clip_stats", len(LABELS), M, {"pitch": pitch})).eval()
+    settings = {"pitch": pitch, **({"extended": True} if extended else {})}
+    model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
     waves = [voice(3.0, f0=f, seed=i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
-    s = stats_of(waves)[:, : n_statistics(M, pitch)] if pitch else None
+    s = stats_of(waves, extended=extended) if pitch else None
     with torch.no_grad():
         if s is not None:
             model.get_buffer("mean").copy_(s.mean(0))
@@ -104,10 +152,13 @@ def fitted(seed: int = 0, pitch: bool = True) -> torch.nn.Module:
     return model
 
 
-def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path) -> None:
-    """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend."""
-    model = fitted()
-    spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, {"pitch": True}), LABELS)
+@pytest.mark.parametrize("extended", [False, True])
+def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool) -> None:
+    """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend
+    (the statistics of models fitted before 2026-12-05, and the extended ones of the recipe's fits)."""
+    model = fitted(extended=extended)
+    settings = {"pitch": True, **({"extended": True} if extended else {})}
+    spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
     model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
     clip = window(voice(3.5, f0=180.0, seed=5), SR)
     waves = np.stack([clip * g for g in (0.1, 1.0, 10.0)]).astype(np.float32)
@@ -156,16 +207,20 @@ def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path
 
 def test_closed_form_training_learns_held_out_speakers(tmp_path: Path) -> None:
     """`emostream train --arch clip_stats` on the synthetic three-emotion corpus of test_train_pipeline:
-    fitted per weight decay, the validation speakers pick one, the exported model scores the test actors."""
+    fitted per weight decay, cross-validation on the training actors picks one (the validation actors are
+    scored for each), the exported model scores the test actors."""
     data = write_corpus(tmp_path / "data", takes=4)
     out = tmp_path / "run"
     report = train(config(data, out, tmp_path / "cache", arch="clip_stats", model_settings={},
                           feature_settings=FEATURES, epochs=1))
     assert report["datasets"]["ravdess"]["ua"] >= 0.8, report["datasets"]["ravdess"]["confusion"]  # chance 1/3
     history = report["train"]["history"]
-    assert [h["weight_decay"] for h in history] == [1e-3, 1e-2, 1e-1]
-    assert report["train"]["best_val_ua"] == max(h["val_selected"] for h in history)
+    assert [h["weight_decay"] for h in history] == list(WEIGHT_DECAYS)
+    kept = history[report["train"]["best_epoch"] - 1]
+    assert kept["cv_ua"] == max(h["cv_ua"] for h in history) and all(0 <= h["cv_ua"] <= 1 for h in history)
+    assert report["train"]["best_val_ua"] == kept["val_selected"]
     clf = load_classifier(out / "model")
+    assert clf.model_config.settings == {"extended": True}  # the recipe's statistics
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
     assert clf.feature_config.log_floor == 1e-14  # the window-relative floor alone acts, as for cmn models
-    assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == 3
+    assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == len(WEIGHT_DECAYS)

@@ -191,6 +191,8 @@ class TrainWindows:
         self.fc = feature_config
         self.wc = window_config
         self.augmenter = augmenter
+        self.speakers = list(speakers)
+        self.corpora = list(corpora) if corpora is not None else ["all"] * len(audio)
         groups: dict[tuple[str, int], list[int]] = defaultdict(list)
         for i, (spk, lab) in enumerate(zip(speakers, labels, strict=True)):
             groups[(spk, int(lab))].append(i)
@@ -243,6 +245,13 @@ class TrainWindows:
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch: ``(waves (B, S) float32, labels (B,))`` batches (last one may be short); every clip
         once in shuffled order, or ``len(self)`` balanced draws (``balance`` > 0)."""
+        for _, waves, labels in self.indexed_batches(batch_size, rng):
+            yield waves, labels
+
+    def indexed_batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``batches`` with each window's clip index first: ``(clips (B,), waves, labels)``."""
         if self.balance > 0:
             order = rng.choice(len(self), size=len(self), replace=True, p=self.weights)
         else:
@@ -250,7 +259,7 @@ class TrainWindows:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             waves = np.stack([self.window(int(i), rng) for i in idx])
-            yield waves, self.labels[idx]
+            yield idx, waves, self.labels[idx]
 
 
 def sampling_weights(corpora: Sequence[str], speakers: Sequence[str], balance: float) -> np.ndarray:

@@ -264,8 +264,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         from emostream.train.statsfit import fit_clip_stats, training_rows
 
         assert isinstance(model, ClipStats)
-        x_rows, y_rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)
-        history, best_ua, best_epoch = fit_clip_stats(model, x_rows, y_rows, len(labels), validate, console)
+        rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)
+        history, best_ua, best_epoch = fit_clip_stats(model, rows, train_windows, len(labels), validate, console)
         kept = history[best_epoch - 1]
         meta = {**base_meta, "epoch": best_epoch, "metrics": kept, "time": datetime.now(UTC).isoformat(timespec="seconds")}
         save_checkpoint(out / "best.pt", model, spec(meta))

@@ -19,7 +19,16 @@ rows, ``models.features.pitch_rows``):
   frames, standard deviation over the active ones, and the active share of the present frames (6);
 - with ``pitch``: the voiced share of the active frames (a soft voicing weight, periodicity 0.4 -> 0,
   0.8 -> 1), the voiced mean, standard deviation, 10th and 90th percentile of log2 F0, and the mean
-  and standard deviation of its change between consecutive voiced frames (7).
+  and standard deviation of its change between consecutive voiced frames (7);
+- with ``extended`` (the recipe's setting for new fits since 2026-12-05; off in older model files),
+  after all of the above (which stay the first columns, in the same order): per mel bin the
+  standard deviation over the active frames of the frame's spectral shape (its log-mel minus the
+  frame's mean, so the frame's loudness is left out; n_mels); the mean and standard deviation of the
+  change in frame level between consecutive active frames, and of the spectral centroid (in mel
+  bins) over the active frames; the 25th and 75th percentile of the active frames' level relative to
+  the loudest (6); with ``pitch`` also the mean and deviation of the periodicity over the active
+  frames, its mean over the voiced frames, and the slope of log2 F0 over time across the voiced
+  frames, in octaves per second (4).
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
@@ -41,15 +50,23 @@ DEFAULTS: dict[str, Any] = {
     "pitch": True,
     "floor_db": 60.0,
     "active_db": 30.0,
+    "extended": False,
 }
 
 ENERGY_STATS = 6
 PITCH_STATS = 7
+EXTENDED_STATS = 6
+EXTENDED_PITCH_STATS = 4
+FRAMES_PER_S = 100.0
+"""The F0 slope's time unit: frames at the features' 10-ms hop (a scale; standardisation removes it)."""
 
 
-def n_statistics(n_mels: int, pitch: bool) -> int:
+def n_statistics(n_mels: int, pitch: bool, extended: bool = False) -> int:
     """How many statistics ``WindowStatistics`` computes per window."""
-    return 3 * n_mels + ENERGY_STATS + (PITCH_STATS if pitch else 0)
+    n = 3 * n_mels + ENERGY_STATS + (PITCH_STATS if pitch else 0)
+    if extended:
+        n += n_mels + EXTENDED_STATS + (EXTENDED_PITCH_STATS if pitch else 0)
+    return n
 
 
 def masked_quantiles(x: torch.Tensor, mask: torch.Tensor, quantiles: list[float]) -> torch.Tensor:
@@ -79,12 +96,14 @@ def _masked_mean_std(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, to
 class WindowStatistics(nn.Module):
     """Features ``(B, n_mels [+ 2], T)`` -> statistics ``(B, n_statistics)`` (module docstring)."""
 
-    __constants__ = ["n_mels", "pitch", "floor", "active"]
+    __constants__ = ["n_mels", "pitch", "floor", "active", "extended", "frames_per_s"]
 
-    def __init__(self, n_mels: int, pitch: bool, floor_db: float, active_db: float) -> None:
+    def __init__(self, n_mels: int, pitch: bool, floor_db: float, active_db: float, extended: bool = False) -> None:
         super().__init__()
         self.n_mels = int(n_mels)
         self.pitch = bool(pitch)
+        self.extended = bool(extended)
+        self.frames_per_s = FRAMES_PER_S
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
 
@@ -117,6 +136,22 @@ class WindowStatistics(nn.Module):
             rel_std_active.unsqueeze(1),
             share.unsqueeze(1),
         ]
+        extra: list[torch.Tensor] = []
+        if self.extended:
+            shape = x - energy.unsqueeze(1)  # each frame's spectrum without its level
+            _, shape_std = _masked_mean_std(shape, w)
+            level_step_mean, level_step_std = _masked_mean_std((energy[:, 1:] - energy[:, :-1]).abs(), pair)
+            bins = torch.arange(self.n_mels, dtype=x.dtype, device=x.device).view(1, -1, 1)
+            centroid = (torch.softmax(x, dim=1) * bins).sum(dim=1)  # (B, T), in mel bins
+            centroid_mean, centroid_std = _masked_mean_std(centroid, active)
+            extra += [
+                shape_std,
+                level_step_mean.unsqueeze(1),
+                level_step_std.unsqueeze(1),
+                centroid_mean.unsqueeze(1),
+                centroid_std.unsqueeze(1),
+                masked_quantiles(rel, active, [0.25, 0.75]),
+            ]
         if self.pitch:
             periodicity = features[:, self.n_mels, :]
             f0 = features[:, self.n_mels + 1, :]
@@ -133,7 +168,20 @@ class WindowStatistics(nn.Module):
                 step_mean.unsqueeze(1),
                 step_std.unsqueeze(1),
             ]
-        return torch.cat(parts, dim=1)
+            if self.extended:
+                periodicity_mean, periodicity_std = _masked_mean_std(periodicity, active)
+                voiced_periodicity, _ = _masked_mean_std(periodicity, voiced)
+                seconds = torch.arange(f0.shape[1], dtype=x.dtype, device=x.device).unsqueeze(0) / self.frames_per_s
+                time_mean, time_std = _masked_mean_std(seconds.expand_as(f0), voiced)
+                covariance = ((seconds - time_mean.unsqueeze(1)) * (f0 - f0_mean.unsqueeze(1)) * voiced).sum(dim=1)
+                slope = covariance / voiced.sum(dim=1).clamp(min=1e-6) / (time_std.square() + 1e-3)
+                extra += [
+                    periodicity_mean.unsqueeze(1),
+                    periodicity_std.unsqueeze(1),
+                    voiced_periodicity.unsqueeze(1),
+                    slope.unsqueeze(1),
+                ]
+        return torch.cat(parts + extra, dim=1)
 
 
 class ClipStats(nn.Module):
@@ -143,8 +191,10 @@ class ClipStats(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
-        self.statistics = WindowStatistics(cfg.n_mels, bool(s["pitch"]), float(s["floor_db"]), float(s["active_db"]))
-        n = n_statistics(cfg.n_mels, bool(s["pitch"]))
+        self.statistics = WindowStatistics(
+            cfg.n_mels, bool(s["pitch"]), float(s["floor_db"]), float(s["active_db"]), bool(s["extended"])
+        )
+        n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]))
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
         self.linear = nn.Linear(n, cfg.n_classes)
