@@ -134,7 +134,7 @@ def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
     y = np.array([0, 0, 1, 1, 2, 2, 2, 2])
     pred = np.array([0, 1, 1, 1, 2, 2, 0, 0])
     corpora = np.array(["a", "a", "a", "a", "b", "b", "b", "b"])
-    assert mean_corpus_ua(y, pred, corpora) == pytest.approx(((0.5 + 1.0) / 2 + 0.5) / 2)
+    assert mean_corpus_ua(y, pred, corpora, 3) == pytest.approx(((0.5 + 1.0) / 2 + 0.5) / 2)
 
 
 def fitted(seed: int = 0, pitch: bool = True, extended: bool = False) -> torch.nn.Module:

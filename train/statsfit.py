@@ -31,6 +31,7 @@ from emostream.models.arch.clip_stats import ClipStats
 from emostream.models.features import LogMel
 from emostream.train.baseline import LogisticBaseline
 from emostream.train.dataset import TrainWindows, clip_windows, progress_bar
+from emostream.train.metrics import compute_metrics
 
 WEIGHT_DECAYS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 """The candidate L2 weights of the logistic regression; cross-validation on the training speakers picks one."""
@@ -68,7 +69,6 @@ def training_rows(
     augmented passes over the training clips (``TrainWindows.indexed_batches``, seeded by ``(seed, pass)``)."""
     rows: list[np.ndarray] = []
     clips: list[np.ndarray] = []
-    n_clean = 0
     fc = windows.fc
     with progress_bar(console) as progress:
         task = progress.add_task(f"statistics of {len(windows)} clips' windows", total=len(windows))
@@ -119,12 +119,13 @@ def speaker_folds(speakers: Sequence[str], corpora: Sequence[str], k: int = CV_F
     return np.asarray([fold_of[s] for s in speakers], dtype=np.int64)
 
 
-def mean_corpus_ua(y: np.ndarray, pred: np.ndarray, corpora: np.ndarray) -> float:
-    """The mean over corpora of each corpus's UA (recall averaged over the classes present in it)."""
-    scores = []
-    for corpus in dict.fromkeys(corpora.tolist()):
-        k = corpora == corpus
-        scores.append(np.mean([np.mean(pred[k][y[k] == c] == c) for c in np.unique(y[k])]))
+def mean_corpus_ua(y: np.ndarray, pred: np.ndarray, corpora: np.ndarray, n_classes: int) -> float:
+    """The mean over corpora of each corpus's UA (``train.metrics``: recall averaged over the classes present in it)."""
+    labels = tuple(str(c) for c in range(n_classes))
+    scores = [
+        compute_metrics(y[corpora == corpus], pred[corpora == corpus], labels).ua
+        for corpus in dict.fromkeys(corpora.tolist())
+    ]
     return float(np.mean(scores))
 
 
@@ -150,7 +151,7 @@ def cross_validated_ua(
         fit = LogisticBaseline(n_classes, weight_decay=float(weight_decay)).fit(rows.x[~held], rows.y[~held])
         pred = clip_predictions(fit, rows, held, len(labels))
         in_fold = folds == f
-        scores.append(mean_corpus_ua(labels[in_fold], pred[in_fold], corpus[in_fold]))
+        scores.append(mean_corpus_ua(labels[in_fold], pred[in_fold], corpus[in_fold], n_classes))
     return float(np.mean(scores))
 
 

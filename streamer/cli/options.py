@@ -78,7 +78,7 @@ def add_runtime_options(p: argparse.ArgumentParser, compute_device_flag: str = "
         metavar="PATH|default|fast",
         help="model directory, .onnx, .ts or checkpoint .pt, or a shipped model: 'default' (models/default: "
         "the deep model + the clip_stats statistics, the best on audio from elsewhere) or 'fast' (models/fast: "
-        "the deep model alone, without the pitch rows: about 1.6x the streams per server); feature settings "
+        "the deep model alone, without the pitch rows: about 1.8x the streams per server); feature settings "
         "and labels come from the model file",
     )
     g.add_argument(
