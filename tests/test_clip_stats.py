@@ -1,8 +1,8 @@
 """`clip_stats` (the statistics baseline as a streaming model) and ensembles that mix pitch and mel-only members.
 
 What the statistics measure (padding left out, pitch of a harmonic tone, voicing of noise), that a gain
-changes no backend's output, that the closed-form fit learns held-out speakers of the synthetic corpus,
-and that an ensemble of a mel-only deep model and a pitch-row statistics model is the mean of the two on
+changes no backend's output, that the fit on window statistics learns held-out speakers of the synthetic corpus,
+that a fitted bag of hidden-layer heads gives the mean of its heads on every backend, and that an ensemble of a mel-only deep model and a pitch-row statistics model is the mean of the two on
 every backend.
 """
 
@@ -27,8 +27,16 @@ from emostream.models.modelfile import (
     load_classifier,
     save_checkpoint,
 )
+from emostream.train.baseline import LogisticBaseline
 from emostream.train.loop import train
-from emostream.train.statsfit import WEIGHT_DECAYS, mean_corpus_ua, speaker_folds
+from emostream.train.statsfit import (
+    MLP_EPOCHS,
+    WEIGHT_DECAYS,
+    BaggedMLP,
+    load_fit,
+    mean_corpus_ua,
+    speaker_folds,
+)
 from tests.test_train_pipeline import FEATURES, config, write_corpus
 
 SR = 16000
@@ -137,10 +145,14 @@ def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
     assert mean_corpus_ua(y, pred, corpora, 3) == pytest.approx(((0.5 + 1.0) / 2 + 0.5) / 2)
 
 
-def fitted(seed: int = 0, pitch: bool = True, extended: bool = False) -> torch.nn.Module:
-    """A clip_stats model with standardisation measured on a few voices and random weights."""
+MLP_HEAD = {"hidden": 8, "heads": 3}
+
+
+def fitted(seed: int = 0, pitch: bool = True, extended: bool = False, head: dict | None = None) -> torch.nn.Module:
+    """A clip_stats model with standardisation measured on a few voices and random weights (``head``: the
+    bag's settings; the linear layer without)."""
     torch.manual_seed(seed)
-    settings = {"pitch": pitch, **({"extended": True} if extended else {})}
+    settings = {"pitch": pitch, **({"extended": True} if extended else {}), **(head or {})}
     model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
     waves = [voice(3.0, f0=f, seed=i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
     s = stats_of(waves, extended=extended) if pitch else None
@@ -148,16 +160,21 @@ def fitted(seed: int = 0, pitch: bool = True, extended: bool = False) -> torch.n
         if s is not None:
             model.get_buffer("mean").copy_(s.mean(0))
             model.get_buffer("scale").copy_(s.std(0) + 1e-3)
-        model.linear.weight.normal_(0.0, 0.5)
+        if head:
+            model.hidden.weight.normal_(0.0, 0.5)
+            model.out_weight.normal_(0.0, 0.5)
+        else:
+            model.linear.weight.normal_(0.0, 0.5)
     return model
 
 
-@pytest.mark.parametrize("extended", [False, True])
-def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool) -> None:
+@pytest.mark.parametrize(("extended", "head"), [(False, None), (True, None), (True, MLP_HEAD)])
+def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool, head: dict | None) -> None:
     """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend
-    (the statistics of models fitted before 2026-12-05, and the extended ones of the recipe's fits)."""
-    model = fitted(extended=extended)
-    settings = {"pitch": True, **({"extended": True} if extended else {})}
+    (the statistics of models fitted before 2026-12-05, the extended ones, and the extended ones through a
+    bag of hidden-layer heads, the recipe's fits since that evening)."""
+    model = fitted(extended=extended, head=head)
+    settings = {"pitch": True, **({"extended": True} if extended else {}), **(head or {})}
     spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
     model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
     clip = window(voice(3.5, f0=180.0, seed=5), SR)
@@ -168,6 +185,36 @@ def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool) -
         probs = load_classifier(model_dir / name, backend=backend).predict(feats)
         assert np.ptp(probs[1]) > 0.05, backend  # not a flat output: the test can fail
         assert np.abs(probs - probs[1]).max() < 1e-3, (backend, probs)
+
+
+def test_a_fitted_bag_in_the_model_file_gives_the_mean_of_its_heads(tmp_path: Path) -> None:
+    """``BaggedMLP`` fitted on window statistics, copied into a clip_stats model with the same head settings:
+    every backend gives the heads' mean probability as the bag itself computes it; a head of another kind
+    or count is refused."""
+    waves = np.stack([window(voice(2.5, f0=f, seed=i), 2 * SR) for i, f in enumerate((100.0, 140.0, 200.0, 260.0))])
+    with torch.no_grad():
+        feats = LogMel(FC)(torch.from_numpy(waves.astype(np.float32)))
+    settings = {"pitch": True, "extended": True, **MLP_HEAD}
+    model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
+    x = model.statistics(feats).detach().numpy()
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([x + rng.normal(0, 0.1, x.shape) for _ in range(30)])  # 120 rows, 4 voices = 4 labels
+    y = np.tile(np.arange(4), 30)
+    bag = BaggedMLP(len(LABELS), MLP_HEAD["hidden"], MLP_HEAD["heads"], epochs=3, seed=2).fit(rows, y)
+    load_fit(model, bag)
+    expected = bag.predict_proba(x)
+    assert np.ptp(expected, axis=1).min() > 0.01  # not flat: the comparison can fail
+    spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
+    model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
+    for backend, name in MODEL_FILES:
+        probs = load_classifier(model_dir / name, backend=backend).predict(feats.numpy())
+        np.testing.assert_allclose(probs, expected, atol=2e-5, err_msg=backend)
+    with pytest.raises(ValueError, match="does not match"):
+        load_fit(model, LogisticBaseline(len(LABELS)).fit(rows, y))
+    with pytest.raises(ValueError, match="does not match"):
+        load_fit(model, BaggedMLP(len(LABELS), MLP_HEAD["hidden"], 2, epochs=1).fit(rows, y))
+    with pytest.raises(ValueError, match="hidden must be"):
+        build_model(ModelConfig("clip_stats", len(LABELS), M, {"hidden": -1}))
 
 
 def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path) -> None:
@@ -207,20 +254,25 @@ def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path
 
 def test_closed_form_training_learns_held_out_speakers(tmp_path: Path) -> None:
     """`emostream train --arch clip_stats` on the synthetic three-emotion corpus of test_train_pipeline:
-    fitted per weight decay, cross-validation on the training actors picks one (the validation actors are
-    scored for each), the exported model scores the test actors."""
+    the recipe's bag fitted per epoch count, cross-validation on the training actors picks one (the
+    validation actors are scored for each), the exported model scores the test actors; with ``hidden`` 0
+    the logistic regression is fitted per weight decay instead."""
     data = write_corpus(tmp_path / "data", takes=4)
     out = tmp_path / "run"
     report = train(config(data, out, tmp_path / "cache", arch="clip_stats", model_settings={},
                           feature_settings=FEATURES, epochs=1))
     assert report["datasets"]["ravdess"]["ua"] >= 0.8, report["datasets"]["ravdess"]["confusion"]  # chance 1/3
     history = report["train"]["history"]
-    assert [h["weight_decay"] for h in history] == list(WEIGHT_DECAYS)
+    assert [h["mlp_epochs"] for h in history] == list(MLP_EPOCHS)
     kept = history[report["train"]["best_epoch"] - 1]
     assert kept["cv_ua"] == max(h["cv_ua"] for h in history) and all(0 <= h["cv_ua"] <= 1 for h in history)
     assert report["train"]["best_val_ua"] == kept["val_selected"]
     clf = load_classifier(out / "model")
-    assert clf.model_config.settings == {"extended": True}  # the recipe's statistics
+    assert clf.model_config.settings == {"extended": True, "hidden": 64, "heads": 5}  # the recipe's
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
     assert clf.feature_config.log_floor == 1e-14  # the window-relative floor alone acts, as for cmn models
-    assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == len(WEIGHT_DECAYS)
+    assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == len(MLP_EPOCHS)
+    linear = train(config(data, tmp_path / "linear", tmp_path / "cache", arch="clip_stats",
+                          model_settings={"hidden": 0}, feature_settings=FEATURES, epochs=1))
+    assert [h["weight_decay"] for h in linear["train"]["history"]] == list(WEIGHT_DECAYS)
+    assert linear["datasets"]["ravdess"]["ua"] >= 0.8, linear["datasets"]["ravdess"]["confusion"]

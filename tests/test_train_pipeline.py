@@ -339,7 +339,7 @@ def _cli(register, argv: list[str]) -> int:  # type: ignore[no-untyped-def]
         (["--labels", "happy,grumpy"], "unknown label 'grumpy'"),
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--arch", "clip_stats", "--epochs", "-1"], "epochs must be at least 0"),
-        (["--arch", "clip_stats", "--mixup", "0.3"], "clip_stats is fitted in closed form"),
+        (["--arch", "clip_stats", "--mixup", "0.3"], "clip_stats is fitted on its window statistics"),
     ],
 )
 def test_train_cli_errors_are_clear(

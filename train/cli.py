@@ -45,8 +45,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         default="bandsplit_bilstm",
         help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14, resnet "
         "(variant resnet18/34/50, resnext50_32x4d), densenet (densenet121/161), or clip_stats (the statistics "
-        "baseline as a streaming model: window log-mel and pitch statistics + logistic regression, fitted in "
-        "closed form in a few minutes, its weight decay picked by cross-validation over the training speakers; "
+        "baseline as a streaming model: window log-mel and pitch statistics + a bag of five small hidden-layer "
+        "heads (or, with hidden 0, logistic regression), fitted on the statistics in a few minutes, the heads' "
+        "epochs (the regression's weight decay) picked by cross-validation over the training speakers; "
         "--epochs is then the number of augmented passes whose windows join the clean ones)",
     )
     p.add_argument(
@@ -56,7 +57,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'; bandsplit_bilstm runs get "
         f"'{json.dumps(ROBUST_MODEL_SETTINGS['bandsplit_bilstm'])}' (level-invariant, "
         "0.056 GFLOP per window) unless these say otherwise, clip_stats runs "
-        f"'{json.dumps(ROBUST_MODEL_SETTINGS['clip_stats'])}' (more window statistics); "
+        f"'{json.dumps(ROBUST_MODEL_SETTINGS['clip_stats'])}' (more window statistics, a bag of hidden-layer heads; "
+        '{"hidden": 0} for the linear layer); '
         "resnet/densenet: '{\"variant\": \"resnet50\", \"imagenet_weights\": \"resnet50-0676ba61.pth\"}' "
         "fine-tunes torchvision's ImageNet weights from that file",
     )
@@ -292,7 +294,7 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         "--arch",
         default="bandsplit_bilstm",
         help="deep folds: the architecture, as `emostream train --arch` takes it (clip_stats: the statistics "
-        "baseline as a level-invariant streaming model, a minute or two per fold with --epochs 2)",
+        "baseline as a level-invariant streaming model, a few minutes per fold with --epochs 2)",
     )
     p.add_argument(
         "--model-settings",

@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.select not in ("mean_corpus_ua", "pooled_ua"):
         raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
-    closed_form = cfg.arch == "clip_stats"  # fitted in closed form (train.statsfit), not by gradient steps
+    closed_form = cfg.arch == "clip_stats"  # fitted on its window statistics (train.statsfit), not through the log-mel
     level_invariant = settings.get("input_norm", "batch") != "batch" or closed_form
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
     if cfg.arch in PITCH_ARCHITECTURES:  # either setting alone switches pitch on for features and model
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.epochs < (0 if closed_form else 1):
         raise ValueError(f"epochs must be at least {0 if closed_form else 1}, got {cfg.epochs}")
     if closed_form and (fold or cfg.mixup > 0):
-        raise ValueError("clip_stats is fitted in closed form: --fold-merged and --mixup do not apply")
+        raise ValueError("clip_stats is fitted on its window statistics: --fold-merged and --mixup do not apply")
     model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
     ModelSpec(fc, model_config, labels)  # refuses features and model that disagree before any audio is loaded
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
@@ -265,7 +265,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
         assert isinstance(model, ClipStats)
         rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)
-        history, best_ua, best_epoch = fit_clip_stats(model, rows, train_windows, len(labels), validate, console)
+        history, best_ua, best_epoch = fit_clip_stats(
+            model, rows, train_windows, len(labels), validate, console, seed=cfg.seed
+        )
         kept = history[best_epoch - 1]
         meta = {**base_meta, "epoch": best_epoch, "metrics": kept, "time": datetime.now(UTC).isoformat(timespec="seconds")}
         save_checkpoint(out / "best.pt", model, spec(meta))

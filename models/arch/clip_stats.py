@@ -32,12 +32,17 @@ rows, ``models.features.pitch_rows``):
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
-deviation (buffers ``mean``, ``scale``) and one linear layer gives the logits. It has no gradient
-training: ``emostream train --arch clip_stats`` fits it in closed form (``train.statsfit``).
+deviation (buffers ``mean``, ``scale``); then either one linear layer gives the logits (``hidden`` 0,
+the setting of every model file before 2026-12-05 evening), or ``heads`` small networks of one hidden
+layer (``hidden`` ReLU units each), fitted apart from different seeds, each give class probabilities
+and the output is the log of their mean (a bag: the same combination as ``models.arch.ensemble``).
+``emostream train --arch clip_stats`` fits it (``train.statsfit``): the linear layer in closed form,
+the heads by a few epochs of AdamW over the window statistics, not through the log-mel.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "floor_db": 60.0,
     "active_db": 30.0,
     "extended": False,
+    "hidden": 0,
+    "heads": 1,
 }
 
 ENERGY_STATS = 6
@@ -186,7 +193,9 @@ class WindowStatistics(nn.Module):
 
 class ClipStats(nn.Module):
     """Features ``(B, n_mels [+ 2 with pitch], T)`` -> logits ``(B, n_classes)``: standardised window
-    statistics through one linear layer (module docstring)."""
+    statistics through one linear layer, or a bag of one-hidden-layer heads (module docstring)."""
+
+    __constants__ = ["mlp"]
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -197,8 +206,25 @@ class ClipStats(nn.Module):
         n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]))
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
-        self.linear = nn.Linear(n, cfg.n_classes)
+        hidden, heads = int(s["hidden"]), int(s["heads"])
+        if hidden < 0 or heads < 1:
+            raise ValueError(f"clip_stats: hidden must be >= 0 and heads >= 1, got {hidden} and {heads}")
+        self.mlp = hidden > 0
+        self.n_heads = heads
+        self.log_heads = math.log(heads)
+        if self.mlp:
+            # every head's hidden units side by side in one layer; the output layer per head as a batched matmul
+            self.hidden = nn.Linear(n, heads * hidden)
+            self.out_weight = nn.Parameter(torch.zeros(heads, hidden, cfg.n_classes))
+            self.out_bias = nn.Parameter(torch.zeros(heads, 1, cfg.n_classes))
+        else:
+            self.linear = nn.Linear(n, cfg.n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = (self.statistics(features) - self.mean) / self.scale
+        if self.mlp:
+            h = torch.relu(self.hidden(z))  # (B, heads * hidden)
+            h = h.reshape(h.shape[0], self.n_heads, -1).transpose(0, 1)  # (heads, B, hidden)
+            logps = torch.log_softmax(torch.bmm(h, self.out_weight) + self.out_bias, dim=-1)  # (heads, B, classes)
+            return torch.logsumexp(logps, dim=0) - self.log_heads
         return self.linear(z)
