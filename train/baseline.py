@@ -133,6 +133,32 @@ class ClipFeatures:
         return np.stack([self.one(a) for a in audio]) if len(audio) else np.zeros((0, 0), np.float32)
 
 
+@dataclass(frozen=True)
+class Standardised:
+    """Training rows for a classifier on statistics: the columns' ``mean`` and ``scale``, the standardised
+    rows ``x``, the labels ``y`` and class-balancing loss weights (inverse class frequency)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    x: torch.Tensor
+    y: torch.Tensor
+    class_weight: torch.Tensor
+
+
+def standardise(x: np.ndarray, y: np.ndarray, n_classes: int) -> Standardised:
+    """``Standardised`` rows of ``x (N, D)`` with labels ``y (N,)`` in ``0..n_classes-1``."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return Standardised(
+        mean,
+        scale,
+        torch.from_numpy(((x - mean) / scale).astype(np.float32)),
+        torch.from_numpy(np.asarray(y, dtype=np.int64)),
+        torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32),
+    )
+
+
 @dataclass
 class LogisticBaseline:
     """Standardisation + multinomial logistic regression (L2 ``weight_decay``), class-balanced."""
@@ -146,16 +172,12 @@ class LogisticBaseline:
     bias: torch.Tensor | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LogisticBaseline:
-        self.mean = x.mean(axis=0)
-        self.scale = x.std(axis=0) + 1e-6
-        xt = torch.from_numpy(((x - self.mean) / self.scale).astype(np.float32))
-        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        counts = np.bincount(y, minlength=self.n_classes).astype(np.float64)
-        cw = torch.tensor(counts.sum() / (self.n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+        rows = standardise(x, y, self.n_classes)
+        self.mean, self.scale, xt, yt = rows.mean, rows.scale, rows.x, rows.y
         w = torch.zeros(xt.shape[1], self.n_classes, requires_grad=True)
         b = torch.zeros(self.n_classes, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
-        loss_fn = torch.nn.CrossEntropyLoss(weight=cw)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=rows.class_weight)
 
         def closure() -> torch.Tensor:
             opt.zero_grad()

@@ -39,7 +39,7 @@ from torch import nn
 
 from emostream.models.arch.clip_stats import ClipStats
 from emostream.models.features import LogMel
-from emostream.train.baseline import LogisticBaseline
+from emostream.train.baseline import LogisticBaseline, standardise
 from emostream.train.dataset import TrainWindows, clip_windows, progress_bar
 from emostream.train.metrics import compute_metrics
 
@@ -91,13 +91,9 @@ class BaggedMLP:
     nets: list[nn.Sequential] = field(default_factory=list)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> BaggedMLP:
-        self.mean = x.mean(axis=0)
-        self.scale = x.std(axis=0) + 1e-6
-        xt = torch.from_numpy(((x - self.mean) / self.scale).astype(np.float32))
-        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        counts = np.bincount(y, minlength=self.n_classes).astype(np.float64)
-        cw = torch.tensor(counts.sum() / (self.n_classes * np.maximum(counts, 1)), dtype=torch.float32)
-        loss_fn = nn.CrossEntropyLoss(weight=cw)
+        rows = standardise(x, y, self.n_classes)
+        self.mean, self.scale, xt, yt = rows.mean, rows.scale, rows.x, rows.y
+        loss_fn = nn.CrossEntropyLoss(weight=rows.class_weight)
         self.nets = []
         for head in range(self.heads):
             gen = torch.Generator().manual_seed(self.seed * 1009 + head)
