@@ -1,9 +1,9 @@
 """`clip_stats` (the statistics baseline as a streaming model) and ensembles that mix pitch and mel-only members.
 
 What the statistics measure (padding left out, pitch of a harmonic tone, voicing of noise), that a gain
-changes no backend's output, that the fit on window statistics learns held-out speakers of the synthetic corpus,
-that a fitted bag of hidden-layer heads gives the mean of its heads on every backend, and that an ensemble of a mel-only deep model and a pitch-row statistics model is the mean of the two on
-every backend.
+changes no backend's output, that the fit on window statistics learns held-out speakers of the synthetic
+corpus, that a fitted bag of hidden-layer heads gives the mean of its heads on every backend, and that an
+ensemble of a mel-only deep model and a pitch-row statistics model is the mean of the two on every backend.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path
         combine([load_checkpoint(a), load_checkpoint(other)])
 
 
-def test_closed_form_training_learns_held_out_speakers(tmp_path: Path) -> None:
+def test_training_on_window_statistics_learns_held_out_speakers(tmp_path: Path) -> None:
     """`emostream train --arch clip_stats` on the synthetic three-emotion corpus of test_train_pipeline:
     the recipe's bag fitted per epoch count, cross-validation on the training actors picks one (the
     validation actors are scored for each), the exported model scores the test actors; with ``hidden`` 0
