@@ -127,8 +127,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.select not in ("mean_corpus_ua", "pooled_ua"):
         raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
-    closed_form = cfg.arch == "clip_stats"  # fitted on its window statistics (train.statsfit), not through the log-mel
-    level_invariant = settings.get("input_norm", "batch") != "batch" or closed_form
+    statistics_fit = cfg.arch == "clip_stats"  # fitted on its window statistics (train.statsfit), not through the log-mel
+    level_invariant = settings.get("input_norm", "batch") != "batch" or statistics_fit
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
     if cfg.arch in PITCH_ARCHITECTURES:  # either setting alone switches pitch on for features and model
         if fc.pitch:
@@ -137,9 +137,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             fc = dataclasses.replace(fc, pitch=True)
         elif "pitch" in cfg.feature_settings:
             settings.setdefault("pitch", False)
-    if cfg.epochs < (0 if closed_form else 1):
-        raise ValueError(f"epochs must be at least {0 if closed_form else 1}, got {cfg.epochs}")
-    if closed_form and (fold or cfg.mixup > 0):
+    if cfg.epochs < (0 if statistics_fit else 1):
+        raise ValueError(f"epochs must be at least {0 if statistics_fit else 1}, got {cfg.epochs}")
+    if statistics_fit and (fold or cfg.mixup > 0):
         raise ValueError("clip_stats is fitted on its window statistics: --fold-merged and --mixup do not apply")
     model_config = ModelConfig(cfg.arch, len(labels), fc.n_mels, settings, fold)
     ModelSpec(fc, model_config, labels)  # refuses features and model that disagree before any audio is loaded
@@ -259,7 +259,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
     t0 = time.time()
     epoch = start_epoch
-    if closed_form:
+    if statistics_fit:
         from emostream.models.arch.clip_stats import ClipStats
         from emostream.train.statsfit import fit_clip_stats, training_rows
 
