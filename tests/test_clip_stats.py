@@ -46,14 +46,17 @@ LABELS = ("angry", "happy", "neutral", "sad")
 MODEL_FILES = (("onnx", "model.onnx"), ("torchscript", "model.ts"), ("eager", "checkpoint.pt"))
 
 
-def voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
-    """Syllable-like bursts of a harmonic voice with a slow vibrato, at -20 dBFS peak or so."""
+def voice(
+    seconds: float, f0: float = 150.0, seed: int = 0, bursts_per_s: float = 3.0
+) -> np.ndarray:
+    """Syllable-like bursts (``bursts_per_s``) of a harmonic voice with a slow vibrato, at -20 dBFS peak or
+    so, over a faint noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
     freq = f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))
     phase = 2 * np.pi * np.cumsum(freq) / SR
     x = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0.0, None) ** 0.5
+    envelope = np.clip(np.sin(2 * np.pi * bursts_per_s * t), 0.0, None) ** 0.5
     return (0.05 * x * envelope + 1e-4 * rng.standard_normal(len(t))).astype(np.float32)
 
 
@@ -125,6 +128,46 @@ def test_extended_statistics_follow_the_others_and_measure_what_they_say() -> No
     torch.testing.assert_close(louder, ext, atol=2e-3, rtol=1e-3)
 
 
+def noise_bursts(seconds: float, bursts_per_s: float, seed: int = 0) -> np.ndarray:
+    """Bursts of white noise (the positive half of each sine period), 40 dB quieter noise between them."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    envelope = np.maximum(np.clip(np.sin(2 * np.pi * bursts_per_s * t), 0.0, None) ** 0.5, 0.01)
+    return (0.05 * envelope * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_dynamics_follow_the_others_and_measure_what_they_say() -> None:
+    """``dynamics`` appends its statistics after the unchanged extended ones. Noise bursts with quiet noise
+    between them (present, not active): bursts per second, their length and the pause share follow the
+    burst rate. Voice bursts: one voiced stretch per burst. A glide's F0 change over 250 ms is its rate
+    times 0.25 s. A gain changes none of them."""
+    waves = [window(noise_bursts(4.0, r, seed=i), SR) for i, r in enumerate((2.0, 5.0))]
+    waves += [window(voice(4.0, f0=150.0, seed=1, bursts_per_s=r), SR) for r in (2.0, 5.0)]
+    waves += [window(glide(2.0, f0, rate), SR) for f0, rate in ((150.0, 0.4), (100.0, 0.8))]
+    ext, dyn = stats_of(waves, extended=True), stats_of(waves, extended=True, dynamics=True)
+    n = n_statistics(M, True, True)
+    assert dyn.shape == (6, n_statistics(M, True, True, True)) and dyn.shape[1] == n + 56
+    torch.testing.assert_close(dyn[:, :n], ext)
+    d = dyn[:, n:]
+    bursts, length, pause, voiced_rate, voiced_length = d[:, 16], d[:, 17], d[:, 18], d[:, 47], d[:, 48]
+    for i, rate in enumerate((2.0, 5.0)):
+        assert abs(float(bursts[i]) - rate) < 0.3, bursts  # per second of present audio
+        assert abs(float(length[i]) - 0.5 / rate) < 0.03, length  # seconds
+        assert 0.35 < float(pause[i]) < 0.55, pause
+        assert float(voiced_rate[i]) < 0.5  # noise is not voiced
+        # the voice: nothing but its bursts is present, and each burst is one voiced stretch
+        assert abs(float(voiced_rate[2 + i]) - float(bursts[2 + i])) < 0.05 * float(bursts[2 + i]), (voiced_rate, bursts)
+        assert abs(float(voiced_length[2 + i]) - float(length[2 + i])) < 0.02, (voiced_length, length)
+    assert float(bursts[3]) > 2 * float(bursts[2])
+    f0_change_250ms = d[:, 54]  # mean |change of log2 F0| over 25 frames, voiced pairs
+    assert abs(float(f0_change_250ms[4]) - 0.1) < 0.03, f0_change_250ms  # 0.4 octaves/s x 0.25 s
+    assert abs(float(f0_change_250ms[5]) - 0.2) < 0.05, f0_change_250ms  # 0.8 octaves/s
+    louder = stats_of([w * 10.0 for w in waves], extended=True, dynamics=True)
+    torch.testing.assert_close(louder, dyn, atol=2e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="at least 4 mel bins"):
+        WindowStatistics(3, True, 60.0, 30.0, dynamics=True)
+
+
 def test_speaker_folds_keep_speakers_whole_and_spread_corpora() -> None:
     speakers = [f"a:{i % 7}" for i in range(70)] + [f"b:{i % 3}" for i in range(30)]
     corpora = ["a"] * 70 + ["b"] * 30
@@ -148,14 +191,20 @@ def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
 MLP_HEAD = {"hidden": 8, "heads": 3}
 
 
-def fitted(seed: int = 0, pitch: bool = True, extended: bool = False, head: dict | None = None) -> torch.nn.Module:
+def statistics_settings(extended: bool, dynamics: bool) -> dict[str, bool]:
+    return {**({"extended": True} if extended else {}), **({"dynamics": True} if dynamics else {})}
+
+
+def fitted(
+    seed: int = 0, pitch: bool = True, extended: bool = False, head: dict | None = None, dynamics: bool = False
+) -> torch.nn.Module:
     """A clip_stats model with standardisation measured on a few voices and random weights (``head``: the
     bag's settings; the linear layer without)."""
     torch.manual_seed(seed)
-    settings = {"pitch": pitch, **({"extended": True} if extended else {}), **(head or {})}
+    settings = {"pitch": pitch, **statistics_settings(extended, dynamics), **(head or {})}
     model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
-    waves = [voice(3.0, f0=f, seed=i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
-    s = stats_of(waves, extended=extended) if pitch else None
+    waves = [voice(3.0, f0=f, seed=i, bursts_per_s=2.0 + i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
+    s = stats_of(waves, extended=extended, dynamics=dynamics) if pitch else None
     with torch.no_grad():
         if s is not None:
             model.get_buffer("mean").copy_(s.mean(0))
@@ -168,13 +217,16 @@ def fitted(seed: int = 0, pitch: bool = True, extended: bool = False, head: dict
     return model
 
 
-@pytest.mark.parametrize(("extended", "head"), [(False, None), (True, None), (True, MLP_HEAD)])
-def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool, head: dict | None) -> None:
+@pytest.mark.parametrize(
+    ("extended", "dynamics", "head"),
+    [(False, False, None), (True, False, None), (True, False, MLP_HEAD), (True, True, MLP_HEAD)],
+)
+def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool, dynamics: bool, head: dict | None) -> None:
     """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend
-    (the statistics of models fitted before 2026-12-05, the extended ones, and the extended ones through a
-    bag of hidden-layer heads, the recipe's fits since that evening)."""
-    model = fitted(extended=extended, head=head)
-    settings = {"pitch": True, **({"extended": True} if extended else {}), **(head or {})}
+    (the statistics of models fitted before 2026-12-05, the extended ones, the extended ones through a
+    bag of hidden-layer heads, and with the dynamics, the recipe's latest fits)."""
+    model = fitted(extended=extended, head=head, dynamics=dynamics)
+    settings = {"pitch": True, **statistics_settings(extended, dynamics), **(head or {})}
     spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
     model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
     clip = window(voice(3.5, f0=180.0, seed=5), SR)
@@ -268,7 +320,7 @@ def test_training_on_window_statistics_learns_held_out_speakers(tmp_path: Path) 
     assert kept["cv_ua"] == max(h["cv_ua"] for h in history) and all(0 <= h["cv_ua"] <= 1 for h in history)
     assert report["train"]["best_val_ua"] == kept["val_selected"]
     clf = load_classifier(out / "model")
-    assert clf.model_config.settings == {"extended": True, "hidden": 64, "heads": 5}  # the recipe's
+    assert clf.model_config.settings == {"extended": True, "dynamics": True, "hidden": 64, "heads": 5}  # the recipe's
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
     assert clf.feature_config.log_floor == 1e-14  # the window-relative floor alone acts, as for cmn models
     assert json.loads((out / "report.json").read_text())["train"]["epochs_run"] == len(MLP_EPOCHS)

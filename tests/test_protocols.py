@@ -152,8 +152,9 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
 
 
 def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:
-    """``--deep`` with ``--feature-settings`` / ``--model-settings``: each fold's model is trained with
-    them (here the relative pitch model on small features) and the report records them."""
+    """``--deep`` with ``--feature-settings`` / ``--model-settings`` / ``--augment``: each fold's model is
+    trained with them (here the relative pitch model on small features, every clip brought to a drawn
+    speech level) and the report records them."""
     from test_train_pipeline import FEATURES, MODEL
 
     from emostream.models.modelfile import load_classifier
@@ -165,11 +166,18 @@ def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> No
             "--cache", str(tmp_path / "cache"), "--deep", "--epochs", "1", "--threads", "1"]
     features = json.dumps({**FEATURES, "pitch": True})
     model = json.dumps({**MODEL, "pitch_absolute": False})
-    assert run(register_crosscorpus, [*argv, "--feature-settings", features, "--model-settings", model]) == 0
+    augment = json.dumps({"level_dbfs": [-40, -12], "p_speed": 0.0})
+    assert run(register_crosscorpus, [*argv, "--feature-settings", features, "--model-settings", model,
+                                      "--augment", augment]) == 0
     report = json.loads((out / "crosscorpus.json").read_text())
-    assert report["deep_settings"] == {
+    settings = report["deep_settings"]
+    assert {k: settings[k] for k in ("arch", "model", "features")} == {
         "arch": "bandsplit_bilstm", "model": json.loads(model), "features": json.loads(features)
     }
+    assert settings["augment"]["level_dbfs"] == [-40, -12] and settings["augment"]["p_speed"] == 0.0
+    assert settings["augment"]["p_noise"] == 0.5  # the rest as `emostream train` has them
+    fold_run = json.loads((out / "without_tess" / "report.json").read_text())["train"]["config"]["augment"]
+    assert fold_run["level_dbfs"] == [-40, -12] and fold_run["p_speed"] == 0.0  # what the fold trained with
     fold = report["folds"]["tess"]
     assert 0.0 <= fold["deep"]["ua"] <= 1.0 and fold["deep"]["epochs"] == 1
     clf = load_classifier(Path(fold["deep"]["model"]))
@@ -180,4 +188,5 @@ def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> No
     bad = tmp_path / "bad"
     assert run(register_crosscorpus, [*argv[:8], str(bad), "--deep", "--model-settings", "[1]"]) == 2
     assert run(register_crosscorpus, [*argv[:8], str(bad), "--deep", "--feature-settings", "{pitch"]) == 2
+    assert run(register_crosscorpus, [*argv[:8], str(bad), "--deep", "--augment", '{"p_gain": 0.5, "gian": 1}']) == 2
     assert not bad.exists()

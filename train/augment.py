@@ -19,7 +19,7 @@ Every transform counts how often it fired in ``Augmenter.stats``, so a run can p
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,10 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown augmentation settings {unknown}; known: {', '.join(sorted(known))}")
         fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fixed)
 

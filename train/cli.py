@@ -45,7 +45,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         default="bandsplit_bilstm",
         help="architecture: bandsplit_bilstm, panns_bandsplit, cnn_bilstm_attn, acnt, cnn14, resnet "
         "(variant resnet18/34/50, resnext50_32x4d), densenet (densenet121/161), or clip_stats (the statistics "
-        "baseline as a streaming model: window log-mel and pitch statistics + a bag of five small hidden-layer "
+        "baseline as a streaming model: window log-mel, pitch, rhythm and modulation statistics + a bag of five small hidden-layer "
         "heads (or, with hidden 0, logistic regression), fitted on the statistics in a few minutes, the heads' "
         "epochs (the regression's weight decay) picked by cross-validation over the training speakers; "
         "--epochs is then the number of augmented passes whose windows join the clean ones)",
@@ -57,7 +57,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="architecture settings as JSON, e.g. '{\"channels\": [24, 48]}'; bandsplit_bilstm runs get "
         f"'{json.dumps(ROBUST_MODEL_SETTINGS['bandsplit_bilstm'])}' (level-invariant, "
         "0.056 GFLOP per window) unless these say otherwise, clip_stats runs "
-        f"'{json.dumps(ROBUST_MODEL_SETTINGS['clip_stats'])}' (more window statistics, a bag of hidden-layer heads; "
+        f"'{json.dumps(ROBUST_MODEL_SETTINGS['clip_stats'])}' (more window statistics and their rhythm and modulation, a bag of hidden-layer heads; "
         '{"hidden": 0} for the linear layer); '
         "resnet/densenet: '{\"variant\": \"resnet50\", \"imagenet_weights\": \"resnet50-0676ba61.pth\"}' "
         "fine-tunes torchvision's ImageNet weights from that file",
@@ -310,6 +310,13 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         help="deep folds: log-mel settings as `emostream train --feature-settings` takes them",
     )
     p.add_argument(
+        "--augment",
+        default="{}",
+        metavar="JSON",
+        help="deep folds: augmentation settings as `emostream train --augment` takes them, e.g. "
+        "'{\"level_dbfs\": [-50, -6]}'",
+    )
+    p.add_argument(
         "--combine",
         action="append",
         type=Path,
@@ -369,12 +376,14 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emostream.models.modelfile import ModelFileError
+    from emostream.train.augment import AugmentConfig
     from emostream.train.protocols import default_cache, run_crosscorpus
 
     console = Console()
     datasets = list(comma_list(args.datasets))
     try:
         _check_data(args.data, datasets)
+        augment = AugmentConfig.from_dict(json_object(args.augment, "--augment"))
         run_crosscorpus(
             args.data,
             datasets,
@@ -392,8 +401,9 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             feature_settings=json_object(args.feature_settings, "--feature-settings"),
             arch=args.arch,
             combine=list(args.combine),
+            augment=augment,
         )
-    except (ValueError, FileNotFoundError, ModelFileError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ModelFileError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")
         return 2
     return 0

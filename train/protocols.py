@@ -15,6 +15,7 @@ so it sits in the same table as the deep model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emostream.models.features import FeatureConfig
+from emostream.train.augment import AugmentConfig
 from emostream.train.baseline import ClipFeatures, LogisticBaseline, group_columns, speaker_normalise
 from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
@@ -216,14 +218,16 @@ def run_crosscorpus(
     feature_settings: dict[str, Any] | None = None,
     arch: str = "bandsplit_bilstm",
     combine: Sequence[Path] = (),
+    augment: AugmentConfig | None = None,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
     ``held_out`` (default: every corpus of ``datasets``) chooses the folds that run: the corpora held out
     in turn, each scored after training on all the other corpora of ``datasets``. ``model_settings`` and
     ``feature_settings`` go to every deep fold's training as ``emostream train`` takes them (the recipe's
-    settings unless they say otherwise), and ``arch`` is the deep folds' architecture (``clip_stats``: the
-    statistics baseline as a level-invariant streaming model); the statistics baseline does not use them.
+    settings unless they say otherwise), ``augment`` their augmentation (default: ``AugmentConfig()``), and
+    ``arch`` is the deep folds' architecture (``clip_stats``: the statistics baseline as a level-invariant
+    streaming model); the statistics baseline does not use them.
 
     ``combine``: earlier runs of this command (their ``--out`` folders); each fold's models in them
     (``without_<corpus>/model``), and this run's deep fold model with ``deep``, are combined into one
@@ -296,6 +300,7 @@ def run_crosscorpus(
                 max_clips_per_dataset=max_clips,
                 model_settings=dict(model_settings or {}),
                 feature_settings=dict(feature_settings or {}),
+                augment=augment or AugmentConfig(),
                 name=f"loco-without-{held}",
                 command=f"emostream crosscorpus (fold {held})",
             )
@@ -315,7 +320,14 @@ def run_crosscorpus(
         "datasets": list(datasets),
         "baseline_features": variant.describe(),
         **(
-            {"deep_settings": {"arch": arch, "model": dict(model_settings or {}), "features": dict(feature_settings or {})}}
+            {
+                "deep_settings": {
+                    "arch": arch,
+                    "model": dict(model_settings or {}),
+                    "features": dict(feature_settings or {}),
+                    "augment": dataclasses.asdict(augment or AugmentConfig()),
+                }
+            }
             if deep
             else {}
         ),

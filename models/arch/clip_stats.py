@@ -29,6 +29,18 @@ rows, ``models.features.pitch_rows``):
   the loudest (6); with ``pitch`` also the mean and deviation of the periodicity over the active
   frames, its mean over the voiced frames, and the slope of log2 F0 over time across the voiced
   frames, in octaves per second (4).
+- with ``dynamics`` (the recipe's setting for the latest fits; off in older model files),
+  after all of the above: how the frame level moves over 20, 50, 100 and 250 ms (the standard
+  deviation and the mean magnitude of its change over those lags, present frames; 8) and how each
+  quarter of the mel range moves over 50 and 250 ms (standard deviation, active frames; 8); the bursts
+  of active frames per second of present audio, their mean length in seconds and the share of the
+  present frames that are not active (pauses) (3); the spectral flux of the level-free frame shape over
+  10 and 50 ms (mean and deviation; 4); the spread over the active frames of cepstra 1-12 of the frame
+  shape (a DCT of the mel bins) and of their change between consecutive frames (24); with ``pitch``
+  also the voiced stretches per second and their mean length (2), how log2 F0 moves over 50, 100 and
+  250 ms (standard deviation and mean magnitude, voiced pairs; 6) and the correlation of frame level
+  and F0 over the voiced frames (1). Rhythm and movement at syllable time scales, which the
+  per-frame statistics above do not see.
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
@@ -56,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "floor_db": 60.0,
     "active_db": 30.0,
     "extended": False,
+    "dynamics": False,
     "hidden": 0,
     "heads": 1,
 }
@@ -64,16 +77,46 @@ ENERGY_STATS = 6
 PITCH_STATS = 7
 EXTENDED_STATS = 6
 EXTENDED_PITCH_STATS = 4
+DYNAMICS_LEVEL_LAGS = (2, 5, 10, 25)
+"""Frame lags (10-ms hops) of the level-modulation statistics: 20 ms to a quarter of a second."""
+DYNAMICS_BAND_LAGS = (5, 25)
+DYNAMICS_PITCH_LAGS = (5, 10, 25)
+DYNAMICS_FLUX_LAGS = (1, 5)
+DYNAMICS_BANDS = 4
+N_CEPSTRA = 12
+DYNAMICS_STATS = 2 * len(DYNAMICS_LEVEL_LAGS) + DYNAMICS_BANDS * len(DYNAMICS_BAND_LAGS) + 3 + 2 * len(DYNAMICS_FLUX_LAGS) + 2 * N_CEPSTRA
+DYNAMICS_PITCH_STATS = 2 + 2 * len(DYNAMICS_PITCH_LAGS) + 1
 FRAMES_PER_S = 100.0
 """The F0 slope's time unit: frames at the features' 10-ms hop (a scale; standardisation removes it)."""
 
 
-def n_statistics(n_mels: int, pitch: bool, extended: bool = False) -> int:
+def n_statistics(n_mels: int, pitch: bool, extended: bool = False, dynamics: bool = False) -> int:
     """How many statistics ``WindowStatistics`` computes per window."""
     n = 3 * n_mels + ENERGY_STATS + (PITCH_STATS if pitch else 0)
     if extended:
         n += n_mels + EXTENDED_STATS + (EXTENDED_PITCH_STATS if pitch else 0)
+    if dynamics:
+        n += DYNAMICS_STATS + (DYNAMICS_PITCH_STATS if pitch else 0)
     return n
+
+
+def cepstral_basis(n_mels: int, n_cepstra: int) -> torch.Tensor:
+    """``(n_cepstra, n_mels)`` orthonormal DCT-II rows 1..n_cepstra (the 0th, the level, left out)."""
+    k = torch.arange(1, n_cepstra + 1, dtype=torch.float32).unsqueeze(1)
+    m = torch.arange(n_mels, dtype=torch.float32).unsqueeze(0)
+    return torch.cos(math.pi / n_mels * (m + 0.5) * k) * math.sqrt(2.0 / n_mels)
+
+
+def _lagged_change(x: torch.Tensor, w: torch.Tensor, lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard deviation and mean magnitude of ``x[..., t + lag] - x[..., t]`` over the pairs of frames
+    that both weigh in ``w (B, T)``; ``x (B, T)`` or ``(B, K, T)``."""
+    change = x[..., lag:] - x[..., :-lag]
+    pair = w[:, lag:] * w[:, :-lag]
+    if change.dim() == 3:
+        pair = pair.unsqueeze(1)
+    _, std = _masked_mean_std(change, pair)
+    magnitude, _ = _masked_mean_std(change.abs(), pair)
+    return std, magnitude
 
 
 def masked_quantiles(x: torch.Tensor, mask: torch.Tensor, quantiles: list[float]) -> torch.Tensor:
@@ -103,13 +146,44 @@ def _masked_mean_std(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, to
 class WindowStatistics(nn.Module):
     """Features ``(B, n_mels [+ 2], T)`` -> statistics ``(B, n_statistics)`` (module docstring)."""
 
-    __constants__ = ["n_mels", "pitch", "floor", "active", "extended", "frames_per_s"]
+    __constants__ = [
+        "n_mels",
+        "pitch",
+        "floor",
+        "active",
+        "extended",
+        "dynamics",
+        "frames_per_s",
+        "level_lags",
+        "band_lags",
+        "pitch_lags",
+        "flux_lags",
+        "bands",
+    ]
 
-    def __init__(self, n_mels: int, pitch: bool, floor_db: float, active_db: float, extended: bool = False) -> None:
+    def __init__(
+        self,
+        n_mels: int,
+        pitch: bool,
+        floor_db: float,
+        active_db: float,
+        extended: bool = False,
+        dynamics: bool = False,
+    ) -> None:
         super().__init__()
         self.n_mels = int(n_mels)
         self.pitch = bool(pitch)
         self.extended = bool(extended)
+        self.dynamics = bool(dynamics)
+        self.level_lags = DYNAMICS_LEVEL_LAGS
+        self.band_lags = DYNAMICS_BAND_LAGS
+        self.pitch_lags = DYNAMICS_PITCH_LAGS
+        self.flux_lags = DYNAMICS_FLUX_LAGS
+        self.bands = DYNAMICS_BANDS
+        if self.dynamics and self.n_mels < self.bands:
+            raise ValueError(f"clip_stats: dynamics needs at least {self.bands} mel bins, got {self.n_mels}")
+        # not in the state dict: model files without dynamics load as before
+        self.register_buffer("cepstra", cepstral_basis(self.n_mels, N_CEPSTRA), persistent=False)
         self.frames_per_s = FRAMES_PER_S
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
@@ -188,7 +262,61 @@ class WindowStatistics(nn.Module):
                     voiced_periodicity.unsqueeze(1),
                     slope.unsqueeze(1),
                 ]
+        if self.dynamics:
+            extra += self._dynamics(features, x, energy, present, active)
         return torch.cat(parts + extra, dim=1)
+
+    def _dynamics(
+        self, features: torch.Tensor, x: torch.Tensor, energy: torch.Tensor, present: torch.Tensor, active: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Rhythm, modulation and cepstral statistics (module docstring), each ``(B, k)``."""
+        out: list[torch.Tensor] = []
+        for lag in self.level_lags:  # how the level moves over 20-250 ms, pauses included
+            std, magnitude = _lagged_change(energy, present, lag)
+            out += [std.unsqueeze(1), magnitude.unsqueeze(1)]
+        width = self.n_mels // self.bands
+        bands = x[:, : width * self.bands, :].reshape(x.shape[0], self.bands, width, x.shape[2]).mean(dim=2)
+        for lag in self.band_lags:  # the same per quarter of the mel range, over active frames
+            std, _ = _lagged_change(bands, active, lag)
+            out.append(std)
+        seconds_present = present.sum(dim=1).clamp(min=1.0) / self.frames_per_s
+        active_onsets = (active[:, 1:] * (1.0 - active[:, :-1])).sum(dim=1)
+        out += [
+            (active_onsets / seconds_present).unsqueeze(1),  # bursts of speech per second
+            (active.sum(dim=1) / active_onsets.clamp(min=1.0) / self.frames_per_s).unsqueeze(1),  # their length, s
+            (1.0 - active.sum(dim=1) / present.sum(dim=1).clamp(min=1.0)).unsqueeze(1),  # pause share
+        ]
+        shape = x - energy.unsqueeze(1)
+        for lag in self.flux_lags:  # spectral flux of the level-free frame shape
+            flux = (shape[:, :, lag:] - shape[:, :, :-lag]).abs().mean(dim=1)
+            flux_mean, flux_std = _masked_mean_std(flux, active[:, lag:] * active[:, :-lag])
+            out += [flux_mean.unsqueeze(1), flux_std.unsqueeze(1)]
+        basis = self.cepstra
+        assert isinstance(basis, torch.Tensor)  # a buffer, for mypy
+        cepstra = torch.matmul(basis.to(x.dtype), shape)  # (B, N_CEPSTRA, T)
+        _, cepstra_std = _masked_mean_std(cepstra, active.unsqueeze(1))
+        pair = active[:, 1:] * active[:, :-1]
+        _, cepstra_step_std = _masked_mean_std(cepstra[:, :, 1:] - cepstra[:, :, :-1], pair.unsqueeze(1))
+        out += [cepstra_std, cepstra_step_std]
+        if self.pitch:
+            periodicity = features[:, self.n_mels, :]
+            f0 = features[:, self.n_mels + 1, :]
+            voiced = active * ((periodicity - 0.4) / 0.4).clamp(0.0, 1.0)
+            hard = (voiced > 0.5).to(x.dtype)
+            voiced_onsets = (hard[:, 1:] * (1.0 - hard[:, :-1])).sum(dim=1)
+            out += [
+                (voiced_onsets / seconds_present).unsqueeze(1),  # voiced stretches per second (a syllable rate)
+                (hard.sum(dim=1) / voiced_onsets.clamp(min=1.0) / self.frames_per_s).unsqueeze(1),
+            ]
+            for lag in self.pitch_lags:  # how F0 moves over 50-250 ms
+                std, magnitude = _lagged_change(f0, voiced, lag)
+                out += [std.unsqueeze(1), magnitude.unsqueeze(1)]
+            level_mean, level_std = _masked_mean_std(energy, voiced)
+            f0_mean, f0_std = _masked_mean_std(f0, voiced)
+            covariance = ((energy - level_mean.unsqueeze(1)) * (f0 - f0_mean.unsqueeze(1)) * voiced).sum(dim=1)
+            covariance = covariance / voiced.sum(dim=1).clamp(min=1e-6)
+            out.append((covariance / (level_std * f0_std + 1e-3)).unsqueeze(1))  # loudness-pitch correlation
+        return out
 
 
 class ClipStats(nn.Module):
@@ -201,9 +329,14 @@ class ClipStats(nn.Module):
         super().__init__()
         s = {**DEFAULTS, **cfg.settings}
         self.statistics = WindowStatistics(
-            cfg.n_mels, bool(s["pitch"]), float(s["floor_db"]), float(s["active_db"]), bool(s["extended"])
+            cfg.n_mels,
+            bool(s["pitch"]),
+            float(s["floor_db"]),
+            float(s["active_db"]),
+            bool(s["extended"]),
+            bool(s["dynamics"]),
         )
-        n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]))
+        n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]), bool(s["dynamics"]))
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
         hidden, heads = int(s["hidden"]), int(s["heads"])
