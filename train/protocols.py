@@ -240,6 +240,7 @@ def run_crosscorpus(
 
     if len(datasets) < 2:
         raise ValueError("leave-one-corpus-out needs at least two corpora")
+    augment = augment or AugmentConfig()
     if arch not in ARCHITECTURES or arch == "ensemble":
         raise ValueError(f"unknown architecture {arch!r} for the deep folds; known: {', '.join(ARCHITECTURES[:-1])}")
     folds_to_run = list(datasets) if held_out is None else list(dict.fromkeys(held_out))
@@ -300,7 +301,7 @@ def run_crosscorpus(
                 max_clips_per_dataset=max_clips,
                 model_settings=dict(model_settings or {}),
                 feature_settings=dict(feature_settings or {}),
-                augment=augment or AugmentConfig(),
+                augment=augment,
                 name=f"loco-without-{held}",
                 command=f"emostream crosscorpus (fold {held})",
             )
@@ -325,7 +326,7 @@ def run_crosscorpus(
                     "arch": arch,
                     "model": dict(model_settings or {}),
                     "features": dict(feature_settings or {}),
-                    "augment": dataclasses.asdict(augment or AugmentConfig()),
+                    "augment": dataclasses.asdict(augment),
                 }
             }
             if deep

@@ -218,8 +218,10 @@ class WindowStatistics(nn.Module):
             share.unsqueeze(1),
         ]
         extra: list[torch.Tensor] = []
+        # each frame's spectrum without its level (the extended statistics and the dynamics read it)
+        shape = x - energy.unsqueeze(1) if self.extended or self.dynamics else x
+        voicing: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # voiced, F0 mean and deviation
         if self.extended:
-            shape = x - energy.unsqueeze(1)  # each frame's spectrum without its level
             _, shape_std = _masked_mean_std(shape, w)
             level_step_mean, level_step_std = _masked_mean_std((energy[:, 1:] - energy[:, :-1]).abs(), pair)
             bins = torch.arange(self.n_mels, dtype=x.dtype, device=x.device).view(1, -1, 1)
@@ -238,6 +240,7 @@ class WindowStatistics(nn.Module):
             f0 = features[:, self.n_mels + 1, :]
             voiced = active * ((periodicity - 0.4) / 0.4).clamp(0.0, 1.0)  # (B, T)
             f0_mean, f0_std = _masked_mean_std(f0, voiced)
+            voicing = (voiced, f0_mean, f0_std)
             f0_q = masked_quantiles(f0, (voiced > 0.5).to(x.dtype), [0.1, 0.9])
             step_w = voiced[:, 1:] * voiced[:, :-1]
             step_mean, step_std = _masked_mean_std((f0[:, 1:] - f0[:, :-1]).abs(), step_w)
@@ -263,13 +266,23 @@ class WindowStatistics(nn.Module):
                     slope.unsqueeze(1),
                 ]
         if self.dynamics:
-            extra += self._dynamics(features, x, energy, present, active)
+            extra += self._dynamics(features, x, energy, present, active, shape, pair, voicing)
         return torch.cat(parts + extra, dim=1)
 
     def _dynamics(
-        self, features: torch.Tensor, x: torch.Tensor, energy: torch.Tensor, present: torch.Tensor, active: torch.Tensor
+        self,
+        features: torch.Tensor,
+        x: torch.Tensor,
+        energy: torch.Tensor,
+        present: torch.Tensor,
+        active: torch.Tensor,
+        shape: torch.Tensor,
+        pair: torch.Tensor,
+        voicing: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     ) -> list[torch.Tensor]:
-        """Rhythm, modulation and cepstral statistics (module docstring), each ``(B, k)``."""
+        """Rhythm, modulation and cepstral statistics (module docstring), each ``(B, k)``; ``shape``, ``pair``
+        (consecutive active frames) and ``voicing`` (with pitch: voiced weights, F0 mean and deviation) as
+        ``forward`` computed them."""
         out: list[torch.Tensor] = []
         for lag in self.level_lags:  # how the level moves over 20-250 ms, pauses included
             std, magnitude = _lagged_change(energy, present, lag)
@@ -286,7 +299,6 @@ class WindowStatistics(nn.Module):
             (active.sum(dim=1) / active_onsets.clamp(min=1.0) / self.frames_per_s).unsqueeze(1),  # their length, s
             (1.0 - active.sum(dim=1) / present.sum(dim=1).clamp(min=1.0)).unsqueeze(1),  # pause share
         ]
-        shape = x - energy.unsqueeze(1)
         for lag in self.flux_lags:  # spectral flux of the level-free frame shape
             flux = (shape[:, :, lag:] - shape[:, :, :-lag]).abs().mean(dim=1)
             flux_mean, flux_std = _masked_mean_std(flux, active[:, lag:] * active[:, :-lag])
@@ -295,13 +307,11 @@ class WindowStatistics(nn.Module):
         assert isinstance(basis, torch.Tensor)  # a buffer, for mypy
         cepstra = torch.matmul(basis.to(x.dtype), shape)  # (B, N_CEPSTRA, T)
         _, cepstra_std = _masked_mean_std(cepstra, active.unsqueeze(1))
-        pair = active[:, 1:] * active[:, :-1]
         _, cepstra_step_std = _masked_mean_std(cepstra[:, :, 1:] - cepstra[:, :, :-1], pair.unsqueeze(1))
         out += [cepstra_std, cepstra_step_std]
-        if self.pitch:
-            periodicity = features[:, self.n_mels, :]
+        if voicing is not None:
+            voiced, f0_mean, f0_std = voicing
             f0 = features[:, self.n_mels + 1, :]
-            voiced = active * ((periodicity - 0.4) / 0.4).clamp(0.0, 1.0)
             hard = (voiced > 0.5).to(x.dtype)
             voiced_onsets = (hard[:, 1:] * (1.0 - hard[:, :-1])).sum(dim=1)
             out += [
@@ -312,7 +322,6 @@ class WindowStatistics(nn.Module):
                 std, magnitude = _lagged_change(f0, voiced, lag)
                 out += [std.unsqueeze(1), magnitude.unsqueeze(1)]
             level_mean, level_std = _masked_mean_std(energy, voiced)
-            f0_mean, f0_std = _masked_mean_std(f0, voiced)
             covariance = ((energy - level_mean.unsqueeze(1)) * (f0 - f0_mean.unsqueeze(1)) * voiced).sum(dim=1)
             covariance = covariance / voiced.sum(dim=1).clamp(min=1e-6)
             out.append((covariance / (level_std * f0_std + 1e-3)).unsqueeze(1))  # loudness-pitch correlation
