@@ -36,8 +36,8 @@ ONNX_METADATA_KEY = "emostream"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
 SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "fast": FAST_MODEL_DIR}
-"""Model names that ``--model`` accepts besides paths: ``default`` (the deep model + ``clip_stats``, the best
-transfer to unseen audio) and ``fast`` (the deep model alone, no pitch rows: about 1.8x the server's capacity)."""
+"""Model names that ``--model`` accepts besides paths: ``default`` (the deep model + two ``clip_stats``, the best
+transfer to unseen audio) and ``fast`` (the deep model alone, no pitch rows: about 2x the server's capacity)."""
 BACKENDS = ("auto", "onnx", "torchscript", "eager")
 SPEECH_META_KEY = "speech"
 """Model metadata: True when the model is about speech, so the streamer classifies only the windows its speech

@@ -168,6 +168,36 @@ def test_dynamics_follow_the_others_and_measure_what_they_say() -> None:
         WindowStatistics(3, True, 60.0, 30.0, dynamics=True)
 
 
+def test_denoise_keeps_the_pauses_that_stationary_noise_fills() -> None:
+    """Voice bursts at 2 and 4 per second over a faint room noise (40 dB below the bursts), and the same
+    with white noise 10 dB below them. Without ``denoise`` every frame counts as active, so the burst rate
+    says nothing; with it the burst rate follows the voice and the pause share stays put under the noise.
+    A gain changes nothing, ``denoise`` 0 is the plain statistics, and a factor out of range is refused."""
+    rng = np.random.default_rng(3)
+    clean, noisy = [], []
+    for r in (2.0, 4.0):
+        c = voice(4.0, f0=150.0, seed=1, bursts_per_s=r)
+        speech_rms = float(np.sqrt(np.mean(np.square(c[np.abs(c) > 0.2 * np.abs(c).max()]))))
+        for level_db, out in ((-40.0, clean), (-10.0, noisy)):
+            out.append((c + speech_rms * 10 ** (level_db / 20) * rng.standard_normal(len(c))).astype(np.float32))
+    waves = [window(c, SR) for c in clean + noisy]
+    plain = stats_of(waves, extended=True, dynamics=True)
+    denoised = stats_of(waves, extended=True, dynamics=True, denoise=2.0)
+    assert denoised.shape == plain.shape and bool(torch.isfinite(denoised).all())
+    bursts, pause = n_statistics(M, True, True) + 16, n_statistics(M, True, True) + 18
+    for i, rate in enumerate((2.0, 4.0)):
+        assert float(plain[2 + i, bursts]) < 1.0, plain[:, bursts]  # the noise made one long burst
+        for j in (i, 2 + i):  # clean and noisy
+            assert abs(float(denoised[j, bursts]) - rate) < 0.3, denoised[:, bursts]
+        assert abs(float(denoised[2 + i, pause]) - float(denoised[i, pause])) < 0.1, denoised[:, pause]
+        assert 0.3 < float(denoised[i, pause]) < 0.6, denoised[:, pause]
+    louder = stats_of([w * 10.0 for w in waves], extended=True, dynamics=True, denoise=2.0)
+    torch.testing.assert_close(louder, denoised, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(stats_of(waves, extended=True, dynamics=True, denoise=0.0), plain)
+    with pytest.raises(ValueError, match="over-subtraction factor"):
+        WindowStatistics(M, True, 60.0, 30.0, denoise=-1.0)
+
+
 def test_speaker_folds_keep_speakers_whole_and_spread_corpora() -> None:
     speakers = [f"a:{i % 7}" for i in range(70)] + [f"b:{i % 3}" for i in range(30)]
     corpora = ["a"] * 70 + ["b"] * 30
@@ -191,20 +221,29 @@ def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
 MLP_HEAD = {"hidden": 8, "heads": 3}
 
 
-def statistics_settings(extended: bool, dynamics: bool) -> dict[str, bool]:
-    return {**({"extended": True} if extended else {}), **({"dynamics": True} if dynamics else {})}
+def statistics_settings(extended: bool, dynamics: bool, denoise: float = 0.0) -> dict[str, object]:
+    return {
+        **({"extended": True} if extended else {}),
+        **({"dynamics": True} if dynamics else {}),
+        **({"denoise": denoise} if denoise else {}),
+    }
 
 
 def fitted(
-    seed: int = 0, pitch: bool = True, extended: bool = False, head: dict | None = None, dynamics: bool = False
+    seed: int = 0,
+    pitch: bool = True,
+    extended: bool = False,
+    head: dict | None = None,
+    dynamics: bool = False,
+    denoise: float = 0.0,
 ) -> torch.nn.Module:
     """A clip_stats model with standardisation measured on a few voices and random weights (``head``: the
     bag's settings; the linear layer without)."""
     torch.manual_seed(seed)
-    settings = {"pitch": pitch, **statistics_settings(extended, dynamics), **(head or {})}
+    settings = {"pitch": pitch, **statistics_settings(extended, dynamics, denoise), **(head or {})}
     model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
     waves = [voice(3.0, f0=f, seed=i, bursts_per_s=2.0 + i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
-    s = stats_of(waves, extended=extended, dynamics=dynamics) if pitch else None
+    s = stats_of(waves, **statistics_settings(extended, dynamics, denoise)) if pitch else None
     with torch.no_grad():
         if s is not None:
             model.get_buffer("mean").copy_(s.mean(0))
@@ -218,15 +257,23 @@ def fitted(
 
 
 @pytest.mark.parametrize(
-    ("extended", "dynamics", "head"),
-    [(False, False, None), (True, False, None), (True, False, MLP_HEAD), (True, True, MLP_HEAD)],
+    ("extended", "dynamics", "head", "denoise"),
+    [
+        (False, False, None, 0.0),
+        (True, False, None, 0.0),
+        (True, False, MLP_HEAD, 0.0),
+        (True, True, MLP_HEAD, 0.0),
+        (True, True, MLP_HEAD, 2.0),
+    ],
 )
-def test_no_backend_moves_with_a_gain_of_20_db(tmp_path: Path, extended: bool, dynamics: bool, head: dict | None) -> None:
+def test_no_backend_moves_with_a_gain_of_20_db(
+    tmp_path: Path, extended: bool, dynamics: bool, head: dict | None, denoise: float
+) -> None:
     """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend
     (the statistics of models fitted before 2026-12-05, the extended ones, the extended ones through a
-    bag of hidden-layer heads, and with the dynamics, the recipe's latest fits)."""
-    model = fitted(extended=extended, head=head, dynamics=dynamics)
-    settings = {"pitch": True, **statistics_settings(extended, dynamics), **(head or {})}
+    bag of hidden-layer heads, with the dynamics, and with the noise subtracted first)."""
+    model = fitted(extended=extended, head=head, dynamics=dynamics, denoise=denoise)
+    settings = {"pitch": True, **statistics_settings(extended, dynamics, denoise), **(head or {})}
     spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
     model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
     clip = window(voice(3.5, f0=180.0, seed=5), SR)

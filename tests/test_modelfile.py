@@ -165,8 +165,9 @@ def test_cli_export(saved: tuple[torch.nn.Module, Path, Path], tmp_path: Path) -
 
 @pytest.mark.skipif(not all((d / "model.onnx").is_file() for d in SHIPPED_MODELS.values()), reason="no shipped models")
 def test_shipped_models_load_by_name() -> None:
-    """``default`` is the deep model + clip_stats (features with the pitch rows); ``fast`` is that deep model
-    alone (log-mel only). Both carry the same labels and speaker split, on every backend."""
+    """``default`` is the deep model + two clip_stats, the second with the noise subtraction (features with the
+    pitch rows); ``fast`` is that deep model alone (log-mel only). Both carry the same labels and speaker split,
+    on every backend."""
     from dataclasses import replace
 
     loaded = {name: {b: load_classifier(name, backend=b) for b in ("onnx", "torchscript")} for name in SHIPPED_MODELS}
@@ -175,8 +176,9 @@ def test_shipped_models_load_by_name() -> None:
     assert default.labels == fast.labels and default.spec.meta["split"] == fast.spec.meta["split"]
     assert default.feature_config.pitch and fast.feature_config == replace(default.feature_config, pitch=False)
     members = default.model_config.settings["members"]
-    assert [m["arch"] for m in members] == [fast.model_config.arch, "clip_stats"]
+    assert [m["arch"] for m in members] == [fast.model_config.arch, "clip_stats", "clip_stats"]
     assert members[0]["settings"] == fast.model_config.settings
+    assert [m["settings"].get("denoise", 0) for m in members[1:]] == [0, 1]
     for name, by_backend in loaded.items():
         assert by_backend["torchscript"].labels == by_backend["onnx"].labels, name
 

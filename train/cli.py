@@ -58,7 +58,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         f"'{json.dumps(ROBUST_MODEL_SETTINGS['bandsplit_bilstm'])}' (level-invariant, "
         "0.056 GFLOP per window) unless these say otherwise, clip_stats runs "
         f"'{json.dumps(ROBUST_MODEL_SETTINGS['clip_stats'])}' (more window statistics and their rhythm and modulation, a bag of hidden-layer heads; "
-        '{"hidden": 0} for the linear layer); '
+        '{"hidden": 0} for the linear layer, {"denoise": 1} to subtract the window\'s noise estimate first, as the '
+        "default's third member does); "
         "resnet/densenet: '{\"variant\": \"resnet50\", \"imagenet_weights\": \"resnet50-0676ba61.pth\"}' "
         "fine-tunes torchvision's ImageNet weights from that file",
     )

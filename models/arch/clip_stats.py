@@ -41,6 +41,13 @@ rows, ``models.features.pitch_rows``):
   250 ms (standard deviation and mean magnitude, voiced pairs; 6) and the correlation of frame level
   and F0 over the voiced frames (1). Rhythm and movement at syllable time scales, which the
   per-frame statistics above do not see.
+- with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
+  all of the above: spectral subtraction. The noise estimate is the mean spectrum (power) of the
+  quietest fifth of the present frames by frame level; ``denoise`` times it is subtracted from every
+  frame's power, each bin keeping at least the estimate less 20 dB; and an active frame must also carry
+  more mean power than the estimate. Every statistic is then computed from the log-mel after the
+  subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
+  level is its mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
@@ -69,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "active_db": 30.0,
     "extended": False,
     "dynamics": False,
+    "denoise": 0.0,
     "hidden": 0,
     "heads": 1,
 }
@@ -86,6 +94,11 @@ DYNAMICS_BANDS = 4
 N_CEPSTRA = 12
 DYNAMICS_STATS = 2 * len(DYNAMICS_LEVEL_LAGS) + DYNAMICS_BANDS * len(DYNAMICS_BAND_LAGS) + 3 + 2 * len(DYNAMICS_FLUX_LAGS) + 2 * N_CEPSTRA
 DYNAMICS_PITCH_STATS = 2 + 2 * len(DYNAMICS_PITCH_LAGS) + 1
+DENOISE_QUIET = 0.2
+"""``denoise``: the share of the window's present frames, the quietest by frame level, whose mean spectrum
+is the noise estimate."""
+DENOISE_FLOOR_DB = 20.0
+"""``denoise``: after subtraction a bin keeps at least the noise estimate less this many dB."""
 FRAMES_PER_S = 100.0
 """The F0 slope's time unit: frames at the features' 10-ms hop (a scale; standardisation removes it)."""
 
@@ -159,6 +172,9 @@ class WindowStatistics(nn.Module):
         "pitch_lags",
         "flux_lags",
         "bands",
+        "denoise",
+        "denoise_floor",
+        "quiet",
     ]
 
     def __init__(
@@ -169,8 +185,14 @@ class WindowStatistics(nn.Module):
         active_db: float,
         extended: bool = False,
         dynamics: bool = False,
+        denoise: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(denoise) <= 10.0:
+            raise ValueError(f"clip_stats: denoise is an over-subtraction factor from 0 (off) to 10, got {denoise}")
+        self.denoise = float(denoise)
+        self.denoise_floor = -float(DENOISE_FLOOR_DB) * DB_TO_LN
+        self.quiet = DENOISE_QUIET
         self.n_mels = int(n_mels)
         self.pitch = bool(pitch)
         self.extended = bool(extended)
@@ -193,8 +215,15 @@ class WindowStatistics(nn.Module):
         top = x.amax(dim=(1, 2))  # (B,)
         energy = x.mean(dim=1)  # (B, T)
         present = (energy > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)
+        noise_level = torch.zeros_like(top)
+        if self.denoise > 0.0:
+            x, noise_level = self._subtract_noise(x, top, energy, present)
+            energy = x.mean(dim=1)
         loudest = torch.where(present > 0.5, energy, torch.full_like(energy, -1e9)).amax(dim=1, keepdim=True)
         active = present * (energy > loudest - self.active).to(x.dtype)  # (B, T)
+        if self.denoise > 0.0:  # and louder than the noise estimate, after its subtraction
+            power = torch.logsumexp(x, dim=1) - math.log(self.n_mels)  # (B, T): log of the frame's mean power
+            active = active * (power > noise_level.unsqueeze(1)).to(x.dtype)
         n_active = active.sum(dim=1).clamp(min=1.0)  # (B,)
         w = active.unsqueeze(1)  # (B, 1, T)
 
@@ -268,6 +297,23 @@ class WindowStatistics(nn.Module):
         if self.dynamics:
             extra += self._dynamics(features, x, energy, present, active, shape, pair, voicing)
         return torch.cat(parts + extra, dim=1)
+
+    def _subtract_noise(
+        self, x: torch.Tensor, top: torch.Tensor, energy: torch.Tensor, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spectral subtraction in the power domain: the noise estimate is the mean spectrum of the quietest
+        ``quiet`` share of the present frames; ``denoise`` times it is subtracted from every frame, and each
+        bin keeps at least the estimate less ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and
+        the log of the estimate's mean power over the bins ``(B,)``, which an active frame must exceed.
+        Relative to the window's loudest bin, so a gain changes nothing."""
+        threshold = masked_quantiles(energy, present, [self.quiet])  # (B, 1)
+        quiet = present * (energy <= threshold + 1e-6).to(x.dtype)  # (B, T)
+        power = torch.exp(x - top.view(-1, 1, 1))  # (B, M, T), <= 1
+        noise, _ = _masked_mean_std(power, quiet.unsqueeze(1))  # (B, M)
+        noise = noise.unsqueeze(2)
+        kept = torch.maximum(power - self.denoise * noise, noise * math.exp(self.denoise_floor))
+        level = torch.log(noise.mean(dim=1).squeeze(1).clamp(min=1e-30)) + top
+        return torch.log(kept.clamp(min=1e-30)) + top.view(-1, 1, 1), level
 
     def _dynamics(
         self,
@@ -344,6 +390,7 @@ class ClipStats(nn.Module):
             float(s["active_db"]),
             bool(s["extended"]),
             bool(s["dynamics"]),
+            float(s["denoise"]),
         )
         n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]), bool(s["dynamics"]))
         self.register_buffer("mean", torch.zeros(n))
