@@ -172,7 +172,8 @@ def test_denoise_keeps_the_pauses_that_stationary_noise_fills() -> None:
     """Voice bursts at 2 and 4 per second over a faint room noise (40 dB below the bursts), and the same
     with white noise 10 dB below them. Without ``denoise`` every frame counts as active, so the burst rate
     says nothing; with it the burst rate follows the voice and the pause share stays put under the noise.
-    A gain changes nothing, ``denoise`` 0 is the plain statistics, and a factor out of range is refused."""
+    A gain changes nothing, ``denoise`` 0 is the plain statistics, a factor or quiet share out of range is
+    refused, and a quiet share of a tenth finds the same bursts."""
     rng = np.random.default_rng(3)
     clean, noisy = [], []
     for r in (2.0, 4.0):
@@ -196,6 +197,12 @@ def test_denoise_keeps_the_pauses_that_stationary_noise_fills() -> None:
     torch.testing.assert_close(stats_of(waves, extended=True, dynamics=True, denoise=0.0), plain)
     with pytest.raises(ValueError, match="over-subtraction factor"):
         WindowStatistics(M, True, 60.0, 30.0, denoise=-1.0)
+    with pytest.raises(ValueError, match="share of the frames"):
+        WindowStatistics(M, True, 60.0, 30.0, denoise=1.0, denoise_quiet=1.0)
+    # a smaller quiet share still finds the pauses of a voice that pauses half the time
+    tenth = stats_of(waves, extended=True, dynamics=True, denoise=2.0, denoise_quiet=0.1)
+    for i, rate in enumerate((2.0, 4.0)):
+        assert abs(float(tenth[2 + i, bursts]) - rate) < 0.3, tenth[:, bursts]
 
 
 def test_speaker_folds_keep_speakers_whole_and_spread_corpora() -> None:

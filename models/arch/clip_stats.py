@@ -43,7 +43,7 @@ rows, ``models.features.pitch_rows``):
   per-frame statistics above do not see.
 - with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
   all of the above: spectral subtraction. The noise estimate is the mean spectrum (power) of the
-  quietest fifth of the present frames by frame level; ``denoise`` times it is subtracted from every
+  quietest fifth (``denoise_quiet``) of the present frames by frame level; ``denoise`` times it is subtracted from every
   frame's power, each bin keeping at least the estimate less 20 dB; and an active frame must also carry
   more mean power than the estimate. Every statistic is then computed from the log-mel after the
   subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
@@ -77,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "extended": False,
     "dynamics": False,
     "denoise": 0.0,
+    "denoise_quiet": 0.2,
     "hidden": 0,
     "heads": 1,
 }
@@ -95,8 +96,8 @@ N_CEPSTRA = 12
 DYNAMICS_STATS = 2 * len(DYNAMICS_LEVEL_LAGS) + DYNAMICS_BANDS * len(DYNAMICS_BAND_LAGS) + 3 + 2 * len(DYNAMICS_FLUX_LAGS) + 2 * N_CEPSTRA
 DYNAMICS_PITCH_STATS = 2 + 2 * len(DYNAMICS_PITCH_LAGS) + 1
 DENOISE_QUIET = 0.2
-"""``denoise``: the share of the window's present frames, the quietest by frame level, whose mean spectrum
-is the noise estimate."""
+"""``denoise``: the default share of the window's present frames, the quietest by frame level, whose mean
+spectrum is the noise estimate (setting ``denoise_quiet``)."""
 DENOISE_FLOOR_DB = 20.0
 """``denoise``: after subtraction a bin keeps at least the noise estimate less this many dB."""
 FRAMES_PER_S = 100.0
@@ -186,13 +187,16 @@ class WindowStatistics(nn.Module):
         extended: bool = False,
         dynamics: bool = False,
         denoise: float = 0.0,
+        denoise_quiet: float = DENOISE_QUIET,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(denoise) <= 10.0:
             raise ValueError(f"clip_stats: denoise is an over-subtraction factor from 0 (off) to 10, got {denoise}")
+        if not 0.0 < float(denoise_quiet) < 1.0:
+            raise ValueError(f"clip_stats: denoise_quiet is a share of the frames, above 0 and below 1, got {denoise_quiet}")
         self.denoise = float(denoise)
         self.denoise_floor = -float(DENOISE_FLOOR_DB) * DB_TO_LN
-        self.quiet = DENOISE_QUIET
+        self.quiet = float(denoise_quiet)
         self.n_mels = int(n_mels)
         self.pitch = bool(pitch)
         self.extended = bool(extended)
@@ -391,6 +395,7 @@ class ClipStats(nn.Module):
             bool(s["extended"]),
             bool(s["dynamics"]),
             float(s["denoise"]),
+            float(s["denoise_quiet"]),
         )
         n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]), bool(s["dynamics"]))
         self.register_buffer("mean", torch.zeros(n))
