@@ -15,7 +15,6 @@ so it sits in the same table as the deep model.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import platform
@@ -326,7 +325,7 @@ def run_crosscorpus(
                     "arch": arch,
                     "model": dict(model_settings or {}),
                     "features": dict(feature_settings or {}),
-                    "augment": dataclasses.asdict(augment),
+                    "augment": augment.to_dict(),
                 }
             }
             if deep

@@ -43,9 +43,9 @@ rows, ``models.features.pitch_rows``):
   per-frame statistics above do not see.
 - with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
   all of the above: spectral subtraction. The noise estimate is the mean spectrum (power) of the
-  quietest fifth (``denoise_quiet``) of the present frames by frame level; ``denoise`` times it is subtracted from every
-  frame's power, each bin keeping at least the estimate less 20 dB; and an active frame must also carry
-  more mean power than the estimate. Every statistic is then computed from the log-mel after the
+  quietest fifth (``denoise_quiet``) of the present frames by frame level; ``denoise`` times it is
+  subtracted from every frame's power, each bin keeping at least the estimate less 20 dB; and an
+  active frame must also carry more mean power than the estimate. Every statistic is then computed from the log-mel after the
   subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
   level is its mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
 
@@ -312,12 +312,12 @@ class WindowStatistics(nn.Module):
         Relative to the window's loudest bin, so a gain changes nothing."""
         threshold = masked_quantiles(energy, present, [self.quiet])  # (B, 1)
         quiet = present * (energy <= threshold + 1e-6).to(x.dtype)  # (B, T)
-        power = torch.exp(x - top.view(-1, 1, 1))  # (B, M, T), <= 1
+        top3 = top.view(-1, 1, 1)
+        power = torch.exp(x - top3)  # (B, M, T), <= 1
         noise, _ = _masked_mean_std(power, quiet.unsqueeze(1))  # (B, M)
-        noise = noise.unsqueeze(2)
-        kept = torch.maximum(power - self.denoise * noise, noise * math.exp(self.denoise_floor))
-        level = torch.log(noise.mean(dim=1).squeeze(1).clamp(min=1e-30)) + top
-        return torch.log(kept.clamp(min=1e-30)) + top.view(-1, 1, 1), level
+        kept = torch.maximum(power - self.denoise * noise.unsqueeze(2), noise.unsqueeze(2) * math.exp(self.denoise_floor))
+        level = torch.log(noise.mean(dim=1).clamp(min=1e-30)) + top
+        return torch.log(kept.clamp(min=1e-30)) + top3, level
 
     def _dynamics(
         self,
