@@ -88,9 +88,18 @@ def register_ensemble(sub: argparse._SubParsersAction) -> None:
         "of the members' class probabilities, so the streamer, 'emostream evaluate' and the benchmarks use it "
         "like any model. Members must share feature settings, labels, label mapping and speaker split (so its "
         "held-out speakers stay unheard). Each member adds its cost per window: two members cost twice one.",
-        epilog="example: emostream ensemble runs/a/model runs/b/model --out runs/ab/model",
+        epilog="examples: emostream ensemble runs/a/model runs/b/model --out runs/ab/model; "
+        "emostream ensemble models/default@0,1 runs/c/model --out runs/abc (the default's first two members "
+        "and another model); emostream ensemble models/default@1 --out runs/member1 (one member alone)",
     )
-    p.add_argument("models", nargs="+", type=Path, metavar="MODEL", help="model directories or checkpoints (>= 2)")
+    p.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="MODEL",
+        help="model directories or checkpoints (>= 2); MODEL@I,J takes only members I, J (from 0) of an "
+        "ensemble, and one MODEL@I,J alone writes those members on their own",
+    )
     p.add_argument("--out", required=True, type=Path, help="output model directory")
     p.add_argument("--name", default="", help="the model's name in its metadata (default: the output folder's)")
     p.set_defaults(func=_run_ensemble)
@@ -99,12 +108,12 @@ def register_ensemble(sub: argparse._SubParsersAction) -> None:
 def _run_ensemble(args: argparse.Namespace) -> int:
     import shlex
 
-    from emostream.models.ensemble import write_ensemble
+    from emostream.models.ensemble import parse_model_arg, write_ensemble
     from emostream.models.flops import describe
     from emostream.models.modelfile import ModelFileError, load_classifier
 
-    if len(args.models) < 2:
-        print("emostream ensemble: give at least two models", file=sys.stderr)
+    if len(args.models) < 2 and parse_model_arg(args.models[0])[1] is None:
+        print("emostream ensemble: give at least two models (or one ensemble's members, MODEL@I,J)", file=sys.stderr)
         return 2
     command = " ".join(["emostream", "ensemble", *map(shlex.quote, sys.argv[2:])]) if len(sys.argv) > 2 else ""
     try:
@@ -114,8 +123,9 @@ def _run_ensemble(args: argparse.Namespace) -> int:
         print(f"emostream ensemble: {exc}", file=sys.stderr)
         return 1
     cost = describe(clf.model_config, clf.spec.feature_config)
+    n = len(clf.model_config.settings.get("members") or [0])
     print(
-        f"wrote {out}: {len(args.models)} models, {cost['params']:,} parameters, "
+        f"wrote {out}: {n} model{'s' if n > 1 else ''}, {cost['params']:,} parameters, "
         f"{cost['gflop_per_window']:.3f} GFLOP per window; labels: {', '.join(clf.labels)}"
     )
     return 0

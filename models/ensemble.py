@@ -12,6 +12,7 @@ speakers in training). Costs add up: two members cost twice one member per windo
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,68 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
     return ensemble
 
 
+def parse_model_arg(model: Path | str) -> tuple[Path, list[int] | None]:
+    """``PATH`` or ``PATH@I,J``: a model, or only members ``I, J`` (counted from 0) of an ensemble model."""
+    text = str(model)
+    path, at, picks = text.rpartition("@")
+    if not at or Path(text).exists() or not re.fullmatch(r"\d+(,\d+)*", picks):
+        return Path(text), None
+    return Path(path), [int(i) for i in picks.split(",")]
+
+
+def select_members(ckpt: Checkpoint, picks: list[int]) -> Checkpoint:
+    """The members ``picks`` of an ensemble checkpoint, weights unchanged: one member as its own model,
+    several as a smaller ensemble."""
+    mc = ckpt.spec.model_config
+    where = f"{ckpt.path}@{','.join(map(str, picks))}"
+    if mc.arch != "ensemble":
+        raise ValueError(f"{where}: members can only be picked from an ensemble; this model is one {mc.arch}")
+    members = mc.settings["members"]
+    bad = [i for i in picks if not 0 <= i < len(members)]
+    if bad or len(set(picks)) != len(picks):
+        raise ValueError(f"{where}: the ensemble has members 0-{len(members) - 1}, each picked at most once")
+    state: dict[str, torch.Tensor] = {}
+    for j, i in enumerate(picks):
+        prefix = f"members.{i}."
+        new_prefix = "" if len(picks) == 1 else f"members.{j}."
+        state.update({new_prefix + k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)})
+    if len(picks) == 1:
+        m = members[picks[0]]
+        config = ModelConfig(
+            str(m["arch"]),
+            mc.n_classes,
+            mc.n_mels,
+            dict(m.get("settings") or {}),
+            tuple(tuple(g) for g in m.get("fold", ())),
+        )
+    else:
+        config = ModelConfig("ensemble", mc.n_classes, mc.n_mels, {"members": [members[i] for i in picks]})
+    meta = dict(ckpt.spec.meta)
+    if isinstance(meta.get("members"), list) and len(meta["members"]) == len(members):
+        meta["members"] = [meta["members"][i] for i in picks]
+    spec = ModelSpec(ckpt.spec.feature_config, config, ckpt.spec.labels, meta)
+    return Checkpoint(spec=spec, state_dict=state, path=Path(where))
+
+
 def write_ensemble(models: list[Path | str], out_dir: Path | str, name: str = "", command: str = "") -> Path:
-    """Combine the model directories or checkpoints ``models`` and export the ensemble to ``out_dir``."""
-    checkpoints = [load_checkpoint(checkpoint_path(m)) for m in models]
+    """Combine the model directories or checkpoints ``models`` (``PATH@I,J``: only those members of an
+    ensemble) and export the ensemble to ``out_dir``. One ``PATH@I,J`` alone writes those members on their
+    own (one member as its own model file, weights unchanged)."""
     out = Path(out_dir)
+    checkpoints = []
+    picked = False
+    for model in models:
+        path, picks = parse_model_arg(model)
+        ckpt = load_checkpoint(checkpoint_path(path))
+        try:
+            checkpoints.append(ckpt if picks is None else select_members(ckpt, picks))
+        except ValueError as exc:
+            raise ModelFileError(path, str(exc)) from None
+        picked = picked or picks is not None
+    if len(checkpoints) == 1 and picked:
+        only = checkpoints[0]
+        only.spec.meta.update({"name": name or out.name, **({"command": command} if command else {})})
+        return export_model(only, out)
     try:
         ensemble = combine(checkpoints, name=name or out.name, command=command)
     except ValueError as exc:

@@ -115,3 +115,31 @@ def test_cli_reports_bad_members_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([*cmd, str(a), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "at least two" in proc.stderr
+
+
+def test_members_picked_from_an_ensemble_keep_their_weights(tmp_path: Path) -> None:
+    """``PATH@I,J`` takes those members of an ensemble: picking all of them again rebuilds it exactly, one
+    member alone is that member as its own model (the same outputs as the model it came from), and a pick
+    from a plain model or out of range is a clear error; on the command line too."""
+    a, b, c = member(tmp_path, 1), member(tmp_path, 2), member(tmp_path, 3)
+    abc = write_ensemble([a, b, c], tmp_path / "abc")
+    again = load_checkpoint(write_ensemble([f"{abc}@0,2", f"{abc}@1"], tmp_path / "acb") / "checkpoint.pt")
+    assert len(again.spec.model_config.settings["members"]) == 3
+    x = torch.from_numpy(inputs(FeatureConfig(n_mels=32, window_s=2.0).n_frames))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.softmax(again.build()(x), -1), torch.softmax(load_checkpoint(abc / "checkpoint.pt").build()(x), -1)
+        )
+        alone = load_checkpoint(write_ensemble([f"{abc}@1"], tmp_path / "b_alone") / "checkpoint.pt")
+        assert alone.spec.model_config.arch == "bandsplit_bilstm"
+        assert alone.spec.meta["name"] == "b_alone" and [m["seed"] for m in alone.spec.meta["members"]] == [2]
+        torch.testing.assert_close(alone.build()(x), load_checkpoint(b).build()(x), atol=0, rtol=0)
+    with pytest.raises(ModelFileError, match="only be picked from an ensemble"):
+        write_ensemble([f"{a}@0", b], tmp_path / "bad")
+    with pytest.raises(ModelFileError, match="members 0-2, each picked at most once"):
+        write_ensemble([f"{abc}@3", b], tmp_path / "bad")
+    cmd = [sys.executable, "-m", "emostream.models.cli", "ensemble"]
+    proc = subprocess.run([*cmd, f"{abc}@0,0", "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "at most once" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*cmd, f"{abc}@2", "--out", str(tmp_path / "c_alone")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "1 model," in proc.stdout, proc.stdout + proc.stderr

@@ -42,8 +42,9 @@ rows, ``models.features.pitch_rows``):
   and F0 over the voiced frames (1). Rhythm and movement at syllable time scales, which the
   per-frame statistics above do not see.
 - with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
-  all of the above: spectral subtraction. The noise estimate is the mean spectrum (power) of the
-  quietest fifth (``denoise_quiet``) of the present frames by frame level; ``denoise`` times it is
+  all of the above: spectral subtraction. The noise estimate is the mean spectrum (power, or with
+  ``denoise_estimate`` "log" the mean log-mel) of the quietest fifth (``denoise_quiet``) of the present
+  frames by frame level; ``denoise`` times it is
   subtracted from every frame's power, each bin keeping at least the estimate less 20 dB; and an
   active frame must also carry more mean power than the estimate. Every statistic is then computed from the log-mel after the
   subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
@@ -78,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "dynamics": False,
     "denoise": 0.0,
     "denoise_quiet": 0.2,
+    "denoise_estimate": "mean",
     "hidden": 0,
     "heads": 1,
 }
@@ -100,6 +102,10 @@ DENOISE_QUIET = 0.2
 spectrum is the noise estimate (setting ``denoise_quiet``)."""
 DENOISE_FLOOR_DB = 20.0
 """``denoise``: after subtraction a bin keeps at least the noise estimate less this many dB."""
+DENOISE_ESTIMATES = ("mean", "log")
+"""``denoise_estimate``: how the quiet frames' spectra are averaged per bin into the noise estimate:
+``mean``, their mean power (every model file before 2026-12-05 night), or ``log``, the mean of their
+log-mel (a geometric mean), which a few loud frames among the quiet ones move far less."""
 FRAMES_PER_S = 100.0
 """The F0 slope's time unit: frames at the features' 10-ms hop (a scale; standardisation removes it)."""
 
@@ -176,6 +182,7 @@ class WindowStatistics(nn.Module):
         "denoise",
         "denoise_floor",
         "quiet",
+        "log_estimate",
     ]
 
     def __init__(
@@ -188,13 +195,19 @@ class WindowStatistics(nn.Module):
         dynamics: bool = False,
         denoise: float = 0.0,
         denoise_quiet: float = DENOISE_QUIET,
+        denoise_estimate: str = "mean",
     ) -> None:
         super().__init__()
         if not 0.0 <= float(denoise) <= 10.0:
             raise ValueError(f"clip_stats: denoise is an over-subtraction factor from 0 (off) to 10, got {denoise}")
         if not 0.0 < float(denoise_quiet) < 1.0:
             raise ValueError(f"clip_stats: denoise_quiet is a share of the frames, above 0 and below 1, got {denoise_quiet}")
+        if denoise_estimate not in DENOISE_ESTIMATES:
+            raise ValueError(
+                f"clip_stats: denoise_estimate is one of {', '.join(DENOISE_ESTIMATES)}, got {denoise_estimate!r}"
+            )
         self.denoise = float(denoise)
+        self.log_estimate = denoise_estimate == "log"
         self.denoise_floor = -float(DENOISE_FLOOR_DB) * DB_TO_LN
         self.quiet = float(denoise_quiet)
         self.n_mels = int(n_mels)
@@ -305,8 +318,8 @@ class WindowStatistics(nn.Module):
     def _subtract_noise(
         self, x: torch.Tensor, top: torch.Tensor, energy: torch.Tensor, present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spectral subtraction in the power domain: the noise estimate is the mean spectrum of the quietest
-        ``quiet`` share of the present frames; ``denoise`` times it is subtracted from every frame, and each
+        """Spectral subtraction in the power domain: the noise estimate is the mean spectrum (power, or log-mel
+        with ``log_estimate``) of the quietest ``quiet`` share of the present frames; ``denoise`` times it is subtracted from every frame, and each
         bin keeps at least the estimate less ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and
         the log of the estimate's mean power over the bins ``(B,)``, which an active frame must exceed.
         Relative to the window's loudest bin, so a gain changes nothing."""
@@ -314,7 +327,11 @@ class WindowStatistics(nn.Module):
         quiet = present * (energy <= threshold + 1e-6).to(x.dtype)  # (B, T)
         top3 = top.view(-1, 1, 1)
         power = torch.exp(x - top3)  # (B, M, T), <= 1
-        noise, _ = _masked_mean_std(power, quiet.unsqueeze(1))  # (B, M)
+        if self.log_estimate:  # the mean log-mel of the quiet frames: a geometric mean of their power
+            log_noise, _ = _masked_mean_std(x - top3, quiet.unsqueeze(1))  # (B, M)
+            noise = torch.exp(log_noise)
+        else:
+            noise, _ = _masked_mean_std(power, quiet.unsqueeze(1))  # (B, M)
         kept = torch.maximum(power - self.denoise * noise.unsqueeze(2), noise.unsqueeze(2) * math.exp(self.denoise_floor))
         level = torch.log(noise.mean(dim=1).clamp(min=1e-30)) + top
         return torch.log(kept.clamp(min=1e-30)) + top3, level
@@ -396,6 +413,7 @@ class ClipStats(nn.Module):
             bool(s["dynamics"]),
             float(s["denoise"]),
             float(s["denoise_quiet"]),
+            str(s["denoise_estimate"]),
         )
         n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]), bool(s["dynamics"]))
         self.register_buffer("mean", torch.zeros(n))
