@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from emostream.models.arch import uses_pitch
 from emostream.models.arch.config import ModelConfig
 from emostream.models.modelformat import (
     CHECKPOINT_NAME,
@@ -142,7 +143,9 @@ def select_members(ckpt: Checkpoint, picks: list[int]) -> Checkpoint:
     meta = dict(ckpt.spec.meta)
     if isinstance(meta.get("members"), list) and len(meta["members"]) == len(members):
         meta["members"] = [meta["members"][i] for i in picks]
-    spec = ModelSpec(ckpt.spec.feature_config, config, ckpt.spec.labels, meta)
+    # the pitch rows only where a picked member reads them (a mel-only member alone takes the mel rows)
+    features = dataclasses.replace(ckpt.spec.feature_config, pitch=uses_pitch(config))
+    spec = ModelSpec(features, config, ckpt.spec.labels, meta)
     return Checkpoint(spec=spec, state_dict=state, path=Path(where))
 
 

@@ -383,7 +383,8 @@ def test_a_fitted_bag_in_the_model_file_gives_the_mean_of_its_heads(tmp_path: Pa
 
 def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path) -> None:
     """A deep model without pitch rows and a statistics model with them: one ensemble whose features have
-    the pitch rows, equal on every backend to the mean of the members' probabilities."""
+    the pitch rows, equal on every backend to the mean of the members' probabilities; each member picked
+    out of it (``PATH@I``) is that member again, with the feature rows it reads."""
     split = {"seed": 0, "test": ["c:3"], "val": ["c:2"], "train": ["c:0", "c:1"]}
     meta = {"split": split, "datasets": ["c"], "label_map": {}}
     deep_cfg = ModelConfig(
@@ -408,6 +409,15 @@ def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path
     for backend, name in MODEL_FILES:
         np.testing.assert_allclose(load_classifier(out / name, backend=backend).predict(feats), expected, atol=2e-5,
                                    err_msg=backend)
+    # each member picked out again is itself: the deep one without the pitch rows, the statistics with them
+    for index, member_file, rows in ((0, a, feats[:, :M]), (1, b, feats)):
+        alone = write_ensemble([f"{out}@{index}"], tmp_path / f"member{index}")
+        assert load_checkpoint(alone / "checkpoint.pt").spec.feature_config.pitch == (index == 1)
+        np.testing.assert_allclose(
+            load_classifier(alone / "model.onnx", backend="onnx").predict(rows),
+            load_classifier(member_file, backend="eager").predict(rows),
+            atol=2e-5,
+        )
     # other feature settings still have to agree
     other = save_checkpoint(
         tmp_path / "other.pt", fitted(1), ModelSpec(FeatureConfig(pitch=True, log_floor=1e-6), stats_cfg, LABELS, meta)

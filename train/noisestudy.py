@@ -30,7 +30,7 @@ import torch
 from emostream.models.arch.clip_stats import DENOISE_ESTIMATES, WindowStatistics
 from emostream.models.arch.layers import DB_TO_LN, floor_below_top
 from emostream.models.features import LogMel
-from emostream.models.modelformat import load_checkpoint, resolve_model_path
+from emostream.models.modelformat import ModelFileError, load_checkpoint, resolve_model_path
 from emostream.models.windows import fit_window
 from emostream.train.corpora import load_corpora
 from emostream.train.perturb import Perturbation
@@ -46,17 +46,17 @@ def _mean_power(x: torch.Tensor, frames: torch.Tensor) -> float:
 
 
 def estimate_figures(
-    clean: torch.Tensor, noisy: torch.Tensor, noise_only: torch.Tensor, module: WindowStatistics
+    clean: torch.Tensor, noisy: torch.Tensor, noise_only: torch.Tensor, modules: dict[str, WindowStatistics]
 ) -> dict[str, tuple[float, float]]:
-    """For each estimate: (dB under the speech on the clean window, dB error against the true noise on the
-    noisy one). Each argument is one window's ``(M, T)`` log-mel."""
+    """For each estimate (``modules``: one ``WindowStatistics`` per ``denoise_estimate``): (dB under the
+    speech on the clean window, dB error against the true noise on the noisy one). Each tensor is one
+    window's ``(M, T)`` log-mel."""
     energy = clean.mean(dim=0)
     speech = energy > energy.max() - SPEECH_DB * DB_TO_LN
     speech_level = _mean_power(clean, speech)
     noise_level = _mean_power(noise_only, speech)
     out: dict[str, tuple[float, float]] = {}
-    for estimate in DENOISE_ESTIMATES:
-        module.log_estimate = estimate == "log"
+    for estimate, module in modules.items():
         levels = []
         for x in (clean, noisy):
             x = floor_below_top(x[None], module.floor)
@@ -88,13 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.clips < 1:
         p.error("--clips must be at least 1")
     torch.set_num_threads(1)
-    spec = load_checkpoint(resolve_model_path(args.model) / "checkpoint.pt").spec
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    try:
+        spec = load_checkpoint(resolve_model_path(args.model) / "checkpoint.pt").spec
+        clips, _ = load_corpora(args.data, names)
+    except (OSError, ValueError, ModelFileError) as exc:  # a missing folder, an unknown corpus, a bad model file
+        print(f"noisestudy: {exc}", file=sys.stderr)
+        return 2
     cfg = spec.feature_config
     features = LogMel(cfg)
-    module = WindowStatistics(cfg.n_mels, True, 60.0, 30.0, denoise=1.0)
+    modules = {e: WindowStatistics(cfg.n_mels, True, 60.0, 30.0, denoise=1.0, denoise_estimate=e) for e in DENOISE_ESTIMATES}
     window_samples = int(round(cfg.window_s * cfg.sample_rate_hz))
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    clips, _ = load_corpora(args.data, names)
     condition = Perturbation("noise", args.snr)
     rng = np.random.default_rng(args.seed)
 
@@ -122,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"noisestudy: {clip.path} is {sr} Hz, the model's features {cfg.sample_rate_hz}; skipped", file=sys.stderr)
                 continue
             noisy = condition.apply(audio, sr, seed=i)
-            for estimate, pair in estimate_figures(log_mel(audio), log_mel(noisy), log_mel(noisy - audio), module).items():
+            for estimate, pair in estimate_figures(log_mel(audio), log_mel(noisy), log_mel(noisy - audio), modules).items():
                 figures[estimate].append(pair)
         for estimate, pairs in figures.items():
             if pairs:

@@ -43,11 +43,10 @@ rows, ``models.features.pitch_rows``):
   per-frame statistics above do not see.
 - with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
   all of the above: spectral subtraction. The noise estimate is the mean spectrum (power, or with
-  ``denoise_estimate`` "log" the mean log-mel) of the quietest fifth (``denoise_quiet``) of the present
-  frames by frame level; ``denoise`` times it is
-  subtracted from every frame's power, each bin keeping at least the estimate less 20 dB; and an
-  active frame must also carry more mean power than the estimate. Every statistic is then computed from the log-mel after the
-  subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
+  ``denoise_estimate`` "log" the mean log-mel) of the quietest fifth (``denoise_quiet``) of the
+  present frames by frame level; ``denoise`` times it is subtracted from every frame's power, each
+  bin keeping at least the estimate less 20 dB; and an active frame must also carry more mean power
+  than the estimate. Every statistic is then computed from the log-mel after the subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
   level is its mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
@@ -318,9 +317,10 @@ class WindowStatistics(nn.Module):
     def _subtract_noise(
         self, x: torch.Tensor, top: torch.Tensor, energy: torch.Tensor, present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spectral subtraction in the power domain: the noise estimate is the mean spectrum (power, or log-mel
-        with ``log_estimate``) of the quietest ``quiet`` share of the present frames; ``denoise`` times it is subtracted from every frame, and each
-        bin keeps at least the estimate less ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and
+        """Spectral subtraction in the power domain: the noise estimate is the mean spectrum (power, or
+        log-mel with ``log_estimate``) of the quietest ``quiet`` share of the present frames; ``denoise``
+        times it is subtracted from every frame, and each bin keeps at least the estimate less
+        ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and
         the log of the estimate's mean power over the bins ``(B,)``, which an active frame must exceed.
         Relative to the window's loudest bin, so a gain changes nothing."""
         threshold = masked_quantiles(energy, present, [self.quiet])  # (B, 1)
