@@ -24,7 +24,7 @@ from emostream.models.arch.clip_stats import (
     n_statistics,
 )
 from emostream.models.arch.config import ModelConfig
-from emostream.models.arch.layers import DB_TO_LN, floor_below_top
+from emostream.models.arch.layers import DB_TO_LN
 from emostream.models.ensemble import combine, write_ensemble
 from emostream.models.features import FeatureConfig, LogMel
 from emostream.models.modelfile import (
@@ -216,10 +216,7 @@ def noise_estimate_db(wave: np.ndarray, estimate: str) -> float:
     """The level (dB, the features' scale) of ``WindowStatistics``' noise estimate for one window."""
     module = WindowStatistics(M, True, 60.0, 30.0, denoise=1.0, denoise_estimate=estimate)
     with torch.no_grad():
-        x = floor_below_top(LogMel(FC)(torch.from_numpy(wave)[None])[:, :M], module.floor)
-        top, energy = x.amax(dim=(1, 2)), x.mean(dim=1)
-        present = (energy > (top - module.floor).unsqueeze(1) + 1e-3).to(x.dtype)
-        _, level = module._subtract_noise(x, top, energy, present)
+        level = module.noise_level(LogMel(FC)(torch.from_numpy(wave)[None]))
     return float(level[0]) / DB_TO_LN
 
 

@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 
 from emostream.models.arch.clip_stats import DENOISE_ESTIMATES, WindowStatistics
-from emostream.models.arch.layers import DB_TO_LN, floor_below_top
+from emostream.models.arch.layers import DB_TO_LN
 from emostream.models.features import LogMel
 from emostream.models.modelformat import ModelFileError, load_checkpoint, resolve_model_path
 from emostream.models.windows import fit_window
@@ -57,14 +57,8 @@ def estimate_figures(
     noise_level = _mean_power(noise_only, speech)
     out: dict[str, tuple[float, float]] = {}
     for estimate, module in modules.items():
-        levels = []
-        for x in (clean, noisy):
-            x = floor_below_top(x[None], module.floor)
-            top, frame_energy = x.amax(dim=(1, 2)), x.mean(dim=1)
-            present = (frame_energy > (top - module.floor).unsqueeze(1) + 1e-3).to(x.dtype)
-            _, level = module._subtract_noise(x, top, frame_energy, present)
-            levels.append(float(level[0]))
-        out[estimate] = ((speech_level - levels[0]) / DB_TO_LN, (levels[1] - noise_level) / DB_TO_LN)
+        clean_estimate, noisy_estimate = module.noise_level(torch.stack([clean, noisy])).tolist()
+        out[estimate] = ((speech_level - clean_estimate) / DB_TO_LN, (noisy_estimate - noise_level) / DB_TO_LN)
     return out
 
 

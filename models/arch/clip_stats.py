@@ -46,8 +46,9 @@ rows, ``models.features.pitch_rows``):
   ``denoise_estimate`` "log" the mean log-mel) of the quietest fifth (``denoise_quiet``) of the
   present frames by frame level; ``denoise`` times it is subtracted from every frame's power, each
   bin keeping at least the estimate less 20 dB; and an active frame must also carry more mean power
-  than the estimate. Every statistic is then computed from the log-mel after the subtraction. Without it a steady noise 10 dB under the speech makes every frame active (a frame's
-  level is its mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
+  than the estimate. Every statistic is then computed from the log-mel after the subtraction.
+  Without it a steady noise 10 dB under the speech makes every frame active (a frame's level is its
+  mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
 
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
@@ -226,11 +227,24 @@ class WindowStatistics(nn.Module):
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def _frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The floored log-mel ``(B, M, T)``, its loudest bin ``(B,)``, each frame's level (mean log-mel)
+        ``(B, T)`` and the present frames ``(B, T)`` (above the floor: not padding or digital silence)."""
         x = floor_below_top(features[:, : self.n_mels, :], self.floor)
-        top = x.amax(dim=(1, 2))  # (B,)
-        energy = x.mean(dim=1)  # (B, T)
+        top = x.amax(dim=(1, 2))
+        energy = x.mean(dim=1)
         present = (energy > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)
+        return x, top, energy, present
+
+    def noise_level(self, features: torch.Tensor) -> torch.Tensor:
+        """The log of the noise estimate's mean power over the bins ``(B,)``, in the features' natural-log
+        units: what ``forward`` subtracts with ``denoise`` and an active frame must exceed (for
+        ``train.noisestudy`` and the tests; not part of the exported graph)."""
+        x, top, energy, present = self._frames(features)
+        return self._subtract_noise(x, top, energy, present)[1]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x, top, energy, present = self._frames(features)
         noise_level = torch.zeros_like(top)
         if self.denoise > 0.0:
             x, noise_level = self._subtract_noise(x, top, energy, present)
@@ -320,15 +334,16 @@ class WindowStatistics(nn.Module):
         """Spectral subtraction in the power domain: the noise estimate is the mean spectrum (power, or
         log-mel with ``log_estimate``) of the quietest ``quiet`` share of the present frames; ``denoise``
         times it is subtracted from every frame, and each bin keeps at least the estimate less
-        ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and
-        the log of the estimate's mean power over the bins ``(B,)``, which an active frame must exceed.
-        Relative to the window's loudest bin, so a gain changes nothing."""
+        ``DENOISE_FLOOR_DB``. Returns the log-mel after subtraction and the log of the estimate's mean
+        power over the bins ``(B,)``, which an active frame must exceed. Relative to the window's loudest
+        bin, so a gain changes nothing."""
         threshold = masked_quantiles(energy, present, [self.quiet])  # (B, 1)
         quiet = present * (energy <= threshold + 1e-6).to(x.dtype)  # (B, T)
         top3 = top.view(-1, 1, 1)
-        power = torch.exp(x - top3)  # (B, M, T), <= 1
+        relative = x - top3  # (B, M, T), <= 0
+        power = torch.exp(relative)
         if self.log_estimate:  # the mean log-mel of the quiet frames: a geometric mean of their power
-            log_noise, _ = _masked_mean_std(x - top3, quiet.unsqueeze(1))  # (B, M)
+            log_noise, _ = _masked_mean_std(relative, quiet.unsqueeze(1))  # (B, M)
             noise = torch.exp(log_noise)
         else:
             noise, _ = _masked_mean_std(power, quiet.unsqueeze(1))  # (B, M)
