@@ -20,6 +20,7 @@ import torch
 
 from emostream.models.arch import uses_pitch
 from emostream.models.arch.config import ModelConfig
+from emostream.models.arch.ensemble import member_configs
 from emostream.models.modelformat import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -113,40 +114,30 @@ def parse_model_arg(model: Path | str) -> tuple[Path, list[int] | None]:
     return Path(path), [int(i) for i in picks.split(",")]
 
 
-def select_members(ckpt: Checkpoint, picks: list[int]) -> Checkpoint:
-    """The members ``picks`` of an ensemble checkpoint, weights unchanged: one member as its own model,
-    several as a smaller ensemble."""
+def pick_members(ckpt: Checkpoint, picks: list[int]) -> list[Checkpoint]:
+    """The members ``picks`` of an ensemble checkpoint, each as its own model (weights unchanged; the
+    feature rows it reads; its own facts from the ensemble's ``meta["members"]``), ready for ``combine``."""
     mc = ckpt.spec.model_config
     where = f"{ckpt.path}@{','.join(map(str, picks))}"
     if mc.arch != "ensemble":
         raise ValueError(f"{where}: members can only be picked from an ensemble; this model is one {mc.arch}")
-    members = mc.settings["members"]
-    bad = [i for i in picks if not 0 <= i < len(members)]
-    if bad or len(set(picks)) != len(picks):
-        raise ValueError(f"{where}: the ensemble has members 0-{len(members) - 1}, each picked at most once")
-    state: dict[str, torch.Tensor] = {}
-    for j, i in enumerate(picks):
+    configs = member_configs(mc)
+    if any(not 0 <= i < len(configs) for i in picks) or len(set(picks)) != len(picks):
+        raise ValueError(f"{where}: the ensemble has members 0-{len(configs) - 1}, each picked at most once")
+    facts = ckpt.spec.meta.get("members")
+    out = []
+    for i in picks:
         prefix = f"members.{i}."
-        new_prefix = "" if len(picks) == 1 else f"members.{j}."
-        state.update({new_prefix + k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)})
-    if len(picks) == 1:
-        m = members[picks[0]]
-        config = ModelConfig(
-            str(m["arch"]),
-            mc.n_classes,
-            mc.n_mels,
-            dict(m.get("settings") or {}),
-            tuple(tuple(g) for g in m.get("fold", ())),
-        )
-    else:
-        config = ModelConfig("ensemble", mc.n_classes, mc.n_mels, {"members": [members[i] for i in picks]})
-    meta = dict(ckpt.spec.meta)
-    if isinstance(meta.get("members"), list) and len(meta["members"]) == len(members):
-        meta["members"] = [meta["members"][i] for i in picks]
-    # the pitch rows only where a picked member reads them (a mel-only member alone takes the mel rows)
-    features = dataclasses.replace(ckpt.spec.feature_config, pitch=uses_pitch(config))
-    spec = ModelSpec(features, config, ckpt.spec.labels, meta)
-    return Checkpoint(spec=spec, state_dict=state, path=Path(where))
+        state = {k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+        meta = dict(ckpt.spec.meta)
+        if isinstance(facts, list) and len(facts) == len(configs):
+            meta.update({k: v for k, v in facts[i].items() if k in MEMBER_FACTS})
+            meta["members"] = [facts[i]]
+        # the pitch rows only where the member reads them (a mel-only member takes the mel rows)
+        features = dataclasses.replace(ckpt.spec.feature_config, pitch=uses_pitch(configs[i]))
+        spec = ModelSpec(features, configs[i], ckpt.spec.labels, meta)
+        out.append(Checkpoint(spec=spec, state_dict=state, path=Path(f"{ckpt.path}@{i}")))
+    return out
 
 
 def write_ensemble(models: list[Path | str], out_dir: Path | str, name: str = "", command: str = "") -> Path:
@@ -160,7 +151,7 @@ def write_ensemble(models: list[Path | str], out_dir: Path | str, name: str = ""
         path, picks = parse_model_arg(model)
         ckpt = load_checkpoint(checkpoint_path(path))
         try:
-            checkpoints.append(ckpt if picks is None else select_members(ckpt, picks))
+            checkpoints += [ckpt] if picks is None else pick_members(ckpt, picks)
         except ValueError as exc:
             raise ModelFileError(path, str(exc)) from None
         picked = picked or picks is not None

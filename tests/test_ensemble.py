@@ -125,6 +125,7 @@ def test_members_picked_from_an_ensemble_keep_their_weights(tmp_path: Path) -> N
     abc = write_ensemble([a, b, c], tmp_path / "abc")
     again = load_checkpoint(write_ensemble([f"{abc}@0,2", f"{abc}@1"], tmp_path / "acb") / "checkpoint.pt")
     assert len(again.spec.model_config.settings["members"]) == 3
+    assert [m["seed"] for m in again.spec.meta["members"]] == [1, 3, 2]  # each member's own facts go along
     x = torch.from_numpy(inputs(FeatureConfig(n_mels=32, window_s=2.0).n_frames))
     with torch.no_grad():
         torch.testing.assert_close(
