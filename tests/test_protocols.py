@@ -149,6 +149,34 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     assert "ensemble UA %" in (again / "crosscorpus.md").read_text()
     # a fold with fewer than two models to combine is refused before any work
     assert run(register_crosscorpus, [*argv[:8], str(tmp_path / "x"), "--combine", str(out)]) == 2
+    # --seed 2 --split-seed 0: another training draw on the same speaker split, combined with seed 0's folds
+    redraw = tmp_path / "loco_s2"
+    argv4 = [*argv2[:8], str(redraw), *argv2[9:], "--seed", "2", "--split-seed", "0"]
+    assert run(register_crosscorpus, [*argv4, "--combine", str(out)]) == 0
+    drawn = json.loads((redraw / "crosscorpus.json").read_text())
+    assert drawn["seeds"] == {"training": 2, "split": 0} and mixed["seeds"] == {"training": 0, "split": 0}
+    assert drawn["folds"]["tess"]["baseline"] == mixed["folds"]["tess"]["baseline"]  # the same training speakers
+    s2 = load_classifier(redraw / "without_tess" / "model").spec.meta
+    s0 = load_classifier(out / "without_tess" / "model").spec.meta
+    assert s2["seed"] == 2 and s0["seed"] == 0 and s2["split"] == s0["split"] and s2["split"]["seed"] == 0
+    # --perturb: the earlier runs' fold models (nothing trained) and the baseline, scored again under each condition
+    pert = tmp_path / "loco_perturbed"
+    argv3 = [*argv[:8], str(pert), "--cache", str(tmp_path / "cache"), "--threads", "1", "--combine", str(out),
+             "--combine", str(again)]
+    assert run(register_crosscorpus, [*argv3, "--perturb", "gain:-12,noise:-10"]) == 0
+    rob = json.loads((pert / "crosscorpus.json").read_text())
+    assert rob["perturbations"] == ["gain:-12", "noise:-10"] and "deep" not in rob["mean_ua"]
+    fold = rob["folds"]["tess"]
+    assert fold["ensemble"]["ua"] == mixed["folds"]["tess"]["ensemble"]["ua"]  # the same ensemble, clean
+    # the ensemble is level-invariant: 12 dB quieter changes no clip's prediction
+    assert fold["ensemble"]["robustness"]["gain:-12"] == fold["ensemble"]["ua"]
+    assert set(fold["baseline"]["robustness"]) == {"gain:-12", "noise:-10"}
+    assert all(0.0 <= v <= 1.0 for c in ("baseline", "ensemble") for v in fold[c]["robustness"].values())
+    assert rob["mean_ua_perturbed"]["ensemble"] == fold["ensemble"]["robustness"]  # one fold: its own
+    table = (pert / "crosscorpus.md").read_text()
+    assert "| held-out corpus | model | clean | gain:-12 | noise:-10 |" in table
+    assert f"| tess | ensemble | {100 * fold['ensemble']['ua']:.1f} | {100 * fold['ensemble']['ua']:.1f} (+0.0) |" in table
+    assert run(register_crosscorpus, [*argv3[:-4], "--perturb", "loud"]) == 2  # an unknown condition: refused
 
 
 def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:

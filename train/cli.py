@@ -275,7 +275,10 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         "four classes they share (neutral, happy, sad, angry; calm as neutral): the statistics baseline "
         "(log-mel and pitch statistics + logistic regression) always, and with --deep a streaming model "
         "trained with the shipped model's recipe. Writes OUT/crosscorpus.json and OUT/crosscorpus.md.",
-        epilog="example: emostream crosscorpus --data ../shared/data --out runs/loco --deep --epochs 12",
+        epilog="examples: emostream crosscorpus --data ../shared/data --out runs/loco --deep --epochs 12; "
+        "emostream crosscorpus --data ../shared/data --out runs/loco_noise --combine runs/loco --combine "
+        "runs/loco_stats --perturb phone,noise:10,reverb (earlier runs' fold models, scored again under "
+        "each condition; nothing is trained)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _corpus_options(p, "comma-separated corpora (each is held out once)")
@@ -326,6 +329,22 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         help="an earlier crosscorpus --out folder (repeat for several): each fold's models in them (and this "
         "run's deep one) become one ensemble, scored on the held-out corpus as its own column, e.g. "
         "--combine runs/loco_rp --combine runs/loco_stats",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the training corpora's speaker split (default: --seed); with another --seed, a second "
+        "draw of a recipe's training on the same split, which --combine can mix with the other runs' folds",
+    )
+    p.add_argument(
+        "--perturb",
+        default="",
+        metavar="COND,...",
+        help="robustness on corpora never heard: score every column again on the held-out corpus under each "
+        "condition, as `emostream evaluate --perturb` does (the baseline's statistics computed again on the "
+        "changed audio; each condition costs about one more clean scoring of every column); conditions: "
+        + PERTURB_HELP,
     )
     _baseline_variant_options(p)
     p.set_defaults(func=_run_crosscorpus)
@@ -378,6 +397,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
 
     from emostream.models.modelfile import ModelFileError
     from emostream.train.augment import AugmentConfig
+    from emostream.train.perturb import Perturbation
     from emostream.train.protocols import default_cache, run_crosscorpus
 
     console = Console()
@@ -385,6 +405,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
     try:
         _check_data(args.data, datasets)
         augment = AugmentConfig.from_dict(json_object(args.augment, "--augment"))
+        perturbations = Perturbation.parse_list(args.perturb) if args.perturb else []
         run_crosscorpus(
             args.data,
             datasets,
@@ -403,6 +424,8 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             arch=args.arch,
             combine=list(args.combine),
             augment=augment,
+            perturbations=perturbations,
+            split_seed=args.split_seed,
         )
     except (ValueError, TypeError, FileNotFoundError, ModelFileError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")

@@ -6,7 +6,9 @@ share (neutral, happy, sad, angry; calm counted as neutral). Each fold scores th
 baseline (``train.baseline``) and, with ``--deep``, a streaming model trained by ``train.loop.train``
 with the same recipe as the shipped model (its own validation speakers of the training corpora pick
 the epoch; H is never seen in training or selection). The baseline trains on the same training
-speakers as the deep model (``default_holdout`` of the training corpora: its train part).
+speakers as the deep model (``default_holdout`` of the training corpora: its train part). With
+``--perturb`` every model is scored again on H under each condition (telephone line, noise, room,
+gain): robustness on corpora never heard.
 
 ``emostream baseline``: the statistics baseline on the held-out-speaker split the shipped model uses
 (``default_holdout``, seed 0): trained on the training speakers, scored per corpus on the test speakers,
@@ -39,6 +41,8 @@ from emostream.train.perturb import Perturbation
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
+COLUMN_TITLES = {"baseline": "statistics baseline", "deep": "streaming model", "ensemble": "ensemble"}
+"""The leave-one-corpus-out report's model columns, in order, and their titles in its tables."""
 SHARED_CLASSES = "4class"
 """neutral, happy, sad, angry (calm -> neutral): the classes every corpus in ../shared/data has."""
 
@@ -96,8 +100,20 @@ def baseline_scores(
     labels: Sequence[str],
 ) -> dict[str, Any]:
     """Fit the baseline on the training rows, ``train.evaluate.score`` it on the test rows."""
+    return fit_baseline(train_x, train_y, test_clips, test_x, test_y, labels)[1]
+
+
+def fit_baseline(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_clips: Sequence[Clip],
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    labels: Sequence[str],
+) -> tuple[LogisticBaseline, dict[str, Any]]:
+    """``baseline_scores`` with the fitted baseline, to score it again under perturbations."""
     model = LogisticBaseline(len(labels)).fit(train_x, train_y)
-    return score(test_clips, test_y, model.predict_proba(test_x), labels)
+    return model, score(test_clips, test_y, model.predict_proba(test_x), labels)
 
 
 def baseline_robustness(
@@ -218,6 +234,8 @@ def run_crosscorpus(
     arch: str = "bandsplit_bilstm",
     combine: Sequence[Path] = (),
     augment: AugmentConfig | None = None,
+    perturbations: Sequence[Perturbation] = (),
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
@@ -232,6 +250,16 @@ def run_crosscorpus(
     (``without_<corpus>/model``), and this run's deep fold model with ``deep``, are combined into one
     ensemble (``models.ensemble``; the mean of their probabilities) that is scored on the held-out corpus
     as the ``ensemble`` column. Every fold needs at least two models.
+
+    ``seed`` seeds the deep folds' training and, unless ``split_seed`` is given, the speaker split of the
+    training corpora (which speakers train, which validate); ``split_seed`` keeps the split while the
+    training seed changes, so that a second draw of a recipe can be combined with the other runs' folds.
+
+    ``perturbations`` (``emostream crosscorpus --perturb``): every column is scored again on the held-out
+    corpus under each condition, the clips changed as ``emostream evaluate --perturb`` changes them (the
+    baseline's statistics computed again on the changed audio); each column's ``robustness`` holds UA per
+    condition, and ``mean_ua_perturbed`` their means over the folds. Robustness on corpora never heard, on
+    every clip of each (thousands, against a few hundred validation clips).
     """
     from emostream.models.arch import ARCHITECTURES
     from emostream.models.ensemble import write_ensemble
@@ -240,6 +268,7 @@ def run_crosscorpus(
     if len(datasets) < 2:
         raise ValueError("leave-one-corpus-out needs at least two corpora")
     augment = augment or AugmentConfig()
+    perturbations = [p for p in perturbations if p.kind != "clean"]  # clean is every column's own UA
     if arch not in ARCHITECTURES or arch == "ensemble":
         raise ValueError(f"unknown architecture {arch!r} for the deep folds; known: {', '.join(ARCHITECTURES[:-1])}")
     folds_to_run = list(datasets) if held_out is None else list(dict.fromkeys(held_out))
@@ -273,16 +302,24 @@ def run_crosscorpus(
         test_idx = [i for i, c in enumerate(clips) if c.corpus == held]
         train_pool = [i for i, c in enumerate(clips) if c.corpus != held]
         pool_clips = [clips[i] for i in train_pool]
-        split = default_holdout(pool_clips, seed)
+        split = default_holdout(pool_clips, seed if split_seed is None else split_seed)
         train_idx = [train_pool[i] for i in split.train]
         test_clips = [clips[i] for i in test_idx]
-        base = baseline_scores(x[train_idx], targets[train_idx], test_clips, x[test_idx], targets[test_idx], labels)
+        base_model, base = fit_baseline(
+            x[train_idx], targets[train_idx], test_clips, x[test_idx], targets[test_idx], labels
+        )
         fold: dict[str, Any] = {
             "train_corpora": [d for d in datasets if d != held],
             "n_test_clips": len(test_idx),
             "n_train_clips": len(train_idx),
             "baseline": _headline(base["overall"]),
         }
+        if perturbations:
+            rob = baseline_robustness(
+                base_model, test_clips, targets[test_idx], labels, perturbations, fc, variant, cache_dir, console,
+                clean=base,
+            )
+            fold["baseline"]["robustness"] = {cond: r["ua"] for cond, r in rob.items()}
         console.print(f"[bold]{held}[/bold] held out: baseline UA {100 * base['overall']['ua']:.1f} %")
         if deep:
             run_dir = out / f"without_{held}"
@@ -295,6 +332,7 @@ def run_crosscorpus(
                 patience=0,
                 threads=threads,
                 seed=seed,
+                split_seed=split_seed,
                 out_dir=str(run_dir),
                 cache_dir=str(cache_dir),
                 max_clips_per_dataset=max_clips,
@@ -305,13 +343,17 @@ def run_crosscorpus(
                 command=f"emostream crosscorpus (fold {held})",
             )
             train(cfg, console)
-            scored = _score_fold_model(run_dir / "model", test_clips, label_set.mapping, cache_dir, threads, console)
+            scored = _score_fold_model(
+                run_dir / "model", test_clips, label_set.mapping, cache_dir, threads, console, perturbations
+            )
             _print_fold(console, held, "deep", scored, base)
             fold["deep"] = {**scored, "epochs": epochs, "model": str(run_dir / "model")}
         if combine:
             members: list[Path | str] = [*([out / f"without_{held}" / "model"] if deep else []), *fold_models[held]]
             ens_dir = write_ensemble(members, out / f"without_{held}" / "ensemble", name=f"loco-ensemble-without-{held}")
-            scored = _score_fold_model(ens_dir, test_clips, label_set.mapping, cache_dir, threads, console)
+            scored = _score_fold_model(
+                ens_dir, test_clips, label_set.mapping, cache_dir, threads, console, perturbations
+            )
             _print_fold(console, held, f"ensemble of {len(members)}", scored, base)
             fold["ensemble"] = {**scored, "members": [str(m) for m in members], "model": str(ens_dir)}
         folds[held] = fold
@@ -331,26 +373,53 @@ def run_crosscorpus(
             if deep
             else {}
         ),
+        "seeds": {"training": seed, "split": seed if split_seed is None else split_seed},
         "folds": folds,
         "mean_ua": {
             "baseline": float(np.mean([f["baseline"]["ua"] for f in folds.values()])),
             **({"deep": float(np.mean([f["deep"]["ua"] for f in folds.values()]))} if deep else {}),
             **({"ensemble": float(np.mean([f["ensemble"]["ua"] for f in folds.values()]))} if combine else {}),
         },
+        **(
+            {
+                "perturbations": [p.name for p in perturbations],
+                "mean_ua_perturbed": {
+                    column: {
+                        p.name: float(np.mean([f[column]["robustness"][p.name] for f in folds.values()]))
+                        for p in perturbations
+                    }
+                    for column in _columns(deep, bool(combine))
+                },
+            }
+            if perturbations
+            else {}
+        ),
         "seconds": round(time.time() - started, 1),
         "machine": platform.processor() or platform.machine(),
     }
     (out / "crosscorpus.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "crosscorpus.md").write_text(markdown_table(report) + "\n")
     table = Table(title="leave-one-corpus-out, 4 classes: UA % on the held-out corpus")
-    columns = ["baseline", *(["deep"] if deep else []), *(["ensemble"] if combine else [])]
+    columns = _columns(deep, bool(combine))
     for col in ("held out", "test clips", *columns):
         table.add_column(col, justify="right")
     for held, f in folds.items():
         table.add_row(held, str(f["n_test_clips"]), *[f"{100 * f[c]['ua']:.1f}" for c in columns])
     table.add_row(_mean_label(folds, datasets), "", *[f"{100 * v:.1f}" for v in report["mean_ua"].values()])
     console.print(table)
+    if perturbations:
+        table = Table(title="leave-one-corpus-out: UA % under each condition (change from clean)")
+        for col in ("held out", "model", "clean", *(p.name for p in perturbations)):
+            table.add_column(col, justify="right")
+        for row in _perturbed_rows(report):
+            table.add_row(*row)
+        console.print(table)
     return report
+
+
+def _columns(deep: bool, combine: bool) -> list[str]:
+    """The report's model columns: the baseline always, then the deep fold model and the ensemble when run."""
+    return ["baseline", *(["deep"] if deep else []), *(["ensemble"] if combine else [])]
 
 
 def _mean_label(folds: Sequence[str] | dict[str, Any], datasets: Sequence[str]) -> str:
@@ -370,24 +439,31 @@ def _score_fold_model(
     cache_dir: Path,
     threads: int,
     console: Console,
-) -> dict[str, float]:
-    """A fold's model scored on the held-out corpus: the streamer's windows, ONNX Runtime where there is one."""
+    perturbations: Sequence[Perturbation] = (),
+) -> dict[str, Any]:
+    """A fold's model scored on the held-out corpus: the streamer's windows, ONNX Runtime where there is one;
+    with ``perturbations``, its UA under each condition as ``robustness``."""
     from emostream.models.modelfile import load_classifier, onnxruntime_available
 
     classifier = load_classifier(model_dir, backend="onnx" if onnxruntime_available() else "auto", threads=threads)
-    rep = evaluate_classifier(classifier, test_clips, mapping, cache_dir=cache_dir, console=console)
-    return _headline(rep["overall"])
+    rep = evaluate_classifier(
+        classifier, test_clips, mapping, cache_dir=cache_dir, console=console, perturbations=perturbations
+    )
+    scored: dict[str, Any] = _headline(rep["overall"])
+    if perturbations:
+        scored["robustness"] = {cond: r["ua"] for cond, r in rep["robustness"].items()}
+    return scored
 
 
-def _print_fold(console: Console, held: str, what: str, scored: dict[str, float], base: dict[str, Any]) -> None:
+def _print_fold(console: Console, held: str, what: str, scored: dict[str, Any], base: dict[str, Any]) -> None:
     console.print(
         f"[bold]{held}[/bold] held out: {what} UA {100 * scored['ua']:.1f} % (baseline {100 * base['overall']['ua']:.1f} %)"
     )
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    """The leave-one-corpus-out table as Markdown."""
-    titles = {"baseline": "statistics baseline", "deep": "streaming model", "ensemble": "ensemble"}
+    """The leave-one-corpus-out table as Markdown (and the table per condition, when it has one)."""
+    titles = COLUMN_TITLES
     columns = [c for c in titles if c in report["mean_ua"]]
     lines = [
         "| held-out corpus | test clips |" + "".join(f" {titles[c]} UA % |" for c in columns),
@@ -397,7 +473,32 @@ def markdown_table(report: dict[str, Any]) -> str:
         lines.append(f"| {held} | {f['n_test_clips']} |" + "".join(f" {100 * f[c]['ua']:.1f} |" for c in columns))
     label = _mean_label(report["folds"], report["datasets"])
     lines.append(f"| {label} | |" + "".join(f" {100 * report['mean_ua'][c]:.1f} |" for c in columns))
+    if report.get("perturbations"):
+        conds = report["perturbations"]
+        lines += [
+            "",
+            "UA % under each condition on the held-out corpus (change from clean):",
+            "",
+            "| held-out corpus | model | clean |" + "".join(f" {c} |" for c in conds),
+            "|---|---|---:|" + "---:|" * len(conds),
+            *("| " + " | ".join(row) + " |" for row in _perturbed_rows(report)),
+        ]
     return "\n".join(lines)
+
+
+def _perturbed_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows of the robustness table: per fold and model column, clean UA then each condition's (change)."""
+    titles = COLUMN_TITLES
+    conds = report["perturbations"]
+    columns = [c for c in titles if c in report["mean_ua"]]
+
+    def cells(clean: float, by_cond: dict[str, float]) -> list[str]:
+        return [f"{100 * clean:.1f}", *(f"{100 * by_cond[c]:.1f} ({100 * (by_cond[c] - clean):+.1f})" for c in conds)]
+
+    rows = [[held, titles[c], *cells(f[c]["ua"], f[c]["robustness"])] for held, f in report["folds"].items() for c in columns]
+    label = _mean_label(report["folds"], report["datasets"])
+    rows += [[label, titles[c], *cells(report["mean_ua"][c], report["mean_ua_perturbed"][c])] for c in columns]
+    return rows
 
 
 def default_cache(path: Path | None) -> Path:
