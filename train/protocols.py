@@ -91,18 +91,6 @@ class BaselineVariant:
         return "; ".join([*parts, *(["speaker-normalised"] if self.speaker_norm else [])]) or "all features"
 
 
-def baseline_scores(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_clips: Sequence[Clip],
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    labels: Sequence[str],
-) -> dict[str, Any]:
-    """Fit the baseline on the training rows, ``train.evaluate.score`` it on the test rows."""
-    return fit_baseline(train_x, train_y, test_clips, test_x, test_y, labels)[1]
-
-
 def fit_baseline(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -111,7 +99,8 @@ def fit_baseline(
     test_y: np.ndarray,
     labels: Sequence[str],
 ) -> tuple[LogisticBaseline, dict[str, Any]]:
-    """``baseline_scores`` with the fitted baseline, to score it again under perturbations."""
+    """Fit the baseline on the training rows and ``train.evaluate.score`` it on the test rows; the fitted
+    baseline is returned too, to score it again under perturbations."""
     model = LogisticBaseline(len(labels)).fit(train_x, train_y)
     return model, score(test_clips, test_y, model.predict_proba(test_x), labels)
 

@@ -118,7 +118,7 @@ def baseline_study(args: argparse.Namespace, datasets: tuple[str, ...], windows:
     from emostream.train.corpora import load_corpora
     from emostream.train.evaluate import map_to_model
     from emostream.train.labels import resolve_label_set
-    from emostream.train.protocols import baseline_scores, clip_features, default_cache
+    from emostream.train.protocols import clip_features, default_cache, fit_baseline
     from emostream.train.splits import default_holdout
 
     clips_all, _ = load_corpora(args.data, list(datasets))
@@ -132,7 +132,7 @@ def baseline_study(args: argparse.Namespace, datasets: tuple[str, ...], windows:
         fc = FeatureConfig(**{**args.features, "window": window})
         x = clip_features(mapped.clips, fc, default_cache(args.cache), console)
         y = mapped.targets
-        report = baseline_scores(x[split.train], y[split.train], [mapped.clips[i] for i in split.test],
+        _, report = fit_baseline(x[split.train], y[split.train], [mapped.clips[i] for i in split.test],
                                  x[split.test], y[split.test], label_set.labels)
         runs[window] = {
             "overall": {k: report["overall"][k] for k in ("n", "ua", "wa", "macro_f1")},
