@@ -59,6 +59,11 @@ def _members_of(mc: ModelConfig) -> list[tuple[dict[str, Any], str]]:
     return [(member, "")]
 
 
+def _rekeyed(state: dict[str, torch.Tensor], prefix: str, to: str = "") -> dict[str, torch.Tensor]:
+    """The entries of a state dict under ``prefix``, with ``prefix`` replaced by ``to``."""
+    return {to + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str = "") -> Checkpoint:
     """One ensemble checkpoint from at least two trained ones (raises ValueError when they do not fit together)."""
     if len(checkpoints) < 2:
@@ -83,9 +88,7 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
         if spec.speech_gated != first.speech_gated:
             raise ValueError(f"{where}: one model classifies speech windows only, the other every window")
         for member, prefix in _members_of(spec.model_config):
-            state.update(
-                {f"members.{len(members)}.{k[len(prefix):]}": v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
-            )
+            state.update(_rekeyed(ckpt.state_dict, prefix, f"members.{len(members)}."))
             members.append(member)
     config = ModelConfig("ensemble", first.model_config.n_classes, first.model_config.n_mels, {"members": members})
     meta = {k: v for k, v in first.meta.items() if k not in MEMBER_FACTS and k not in ("epoch", "augment_stats")}
@@ -128,7 +131,7 @@ def pick_members(ckpt: Checkpoint, picks: list[int]) -> list[Checkpoint]:
     out = []
     for i in picks:
         prefix = f"members.{i}."
-        state = {k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+        state = _rekeyed(ckpt.state_dict, prefix)
         meta = dict(ckpt.spec.meta)
         if isinstance(facts, list) and len(facts) == len(configs):
             meta.update({k: v for k, v in facts[i].items() if k in MEMBER_FACTS})

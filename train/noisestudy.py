@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
+from rich.console import Console
 
 from emostream.models.arch.clip_stats import DENOISE_ESTIMATES, WindowStatistics
 from emostream.models.arch.layers import DB_TO_LN
@@ -33,15 +33,16 @@ from emostream.models.features import LogMel
 from emostream.models.modelformat import ModelFileError, load_checkpoint, resolve_model_path
 from emostream.models.windows import fit_window
 from emostream.train.corpora import load_corpora
+from emostream.train.dataset import load_audio, to_float
 from emostream.train.perturb import Perturbation
 
 SPEECH_DB = 20.0
 """Frames within this many dB of the clean window's loudest frame are the speech the figures compare with."""
 
 
-def _mean_power(x: torch.Tensor, frames: torch.Tensor) -> float:
-    """Mean power (natural log) over every mel bin of the chosen frames of one ``(M, T)`` log-mel."""
-    chosen = x[:, frames]
+def mean_power(x: torch.Tensor, frames: torch.Tensor | None = None) -> float:
+    """Mean power (natural log) over every mel bin of the chosen frames (default: all) of one ``(M, T)`` log-mel."""
+    chosen = x if frames is None else x[:, frames]
     return float(torch.logsumexp(chosen, dim=(0, 1)) - math.log(chosen.numel()))
 
 
@@ -53,8 +54,8 @@ def estimate_figures(
     window's ``(M, T)`` log-mel."""
     energy = clean.mean(dim=0)
     speech = energy > energy.max() - SPEECH_DB * DB_TO_LN
-    speech_level = _mean_power(clean, speech)
-    noise_level = _mean_power(noise_only, speech)
+    speech_level = mean_power(clean, speech)
+    noise_level = mean_power(noise_only, speech)
     out: dict[str, tuple[float, float]] = {}
     for estimate, module in modules.items():
         clean_estimate, noisy_estimate = module.noise_level(torch.stack([clean, noisy])).tolist()
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--snr", type=float, default=10.0, help="SNR of the added pink noise, dB over active speech")
     p.add_argument("--model", default="default", help="model whose features are used (directory or name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips drawn")
+    p.add_argument("--cache", type=Path, default=None, help="decoded-audio cache (default .cache/emostream)")
     args = p.parse_args(argv)
     if args.clips < 1:
         p.error("--clips must be at least 1")
@@ -112,14 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         chosen = [own[i] for i in rng.choice(len(own), min(args.clips, len(own)), replace=False)]
         figures: dict[str, list[tuple[float, float]]] = {e: [] for e in DENOISE_ESTIMATES}
-        for i, clip in enumerate(chosen):
-            audio, sr = sf.read(clip.path, dtype="float32", always_2d=False)
-            if audio.ndim > 1:
-                audio = audio.mean(axis=1)
-            if sr != cfg.sample_rate_hz:
-                print(f"noisestudy: {clip.path} is {sr} Hz, the model's features {cfg.sample_rate_hz}; skipped", file=sys.stderr)
-                continue
-            noisy = condition.apply(audio, sr, seed=i)
+        # decoded as the evaluation decodes them: mono, at the features' rate, through the decoded-audio cache
+        for i, decoded in enumerate(load_audio(chosen, cfg.sample_rate_hz, args.cache, Console(stderr=True))):
+            audio = to_float(decoded)
+            noisy = condition.apply(audio, cfg.sample_rate_hz, seed=i)
             for estimate, pair in estimate_figures(log_mel(audio), log_mel(noisy), log_mel(noisy - audio), modules).items():
                 figures[estimate].append(pair)
         for estimate, pairs in figures.items():
