@@ -129,7 +129,7 @@ class FeatureConfig:
         return cls(**data)
 
 
-def _hz_to_mel(freq_hz: torch.Tensor) -> torch.Tensor:
+def hz_to_mel(freq_hz: torch.Tensor) -> torch.Tensor:
     """Slaney mel scale (librosa's default, htk=False)."""
     f_sp = 200.0 / 3
     min_log_hz = 1000.0
@@ -150,16 +150,26 @@ def _mel_to_hz(mels: torch.Tensor) -> torch.Tensor:
     return torch.where(mels >= min_log_mel, log_part, linear)
 
 
-def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
-    """Triangular mel filters ``(n_freqs, n_mels)``, Slaney scale and area norm (= librosa's default)."""
-    fft_freqs = torch.linspace(0.0, cfg.sample_rate_hz / 2, cfg.n_freqs, dtype=torch.float64)
+def _mel_edges_hz(cfg: FeatureConfig) -> torch.Tensor:
+    """The ``n_mels + 2`` filter edges (Hz, float64), evenly spaced on the mel scale from f_min to f_max."""
     mel_edges = torch.linspace(
-        float(_hz_to_mel(torch.tensor(cfg.f_min_hz, dtype=torch.float64))),
-        float(_hz_to_mel(torch.tensor(cfg.f_max_hz, dtype=torch.float64))),
+        float(hz_to_mel(torch.tensor(cfg.f_min_hz, dtype=torch.float64))),
+        float(hz_to_mel(torch.tensor(cfg.f_max_hz, dtype=torch.float64))),
         cfg.n_mels + 2,
         dtype=torch.float64,
     )
-    hz_edges = _mel_to_hz(mel_edges)
+    return _mel_to_hz(mel_edges)
+
+
+def mel_centres_hz(cfg: FeatureConfig) -> torch.Tensor:
+    """The centre frequency (Hz) of each of ``mel_filterbank``'s ``n_mels`` filters, ``(n_mels,)`` float64."""
+    return _mel_edges_hz(cfg)[1:-1]
+
+
+def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
+    """Triangular mel filters ``(n_freqs, n_mels)``, Slaney scale and area norm (= librosa's default)."""
+    fft_freqs = torch.linspace(0.0, cfg.sample_rate_hz / 2, cfg.n_freqs, dtype=torch.float64)
+    hz_edges = _mel_edges_hz(cfg)
     widths = torch.diff(hz_edges)  # (n_mels + 1,)
     ramps = hz_edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freqs)
     lower = -ramps[:-2] / widths[:-1, None]

@@ -96,9 +96,12 @@ def test_own_loopback_origins_only(server: ServeProcess) -> None:
 
 
 def fake_microphone(tmp_path: Path) -> Path:
+    """The demo clip, its first two seconds 12 dB hotter and clipped at full scale (a gain set too high)."""
     audio, rate = sf.read(DEMO_CLIP, dtype="float32")
+    audio = np.asarray(audio).copy()
+    audio[: 2 * rate] = np.clip(audio[: 2 * rate] * 4.0, -1.0, 1.0)
     wav = tmp_path / "mic.wav"
-    sf.write(wav, np.asarray(audio), rate, subtype="PCM_16")
+    sf.write(wav, audio, rate, subtype="PCM_16")
     return wav
 
 
@@ -108,7 +111,7 @@ PAGE_STATE = """(() => {
   return {
     status: s.status, ready: s.ready, n: s.nEstimates, last: s.lastEstimate, latencies: s.latenciesMs,
     shownLabel: document.getElementById('label').textContent, barNames: rows, errors: s.errors,
-    message: document.getElementById('message').textContent,
+    message: document.getElementById('message').textContent, clipped: s.clippedFrames,
   };
 })()"""
 
@@ -155,6 +158,7 @@ def test_live_meter_in_chromium(server: ServeProcess, tmp_path: Path) -> None:
     assert ready["labels"] and state["barNames"] == ready["labels"]  # the model's classes, in its order
     assert ready["sample_rate"] >= 8000  # the AudioContext's own rate, sent in start
     assert state["n"] >= N_ESTIMATES
+    assert state["clipped"] > 0  # the hot start of the fake microphone was flagged
     assert state["shownLabel"] == (last["label"] if last["speech"] else "no speech")
     assert len(state["latencies"]) >= N_ESTIMATES - 1
     assert statistics.median(state["latencies"]) < LATENCY_P50_BOUND_MS, state["latencies"]

@@ -19,6 +19,7 @@ from emostream.models.arch import build_model, uses_pitch
 from emostream.models.arch.clip_stats import (
     DENOISE_ESTIMATES,
     WindowStatistics,
+    cepstral_basis,
     masked_quantiles,
     n_statistics,
 )
@@ -33,7 +34,9 @@ from emostream.models.modelfile import (
     load_classifier,
     save_checkpoint,
 )
+from emostream.train.augment import AugmentConfig, Augmenter
 from emostream.train.baseline import LogisticBaseline
+from emostream.train.dataset import TrainWindows, WindowConfig
 from emostream.train.loop import train
 from emostream.train.statsfit import (
     MLP_EPOCHS,
@@ -42,6 +45,7 @@ from emostream.train.statsfit import (
     load_fit,
     mean_corpus_ua,
     speaker_folds,
+    training_rows,
 )
 from tests.test_train_pipeline import FEATURES, config, write_corpus
 
@@ -256,6 +260,58 @@ def test_log_noise_estimate_keeps_the_speech_out() -> None:
         WindowStatistics(M, True, 60.0, 30.0, denoise=1.0, denoise_estimate="median")
 
 
+def test_ltas_cepstra_keep_the_tilt_and_drop_the_bins_detail() -> None:
+    """``ltas_cepstra`` K: the first block is the DCT (rows 1..K) of the window's long-term spectrum
+    instead of its n_mels bins, every other statistic as before. A tilt (a steady slope over the bins, what
+    arousal moves) changes the first coefficient; a narrow notch in one bin, the kind of detail a
+    microphone or a speaker's formants leave, moves the bins' block more than three times as far as the
+    cepstra."""
+    voices = [voice(3.0, f0=f, seed=i) for i, f in enumerate((120.0, 200.0))]
+    full = stats_of(voices, extended=True, dynamics=True)
+    short = stats_of(voices, extended=True, dynamics=True, ltas_cepstra=4)
+    assert short.shape[1] == n_statistics(M, True, True, True, 4) == full.shape[1] - M + 4
+    basis = cepstral_basis(M, 4)
+    torch.testing.assert_close(short[:, :4], full[:, :M] @ basis.T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(short[:, 4:], full[:, M:])
+
+    feats = LogMel(FC)(torch.from_numpy(voices[0])[None])
+    tilted, notched = feats.clone(), feats.clone()
+    tilted[:, :M] += torch.linspace(-1.0, 1.0, M)[None, :, None]  # about 8.7 dB across the range
+    notched[:, 10] -= 2.0  # a bin the voice's harmonics fill (bins above the 60-dB floor)
+    module = WindowStatistics(M, True, 60.0, 30.0, ltas_cepstra=4)
+    bins = WindowStatistics(M, True, 60.0, 30.0)
+    with torch.no_grad():
+        base, tilt, notch = (module(f)[0, :4] for f in (feats, tilted, notched))
+        bins_base, bins_notch = bins(feats)[0, :M], bins(notched)[0, :M]
+    assert abs(float(tilt[0] - base[0])) > 3.0  # the slope lands in the first coefficient
+    assert 0.0 < float((notch - base).norm()) < 0.3 * float((bins_notch - bins_base).norm())
+    for bad in (-1, 13, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="ltas_cepstra is 0"):
+            WindowStatistics(M, True, 60.0, 30.0, ltas_cepstra=bad)  # type: ignore[arg-type]
+
+
+def test_voiced_ltas_is_the_vowels_spectrum_whatever_the_consonants() -> None:
+    """``voiced_ltas``: n_mels more statistics after all the others (which stay as they were), the
+    long-term spectrum of the voiced frames alone. Hiss bursts between the voice's syllables (active but
+    unvoiced frames) move the all-active-frames spectrum (the first block) several times as far as the
+    voiced one; without the pitch rows the setting is refused."""
+    rng = np.random.default_rng(3)
+    clean = voice(3.0, f0=140.0, seed=2, bursts_per_s=2.0)
+    t = np.arange(len(clean)) / SR
+    gaps = np.clip(-np.sin(2 * np.pi * 2.0 * t), 0.0, None) ** 0.5  # where the voice's bursts are not
+    hissy = clean + (0.03 * gaps * rng.standard_normal(len(clean))).astype(np.float32)
+    base = stats_of([clean, hissy], extended=True, dynamics=True)
+    both = stats_of([clean, hissy], extended=True, dynamics=True, voiced_ltas=True)
+    n = base.shape[1]
+    assert both.shape[1] == n + M == n_statistics(M, True, True, True, voiced_ltas=True)
+    torch.testing.assert_close(both[:, :n], base)
+    voiced_change = float((both[1, n:] - both[0, n:]).abs().mean())
+    all_change = float((base[1, :M] - base[0, :M]).abs().mean())
+    assert 0.0 < 3.0 * voiced_change < all_change, (voiced_change, all_change)
+    with pytest.raises(ValueError, match="voiced_ltas needs the pitch rows"):
+        WindowStatistics(M, False, 60.0, 30.0, voiced_ltas=True)
+
+
 def test_speaker_folds_keep_speakers_whole_and_spread_corpora() -> None:
     speakers = [f"a:{i % 7}" for i in range(70)] + [f"b:{i % 3}" for i in range(30)]
     corpora = ["a"] * 70 + ["b"] * 30
@@ -279,12 +335,16 @@ def test_mean_corpus_ua_averages_corpora_over_their_own_classes() -> None:
 MLP_HEAD = {"hidden": 8, "heads": 3}
 
 
-def statistics_settings(extended: bool, dynamics: bool, denoise: float = 0.0, estimate: str = "mean") -> dict[str, object]:
+def statistics_settings(
+    extended: bool, dynamics: bool, denoise: float = 0.0, estimate: str = "mean", ltas: int = 0, voiced: bool = False
+) -> dict[str, object]:
     return {
         **({"extended": True} if extended else {}),
         **({"dynamics": True} if dynamics else {}),
         **({"denoise": denoise} if denoise else {}),
         **({"denoise_estimate": estimate} if estimate != "mean" else {}),
+        **({"ltas_cepstra": ltas} if ltas else {}),
+        **({"voiced_ltas": True} if voiced else {}),
     }
 
 
@@ -296,14 +356,16 @@ def fitted(
     dynamics: bool = False,
     denoise: float = 0.0,
     estimate: str = "mean",
+    ltas: int = 0,
+    voiced: bool = False,
 ) -> torch.nn.Module:
     """A clip_stats model with standardisation measured on a few voices and random weights (``head``: the
     bag's settings; the linear layer without)."""
     torch.manual_seed(seed)
-    settings = {"pitch": pitch, **statistics_settings(extended, dynamics, denoise, estimate), **(head or {})}
+    settings = {"pitch": pitch, **statistics_settings(extended, dynamics, denoise, estimate, ltas, voiced), **(head or {})}
     model = build_model(ModelConfig("clip_stats", len(LABELS), M, settings)).eval()
     waves = [voice(3.0, f0=f, seed=i, bursts_per_s=2.0 + i) for i, f in enumerate((110.0, 150.0, 220.0, 300.0))]
-    s = stats_of(waves, **statistics_settings(extended, dynamics, denoise, estimate)) if pitch else None
+    s = stats_of(waves, **statistics_settings(extended, dynamics, denoise, estimate, ltas, voiced)) if pitch else None
     with torch.no_grad():
         if s is not None:
             model.get_buffer("mean").copy_(s.mean(0))
@@ -317,25 +379,31 @@ def fitted(
 
 
 @pytest.mark.parametrize(
-    ("extended", "dynamics", "head", "denoise", "estimate"),
+    ("extended", "dynamics", "head", "denoise", "estimate", "ltas"),
     [
-        (False, False, None, 0.0, "mean"),
-        (True, False, None, 0.0, "mean"),
-        (True, False, MLP_HEAD, 0.0, "mean"),
-        (True, True, MLP_HEAD, 0.0, "mean"),
-        (True, True, MLP_HEAD, 2.0, "mean"),
-        (True, True, MLP_HEAD, 1.5, "log"),
+        (False, False, None, 0.0, "mean", 0),
+        (True, False, None, 0.0, "mean", 0),
+        (True, False, MLP_HEAD, 0.0, "mean", 0),
+        (True, True, MLP_HEAD, 0.0, "mean", 0),
+        (True, True, MLP_HEAD, 2.0, "mean", 0),
+        (True, True, MLP_HEAD, 1.5, "log", 0),
+        (True, True, MLP_HEAD, 1.0, "mean", 4),
+        (True, True, MLP_HEAD, 0.0, "mean", -1),  # -1: voiced_ltas
     ],
 )
 def test_no_backend_moves_with_a_gain_of_20_db(
-    tmp_path: Path, extended: bool, dynamics: bool, head: dict | None, denoise: float, estimate: str
+    tmp_path: Path, extended: bool, dynamics: bool, head: dict | None, denoise: float, estimate: str, ltas: int
 ) -> None:
     """The exported statistics model gives the same probabilities at -20, 0 and +20 dB, on every backend
     (the statistics of models fitted before 2026-12-05, the extended ones, the extended ones through a
     bag of hidden-layer heads, with the dynamics, and with the noise subtracted first, its estimate the
-    quiet frames' mean power or mean log-mel)."""
-    model = fitted(extended=extended, head=head, dynamics=dynamics, denoise=denoise, estimate=estimate)
-    settings = {"pitch": True, **statistics_settings(extended, dynamics, denoise, estimate), **(head or {})}
+    quiet frames' mean power or mean log-mel; the long-term spectrum as cepstra; the voiced frames'
+    long-term spectrum added)."""
+    voiced, ltas = ltas < 0, max(ltas, 0)
+    model = fitted(
+        extended=extended, head=head, dynamics=dynamics, denoise=denoise, estimate=estimate, ltas=ltas, voiced=voiced
+    )
+    settings = {"pitch": True, **statistics_settings(extended, dynamics, denoise, estimate, ltas, voiced), **(head or {})}
     spec = ModelSpec(FC, ModelConfig("clip_stats", len(LABELS), M, settings), LABELS)
     model_dir = export_model(save_checkpoint(tmp_path / "c.pt", model, spec), tmp_path / "model")
     clip = window(voice(3.5, f0=180.0, seed=5), SR)
@@ -421,6 +489,30 @@ def test_mixed_ensemble_gives_the_mel_rows_to_the_mel_only_member(tmp_path: Path
     )
     with pytest.raises(ValueError, match="feature settings differ"):
         combine([load_checkpoint(a), load_checkpoint(other)])
+
+
+def test_warped_passes_keep_the_clean_rows_and_the_other_draws() -> None:
+    """``p_warp`` in a ``clip_stats`` fit: the clean streamer windows' statistics are the same with and without
+    it, every augmented window of the passes is warped (``p_warp`` 1), and the warp takes no draw from the
+    passes' own random stream, so the windows cut, their level, noise and channel are the ones drawn without
+    it: with the warp's range a single factor of 1, the rows equal the unwarped fit's."""
+    clips = [voice(1.5 + 0.3 * i, f0=120.0 + 20 * i, seed=i) for i in range(6)]
+    model = build_model(ModelConfig("clip_stats", 3, M, {"extended": True, "dynamics": True}))
+
+    def rows(**augment: object) -> tuple[np.ndarray, np.ndarray, Augmenter]:
+        augmenter = Augmenter(AugmentConfig(level_dbfs=(-40.0, -10.0), **augment), SR, seed=0)  # type: ignore[arg-type]
+        windows = TrainWindows(clips, [0, 1, 2, 0, 1, 2], ["a", "a", "b", "b", "c", "c"], FC, WindowConfig(), augmenter)
+        r = training_rows(model, LogMel(FC), windows, passes=2, seed=5, console=None)  # type: ignore[arg-type]
+        return r.x[r.clean], r.x[~r.clean], augmenter
+
+    clean, augmented, plain = rows()
+    clean_w, warped, aug = rows(p_warp=1.0)
+    np.testing.assert_array_equal(clean, clean_w)
+    assert aug.stats["warp"] == len(warped) == 2 * len(clips) and "warp" not in plain.stats
+    assert not np.allclose(augmented, warped, atol=1e-3)
+    _, unit, _ = rows(p_warp=1.0, warp_range=(1.0, 1.0))
+    np.testing.assert_array_equal(unit, augmented)
+    assert {k: v for k, v in aug.stats.items() if k != "warp"} == dict(plain.stats)
 
 
 def test_training_on_window_statistics_learns_held_out_speakers(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from emostream.streamer.core.events import Estimate
 from emostream.streamer.sinks.dashboard import (
+    CLIP_HOLD_S,
     Dashboard,
     DashboardState,
     StreamView,
@@ -119,6 +120,32 @@ def test_no_speech_waiting_and_several_streams() -> None:
     assert "-20.0 dBFS" in text and "silence" in text and "finished" in text
     dash.set_focus("b")
     assert "HAPPY" in text_of(render(dash.snapshot()))
+
+
+def test_input_line_warns_while_the_input_clips() -> None:
+    """A block with samples at full scale sets a warning on the input line (the model is level-invariant
+    only until the input clips); it stays for CLIP_HOLD_S after the last clipping block, then goes; one
+    full-scale sample (a click) does not set it; the estimates that follow keep it."""
+    dash = Dashboard(LABELS, "tiny", "mic", 16000, 5.0, 1.0, console=Console(file=io.StringIO()))
+    now = [100.0]
+    dash.clock = lambda: now[0]
+    quiet = np.full(1600, 0.1, dtype=np.float32)
+    click = quiet.copy()
+    click[5] = 1.0
+    hot = quiet.copy()
+    hot[:16] = 1.0
+    hot[16:32] = -1.0
+    dash.note_level("a", click)
+    assert "CLIPPING" not in text_of(render(dash.snapshot()))
+    dash.note_level("a", hot)
+    dash.publish(estimate("a", 0, "sad", SAD))
+    assert "CLIPPING 2.0%: turn the input gain down" in text_of(render(dash.snapshot()))
+    now[0] += CLIP_HOLD_S - 0.5
+    dash.note_level("a", quiet)
+    assert "CLIPPING" in text_of(render(dash.snapshot()))
+    now[0] += 1.0
+    dash.note_level("a", quiet)
+    assert "CLIPPING" not in text_of(render(dash.snapshot()))
 
 
 def test_live_refreshes_on_its_own() -> None:

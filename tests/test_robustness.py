@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import build_tiny_model
 
-from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.features import FeatureConfig, LogMel, mel_centres_hz
 from emostream.models.modelfile import load_classifier, onnxruntime_available
-from emostream.train.augment import AugmentConfig, Augmenter
+from emostream.train.augment import AugmentConfig, Augmenter, mel_warp
 from emostream.train.dataset import sampling_weights
 from emostream.train.perturb import (
     Perturbation,
@@ -223,6 +223,57 @@ def test_gain_augmentation_to_a_speech_level() -> None:
             AugmentConfig.from_dict({"level_dbfs": bad})
     with pytest.raises(ValueError, match="gain_db must be two numbers"):
         AugmentConfig.from_dict({"gain_db": [15, -30]})
+
+
+def vowel(formant_hz: float, f0_hz: float = 100.0, seconds: float = 1.0) -> np.ndarray:
+    """A steady vowel: harmonics of ``f0_hz`` under one formant (a Gaussian envelope around ``formant_hz``)."""
+    t = np.arange(int(seconds * SR)) / SR
+    harmonics = np.arange(1, int(7800 / f0_hz))
+    amps = np.exp(-(((harmonics * f0_hz - formant_hz) / 250.0) ** 2)) + 0.02
+    x = (amps[:, None] * np.sin(2 * np.pi * f0_hz * harmonics[:, None] * t[None, :])).sum(axis=0)
+    return (0.1 * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_mel_warp_moves_the_envelope_and_leaves_the_pitch() -> None:
+    """``p_warp`` (vocal-tract length perturbation): a factor of 1.1 makes a vowel's log-mel closer to the
+    same vowel with its formant 10 % higher (same F0) than it was, 0.9 makes it farther; the pitch rows and
+    a factor of 1 change nothing; the augmenter warps the share it is asked to, draws nothing when off,
+    and refuses bad settings."""
+    fc = FeatureConfig(pitch=True)
+    logmel, centres = LogMel(fc), mel_centres_hz(fc)
+    low, high = (logmel(torch.from_numpy(vowel(f))[None])[0] for f in (1000.0, 1100.0))
+    n = fc.n_mels
+    frames = slice(5, -5)  # away from the edges' padding
+    band = (centres > 300) & (centres < 4000)
+
+    def distance(a: torch.Tensor) -> float:
+        """Mean absolute difference of the time-averaged log-mel from the higher vowel's, 300-4000 Hz."""
+        return float((a[:n, frames].mean(dim=1) - high[:n, frames].mean(dim=1))[band].abs().mean())
+
+    batch = low[None].repeat(3, 1, 1)
+    warped = mel_warp(batch, torch.tensor([1.0, 1.1, 0.9]), centres)
+    assert torch.equal(warped[0], low)
+    assert distance(warped[1]) < 0.6 * distance(low) < distance(warped[2]), (distance(low), distance(warped[1]))
+    peak = [float(centres[int(w[:n, frames].mean(dim=1).argmax())]) for w in warped]
+    assert 950 < peak[0] < 1050 and 1050 < peak[1] < 1160 and 850 < peak[2] < 960, peak
+    assert torch.equal(warped[:, n:], batch[:, n:])  # periodicity and F0 rows untouched
+
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    off = Augmenter(AugmentConfig(), SR)
+    assert off.warp(batch, gen, centres) is batch and torch.equal(gen.get_state(), state) and "warp" not in off.stats
+    half = Augmenter(AugmentConfig(p_warp=0.5, warp_range=(1.05, 1.1)), SR)
+    many = low[None].repeat(200, 1, 1)
+    out = half.warp(many, gen, centres)
+    changed = (out[:, :n] != many[:, :n]).flatten(1).any(dim=1)
+    assert int(changed.sum()) == half.stats["warp"] and 70 < half.stats["warp"] < 130
+    for bad, match in (
+        ({"p_warp": 1.5}, "p_warp must be a probability"),
+        ({"warp_range": [1.1, 0.9]}, "warp_range must be two numbers"),
+        ({"warp_range": [0, 1.1]}, "warp_range must be positive"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AugmentConfig.from_dict(bad)
 
 
 def test_balanced_sampling_shares() -> None:

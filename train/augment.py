@@ -26,6 +26,7 @@ import numpy as np
 import soxr
 import torch
 
+from emostream.models.features import hz_to_mel
 from emostream.train.perturb import (
     active_rms,
     add_noise,
@@ -67,6 +68,12 @@ class AugmentConfig:
     rt60_s: tuple[float, float] = (0.15, 0.9)
     p_bits: float = 0.1
     """8-12 bit linear or 8-bit mu-law quantisation."""
+    p_warp: float = 0.0
+    """Vocal-tract length perturbation on the log-mel (``mel_warp``): the share of windows whose spectral
+    envelope is moved along the frequency axis by a factor drawn from ``warp_range``, the pitch rows and
+    the tempo left alone (speed perturbation moves all three together). 0 (off) in every recipe before
+    2026-12-06, so their training draws are unchanged."""
+    warp_range: tuple[float, float] = (0.9, 1.1)
     p_specaugment: float = 0.8
     n_time_masks: int = 2
     max_time_mask_frames: int = 40
@@ -74,7 +81,7 @@ class AugmentConfig:
     max_freq_mask_bins: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("speed_range", "gain_db", "level_dbfs", "snr_db", "rt60_s"):
+        for name in ("speed_range", "gain_db", "level_dbfs", "snr_db", "rt60_s", "warp_range"):
             value = getattr(self, name)
             if value is None and name == "level_dbfs":
                 continue
@@ -85,6 +92,10 @@ class AugmentConfig:
                 or value[0] > value[1]
             ):
                 raise ValueError(f"augment setting {name} must be two numbers, low then high; got {value!r}")
+        if not 0.0 <= self.p_warp <= 1.0:
+            raise ValueError(f"augment setting p_warp must be a probability (0 to 1); got {self.p_warp!r}")
+        if self.warp_range[0] <= 0:
+            raise ValueError(f"augment setting warp_range must be positive factors; got {self.warp_range!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +208,19 @@ class Augmenter:
 
     # -- features ------------------------------------------------------------------------------
 
+    def warp(self, features: torch.Tensor, generator: torch.Generator, centres_hz: torch.Tensor) -> torch.Tensor:
+        """``mel_warp`` on a batch ``(B, rows, T)`` whose first ``len(centres_hz)`` rows are the log-mel: each
+        window with probability ``p_warp``, by a factor drawn from ``warp_range``. Draws nothing when off."""
+        c = self.config
+        if not c.enabled or c.p_warp <= 0:
+            return features
+        b = features.shape[0]
+        apply = torch.rand(b, generator=generator) < c.p_warp
+        low, high = c.warp_range
+        factors = torch.where(apply, low + (high - low) * torch.rand(b, generator=generator), torch.ones(b))
+        self.stats["warp"] += int(apply.sum())
+        return mel_warp(features, factors, centres_hz)
+
     def spec(self, features: torch.Tensor, generator: torch.Generator, n_mels: int | None = None) -> torch.Tensor:
         """SpecAugment on a batch ``(B, rows, T)``: time and frequency masks on the first ``n_mels`` rows (the
         log-mel; default all), filled with each example's mean; rows after them (pitch) pass unchanged."""
@@ -223,3 +247,27 @@ class Augmenter:
         self.stats["specaugment"] += int(apply.sum())
         fill = logmel.mean(dim=(1, 2), keepdim=True).expand_as(logmel)
         return torch.cat([torch.where(keep, logmel, fill), extra], dim=1)
+
+
+def mel_warp(features: torch.Tensor, factors: torch.Tensor, centres_hz: torch.Tensor) -> torch.Tensor:
+    """Move each window's spectral envelope along the frequency axis (vocal-tract length perturbation):
+    ``features (B, rows, T)``, the first ``len(centres_hz)`` rows a log-mel whose bins are centred at
+    ``centres_hz``; ``factors (B,)``. Bin k of window b takes the value the input had at ``centre_k / factor_b``
+    (a factor above 1 moves formants up), linearly interpolated between bins on the mel scale and held at the
+    first or last bin beyond the range; a factor of 1 returns the window unchanged; rows after the log-mel
+    (pitch) pass unchanged."""
+    n_mels = len(centres_hz)
+    logmel, extra = features[:, :n_mels], features[:, n_mels:]
+    mel = hz_to_mel(centres_hz.to(torch.float64))
+    source = hz_to_mel(centres_hz.to(torch.float64)[None, :] / factors.to(torch.float64)[:, None])  # (B, F)
+    # fractional bin index of each source frequency (bins are evenly spaced on the mel scale)
+    pos = ((source - mel[0]) / (mel[1] - mel[0])).clamp(0.0, n_mels - 1.0)
+    pos = torch.where((factors == 1.0)[:, None], torch.arange(n_mels, dtype=torch.float64)[None, :], pos)
+    lo = pos.floor().long().clamp(max=n_mels - 2) if n_mels > 1 else pos.floor().long()
+    frac = (pos - lo).to(logmel.dtype)
+    hi = (lo + 1).clamp(max=n_mels - 1)
+    t = logmel.shape[2]
+    below = torch.gather(logmel, 1, lo[:, :, None].expand(-1, -1, t))
+    above = torch.gather(logmel, 1, hi[:, :, None].expand(-1, -1, t))
+    warped = below + frac[:, :, None] * (above - below)
+    return torch.cat([warped, extra], dim=1)

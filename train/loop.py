@@ -29,7 +29,7 @@ from torch import nn
 from emostream.models.arch import PITCH_ARCHITECTURES, build_model, count_parameters, takes_pitch
 from emostream.models.arch.config import ModelConfig
 from emostream.models.arch.layers import FoldClasses
-from emostream.models.features import FeatureConfig, LogMel
+from emostream.models.features import FeatureConfig, LogMel, mel_centres_hz
 from emostream.models.modelfile import (
     ModelSpec,
     export_model,
@@ -145,6 +145,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     ModelSpec(fc, model_config, labels)  # refuses features and model that disagree before any audio is loaded
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     augmenter = Augmenter(cfg.augment, fc.sample_rate_hz, seed=cfg.seed)
+    centres = mel_centres_hz(fc)
     train_windows = TrainWindows(
         [audio[i] for i in split.train],
         head_targets[split.train],
@@ -284,7 +285,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             total_loss, correct, seen, mixed = 0.0, 0, 0, 0
             for waves, y in train_windows.batches(cfg.batch_size, rng):
                 with torch.no_grad():
-                    x = augmenter.spec(logmel(torch.from_numpy(waves)), gen, fc.n_mels)
+                    x = augmenter.spec(augmenter.warp(logmel(torch.from_numpy(waves)), gen, centres), gen, fc.n_mels)
                 yt = torch.from_numpy(y)
                 if cfg.mixup > 0 and rng.random() < cfg.mixup_prob:
                     lam, mixed = float(rng.beta(cfg.mixup, cfg.mixup)), mixed + 1

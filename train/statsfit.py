@@ -6,9 +6,10 @@ speaker-grouped cross-validation on the training speakers picks the candidate.
 
 The rows are the statistics of every training clip's streamer windows (clean, as the streamer cuts
 them) plus ``passes`` passes of augmented training windows (``train.dataset.TrainWindows``: the deep
-recipe's joins, time shifts, speed, gain, EQ, band limits, noise, reverberation and quantisation;
-SpecAugment's masks are left out, as they would be statistics of the mask), so the fit sees the
-channels a microphone brings. ``emostream train --arch clip_stats --epochs N`` runs it with N passes.
+recipe's joins, time shifts, speed, gain, EQ, band limits, noise, reverberation and quantisation,
+and the mel warp where the recipe turns it on, ``p_warp``; SpecAugment's masks are left out, as they
+would be statistics of the mask), so the fit sees the channels a microphone brings. ``emostream train
+--arch clip_stats --epochs N`` runs it with N passes.
 
 The heads of a bag are fitted apart (their own seed, initialisation and order of rows) with AdamW,
 input and hidden dropout and class-balanced cross-entropy, for a few epochs over the rows: how long
@@ -38,7 +39,7 @@ from rich.console import Console
 from torch import nn
 
 from emostream.models.arch.clip_stats import ClipStats
-from emostream.models.features import LogMel
+from emostream.models.features import LogMel, mel_centres_hz
 from emostream.train.baseline import LogisticBaseline, standardise
 from emostream.train.dataset import TrainWindows, clip_windows, progress_bar
 from emostream.train.metrics import compute_metrics
@@ -125,9 +126,16 @@ class BaggedMLP:
 
 
 @torch.inference_mode()
-def window_statistics(model: ClipStats, logmel: LogMel, waves: np.ndarray) -> np.ndarray:
-    """The model's statistics of a batch of windows ``(B, samples)``: ``(B, n_statistics)``."""
-    return model.statistics(logmel(torch.as_tensor(waves, dtype=torch.float32))).numpy()
+def window_statistics(
+    model: ClipStats,
+    logmel: LogMel,
+    waves: np.ndarray,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> np.ndarray:
+    """The model's statistics of a batch of windows ``(B, samples)``: ``(B, n_statistics)``; ``transform``
+    (the augmented passes' mel warp, ``train.augment.Augmenter.warp``) acts on the features first."""
+    features = logmel(torch.as_tensor(waves, dtype=torch.float32))
+    return model.statistics(features if transform is None else transform(features)).numpy()
 
 
 def training_rows(
@@ -158,11 +166,14 @@ def training_rows(
                 batch, batch_clips = [], []
             progress.advance(task)
         n_clean = sum(len(c) for c in clips)
+        centres = mel_centres_hz(logmel.cfg)
         for p in range(passes):
             rng = np.random.default_rng([seed, p])
+            gen = torch.Generator().manual_seed(seed * 100003 + p)  # the warp's own draws (none when it is off)
+            warp = partial(windows.augmenter.warp, generator=gen, centres_hz=centres)
             task = progress.add_task(f"augmented pass {p + 1}/{passes}", total=len(windows))
             for idx, waves, _ in windows.indexed_batches(batch_size, rng):
-                rows.append(window_statistics(model, logmel, waves))
+                rows.append(window_statistics(model, logmel, waves, warp))
                 clips.append(np.asarray(idx, dtype=np.int64))
                 progress.advance(task, len(idx))
     clip = np.concatenate(clips)

@@ -15,6 +15,10 @@ rows, ``models.features.pitch_rows``):
   the loudest frame's;
 - over the active frames, per mel bin: the mean relative to the window's mean level, the standard
   deviation, and the standard deviation of the change between consecutive active frames (3 x n_mels);
+  with ``ltas_cepstra`` K > 0 (0, every bin, in model files without the setting) the first of these,
+  the window's long-term spectrum, is given as its DCT coefficients 1..K instead (its tilt and broad
+  shape; the bins' detail holds the speaker's formants and the microphone's response as much as the
+  emotion), so 2 x n_mels + K;
 - frame level relative to the loudest frame: 10th, 50th and 90th percentile and mean over the present
   frames, standard deviation over the active ones, and the active share of the present frames (6);
 - with ``pitch``: the voiced share of the active frames (a soft voicing weight, periodicity 0.4 -> 0,
@@ -41,6 +45,10 @@ rows, ``models.features.pitch_rows``):
   250 ms (standard deviation and mean magnitude, voiced pairs; 6) and the correlation of frame level
   and F0 over the voiced frames (1). Rhythm and movement at syllable time scales, which the
   per-frame statistics above do not see.
+- with ``voiced_ltas`` (and ``pitch``; off in model files without the setting), after all of the above:
+  the long-term spectrum of the voiced frames alone (per mel bin, the log-mel's mean over the frames
+  weighted by their voicing, relative to its mean over the bins; n_mels): the vowels' average
+  spectrum, which the all-active-frames mean blurs with consonants and breath.
 - with ``denoise`` (an over-subtraction factor; 0, off, in model files without the setting), before
   all of the above: spectral subtraction. The noise estimate is the mean spectrum (power, or with
   ``denoise_estimate`` "log" the mean log-mel) of the quietest fifth (``denoise_quiet``) of the
@@ -80,6 +88,8 @@ DEFAULTS: dict[str, Any] = {
     "denoise": 0.0,
     "denoise_quiet": 0.2,
     "denoise_estimate": "mean",
+    "ltas_cepstra": 0,
+    "voiced_ltas": False,
     "hidden": 0,
     "heads": 1,
 }
@@ -110,13 +120,22 @@ FRAMES_PER_S = 100.0
 """The F0 slope's time unit: frames at the features' 10-ms hop (a scale; standardisation removes it)."""
 
 
-def n_statistics(n_mels: int, pitch: bool, extended: bool = False, dynamics: bool = False) -> int:
+def n_statistics(
+    n_mels: int,
+    pitch: bool,
+    extended: bool = False,
+    dynamics: bool = False,
+    ltas_cepstra: int = 0,
+    voiced_ltas: bool = False,
+) -> int:
     """How many statistics ``WindowStatistics`` computes per window."""
-    n = 3 * n_mels + ENERGY_STATS + (PITCH_STATS if pitch else 0)
+    n = 2 * n_mels + (ltas_cepstra or n_mels) + ENERGY_STATS + (PITCH_STATS if pitch else 0)
     if extended:
         n += n_mels + EXTENDED_STATS + (EXTENDED_PITCH_STATS if pitch else 0)
     if dynamics:
         n += DYNAMICS_STATS + (DYNAMICS_PITCH_STATS if pitch else 0)
+    if voiced_ltas and pitch:
+        n += n_mels
     return n
 
 
@@ -183,6 +202,8 @@ class WindowStatistics(nn.Module):
         "denoise_floor",
         "quiet",
         "log_estimate",
+        "ltas_cepstra",
+        "voiced_ltas",
     ]
 
     def __init__(
@@ -196,6 +217,8 @@ class WindowStatistics(nn.Module):
         denoise: float = 0.0,
         denoise_quiet: float = DENOISE_QUIET,
         denoise_estimate: str = "mean",
+        ltas_cepstra: int = 0,
+        voiced_ltas: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(denoise) <= 10.0:
@@ -206,6 +229,12 @@ class WindowStatistics(nn.Module):
             raise ValueError(
                 f"clip_stats: denoise_estimate is one of {', '.join(DENOISE_ESTIMATES)}, got {denoise_estimate!r}"
             )
+        if isinstance(ltas_cepstra, bool) or not isinstance(ltas_cepstra, int) or not 0 <= ltas_cepstra <= N_CEPSTRA:
+            raise ValueError(f"clip_stats: ltas_cepstra is 0 (every mel bin) or 1 to {N_CEPSTRA}, got {ltas_cepstra!r}")
+        self.ltas_cepstra = ltas_cepstra
+        if voiced_ltas and not pitch:
+            raise ValueError("clip_stats: voiced_ltas needs the pitch rows (pitch: true)")
+        self.voiced_ltas = bool(voiced_ltas)
         self.denoise = float(denoise)
         self.log_estimate = denoise_estimate == "log"
         self.denoise_floor = -float(DENOISE_FLOOR_DB) * DB_TO_LN
@@ -267,8 +296,13 @@ class WindowStatistics(nn.Module):
         rel_mean, _ = _masked_mean_std(rel, present)
         _, rel_std_active = _masked_mean_std(rel, active)
         share = active.sum(dim=1) / present.sum(dim=1).clamp(min=1.0)
+        ltas = bin_mean - level  # (B, M): the window's long-term spectrum relative to its level
+        if self.ltas_cepstra > 0:
+            basis = self.cepstra
+            assert isinstance(basis, torch.Tensor)  # a buffer, for mypy
+            ltas = torch.matmul(ltas, basis[: self.ltas_cepstra].to(x.dtype).T)  # (B, K): its DCT coefficients 1..K
         parts = [
-            bin_mean - level,
+            ltas,
             bin_std,
             delta_std,
             quant,
@@ -326,6 +360,9 @@ class WindowStatistics(nn.Module):
                 ]
         if self.dynamics:
             extra += self._dynamics(features, x, energy, present, active, shape, pair, voicing)
+        if self.voiced_ltas and voicing is not None:
+            voiced_mean, _ = _masked_mean_std(x, voicing[0].unsqueeze(1))  # (B, M)
+            extra.append(voiced_mean - voiced_mean.mean(dim=1, keepdim=True))
         return torch.cat(parts + extra, dim=1)
 
     def _subtract_noise(
@@ -429,8 +466,17 @@ class ClipStats(nn.Module):
             float(s["denoise"]),
             float(s["denoise_quiet"]),
             str(s["denoise_estimate"]),
+            s["ltas_cepstra"],
+            bool(s["voiced_ltas"]),
         )
-        n = n_statistics(cfg.n_mels, bool(s["pitch"]), bool(s["extended"]), bool(s["dynamics"]))
+        n = n_statistics(
+            cfg.n_mels,
+            bool(s["pitch"]),
+            bool(s["extended"]),
+            bool(s["dynamics"]),
+            self.statistics.ltas_cepstra,
+            self.statistics.voiced_ltas,
+        )
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
         hidden, heads = int(s["hidden"]), int(s["heads"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,12 @@ from emostream.streamer.core.events import Estimate
 
 BAR_WIDTH = 32
 LEVEL_FLOOR_DBFS = -60.0
+CLIP_SAMPLE = 0.999
+"""A sample this close to full scale (or beyond) counts as clipped."""
+CLIP_MIN_SAMPLES = 3
+"""Clipped samples a block needs before the input line warns (one full-scale sample can be a click)."""
+CLIP_HOLD_S = 3.0
+"""How long the clipping warning stays after the last block that clipped."""
 TIMELINE_HOPS = 30
 LATENCY_HISTORY = 500
 NO_SPEECH_MARK = "·"
@@ -64,6 +71,7 @@ class StreamView:
     dropped_samples: int = 0
     timeline: tuple[str | None, ...] = ()  # oldest first; None = no speech in that hop
     level_dbfs: float | None = None
+    clipping: float = 0.0  # share of the samples at full scale in the last block that clipped (0: none lately)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,9 @@ def _level_line(view: StreamView, state: DashboardState) -> Text:
         colour = "red" if db > -3 else "green" if db > -40 else "dim"
         text.append(bar(1.0 - db / LEVEL_FLOOR_DBFS, 20), style=colour)
         text.append(f" {db:6.1f} dBFS", style=colour)
+    if view.clipping > 0:
+        # the estimate stops being level-invariant where the input clips (models/default/REPORT.md)
+        text.append(f"   CLIPPING {view.clipping:.1%}: turn the input gain down", style="bold red")
     if view.seq >= 0:
         text.append(
             "   speech " if view.speech else "   silence ", style="bold green" if view.speech else "dim"
@@ -243,6 +254,7 @@ class _Track:
 
     view: StreamView
     timeline: deque[str | None] = field(default_factory=lambda: deque(maxlen=TIMELINE_HOPS))
+    clipped_at: float = -math.inf  # clock time of the last block that clipped
 
 
 class Dashboard:
@@ -269,6 +281,7 @@ class Dashboard:
         self.refresh_hz = refresh_hz
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self.clock = time.monotonic  # for the clipping warning's hold; tests replace it
         self.reset()
 
     def reset(self) -> None:
@@ -304,18 +317,28 @@ class Dashboard:
                 dropped_samples=int(e.dropped_samples),
                 timeline=tuple(track.timeline),
                 level_dbfs=track.view.level_dbfs,
+                clipping=track.view.clipping,
             )
 
     def note_level(self, stream: str, chunk: np.ndarray) -> None:
-        """Input level from the edge (the audio as it arrives), as RMS dBFS of ``chunk``."""
+        """Input level from the edge (the audio as it arrives), as RMS dBFS of ``chunk``, and whether it clips:
+        a block with ``CLIP_MIN_SAMPLES`` or more samples at full scale sets a warning that stays
+        ``CLIP_HOLD_S`` after the last such block."""
         x = np.asarray(chunk, dtype=np.float32)
         if x.size == 0:
             return
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
         dbfs = 20.0 * math.log10(max(rms, 1e-10))
+        clipped = int(np.count_nonzero(np.abs(x) >= CLIP_SAMPLE))
+        now = self.clock()
         with self._lock:
             track = self._track(stream)
-            track.view = replace(track.view, level_dbfs=dbfs)
+            clipping = track.view.clipping
+            if clipped >= CLIP_MIN_SAMPLES:
+                track.clipped_at, clipping = now, clipped / x.size
+            elif now - track.clipped_at > CLIP_HOLD_S:
+                clipping = 0.0
+            track.view = replace(track.view, level_dbfs=dbfs, clipping=clipping)
 
     def set_status(self, text: str) -> None:
         with self._lock:

@@ -7,6 +7,8 @@ import {
 
 const FRAME_MS = 20;
 const TIMELINE_S = 60;
+const CLIP_PEAK = 0.99; // a frame whose peak reaches this clips: the estimate is level-invariant only below it
+const CLIP_HOLD_MS = 3000; // the clipping warning stays this long after the last clipping frame
 const $ = (id) => document.getElementById(id);
 
 // Everything the page knows, also read by tests (tests/test_browser.py) and handy in the console.
@@ -17,6 +19,7 @@ const state = (window.emostream = {
   lastEstimate: null,
   latenciesMs: [], // measured here: estimate received - the frame holding the window's last sample sent
   nEstimates: 0,
+  clippedFrames: 0, // frames sent whose peak reached CLIP_PEAK
   errors: [],
 });
 
@@ -133,8 +136,14 @@ function connect(s) {
 function onFrame(s, { pcm, rms, peak }) {
   const db = 20 * Math.log10(Math.max(rms, 1e-6));
   $("level").style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
-  $("level").style.background = peak >= 0.99 ? "#dc2626" : "";
-  $("level-db").textContent = db < -90 ? "silence" : `${db.toFixed(0)} dBFS`;
+  if (peak >= CLIP_PEAK) {
+    state.clippedFrames += 1;
+    s.clippedAt = performance.now();
+  }
+  const clipping = s.clippedAt !== undefined && performance.now() - s.clippedAt < CLIP_HOLD_MS;
+  $("level").style.background = clipping ? "#dc2626" : "";
+  $("level-db").textContent =
+    (db < -90 ? "silence" : `${db.toFixed(0)} dBFS`) + (clipping ? " · clipping: turn the input gain down" : "");
   if (!s.ws || s.ws.readyState !== WebSocket.OPEN) return;
   s.ws.send(pcm);
   const index = Math.floor(s.sentSamples / s.frameSamples);
