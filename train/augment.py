@@ -258,8 +258,9 @@ def mel_warp(features: torch.Tensor, factors: torch.Tensor, centres_hz: torch.Te
     (pitch) pass unchanged."""
     n_mels = len(centres_hz)
     logmel, extra = features[:, :n_mels], features[:, n_mels:]
-    mel = hz_to_mel(centres_hz.to(torch.float64))
-    source = hz_to_mel(centres_hz.to(torch.float64)[None, :] / factors.to(torch.float64)[:, None])  # (B, F)
+    hz = centres_hz.to(torch.float64)
+    mel = hz_to_mel(hz)
+    source = hz_to_mel(hz[None, :] / factors.to(torch.float64)[:, None])  # (B, F)
     # fractional bin index of each source frequency (bins are evenly spaced on the mel scale)
     pos = ((source - mel[0]) / (mel[1] - mel[0])).clamp(0.0, n_mels - 1.0)
     pos = torch.where((factors == 1.0)[:, None], torch.arange(n_mels, dtype=torch.float64)[None, :], pos)

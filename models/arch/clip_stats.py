@@ -255,6 +255,9 @@ class WindowStatistics(nn.Module):
         self.frames_per_s = FRAMES_PER_S
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
+        self.n_out = n_statistics(
+            self.n_mels, self.pitch, self.extended, self.dynamics, self.ltas_cepstra, self.voiced_ltas
+        )  # the width of ``forward``'s output
 
     def _frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The floored log-mel ``(B, M, T)``, its loudest bin ``(B,)``, each frame's level (mean log-mel)
@@ -469,14 +472,7 @@ class ClipStats(nn.Module):
             s["ltas_cepstra"],
             bool(s["voiced_ltas"]),
         )
-        n = n_statistics(
-            cfg.n_mels,
-            bool(s["pitch"]),
-            bool(s["extended"]),
-            bool(s["dynamics"]),
-            self.statistics.ltas_cepstra,
-            self.statistics.voiced_ltas,
-        )
+        n = self.statistics.n_out
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
         hidden, heads = int(s["hidden"]), int(s["heads"])
