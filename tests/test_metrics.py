@@ -68,3 +68,32 @@ def test_to_dict_is_json_ready() -> None:
 def test_bad_indices_raise() -> None:
     with pytest.raises(ValueError):
         confusion_matrix([0, 3], [0, 1], 3)
+
+
+def test_changed_predictions_and_the_step_of_one_clip() -> None:
+    """The robustness report's counts: clips whose predicted class a condition changed, per corpus and
+    overall, and the most one clip's prediction can move a corpus's UA (one clip of its rarest class)."""
+    from pathlib import Path
+
+    from emostream.train.corpora import Clip
+    from emostream.train.evaluate import changed_predictions, one_clip_ua, score
+
+    clips = [Clip(Path(f"{i}.wav"), "happy", "s", "ravdess" if i < 4 else "urdu") for i in range(7)]
+    clean = np.array([0, 1, 2, 3, 0, 0, 1])
+    after = np.array([0, 2, 2, 1, 0, 3, 1])
+    assert changed_predictions(clips, after, clean) == {"ravdess": 2, "urdu": 1, "overall": 3}
+    assert changed_predictions(clips, clean, clean) == {"ravdess": 0, "urdu": 0, "overall": 0}
+    # 4 classes, the rarest with 1 clip: that clip is its class's whole recall, a quarter of the mean;
+    # 2 classes of 3 and 6 clips: 1 / (2 x 3)
+    assert one_clip_ua(np.array([0, 0, 1, 1, 2, 3, 3])) == pytest.approx(0.25)
+    assert one_clip_ua(np.array([0] * 3 + [2] * 6)) == pytest.approx(1 / 6)
+    assert one_clip_ua(np.zeros(0, np.int64)) == 0.0
+    # the step is exact: moving one clip of the rarest class moves UA by it
+    targets = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1])
+    probs = np.eye(2)[targets].astype(np.float32)
+    flipped = probs.copy()
+    flipped[0] = [0.0, 1.0]
+    clips2 = [Clip(Path(f"{i}.wav"), "x", "s", "urdu") for i in range(9)]
+    base, moved = score(clips2, targets, probs, ["a", "b"]), score(clips2, targets, flipped, ["a", "b"])
+    step = base["datasets"]["urdu"]["one_clip_ua"]
+    assert base["datasets"]["urdu"]["ua"] - moved["datasets"]["urdu"]["ua"] == pytest.approx(step)

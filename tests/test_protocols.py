@@ -176,6 +176,11 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     table = (pert / "crosscorpus.md").read_text()
     assert "| held-out corpus | model | clean | gain:-12 | noise:-10 |" in table
     assert f"| tess | ensemble | {100 * fold['ensemble']['ua']:.1f} | {100 * fold['ensemble']['ua']:.1f} (+0.0) |" in table
+    # and it counts the clips whose prediction each condition changed: none at -12 dB
+    n = fold["n_test_clips"]
+    assert fold["ensemble"]["changed"]["gain:-12"] == 0 and 0 <= fold["ensemble"]["changed"]["noise:-10"] <= n
+    assert "changed" not in fold["baseline"]
+    assert f"| tess | ensemble | {n} | 0 | {fold['ensemble']['changed']['noise:-10']} |" in table
     assert run(register_crosscorpus, [*argv3[:-4], "--perturb", "loud"]) == 2  # an unknown condition: refused
 
 

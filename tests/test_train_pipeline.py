@@ -238,6 +238,17 @@ def test_evaluate_counts_new_speakers_as_unseen_and_reports_robustness(run: dict
     assert abs(rob["gain:-12"]["datasets"]["ravdess"]["ua"] - d["ua"]) <= 0.02
     assert abs(rob["gain:+6"]["datasets"]["ravdess"]["ua"] - d["ua"]) <= 0.02
     assert all(0.0 <= rob[c]["ua"] <= 1.0 for c in rob)
+    # how many clips each condition changed the prediction of: none for clean, the corpora's sum overall,
+    # and UA cannot move further than the changed clips can carry it (one clip's step each)
+    assert rob["clean"]["changed"] == 0
+    step = d["one_clip_ua"]
+    support = [sum(row) for row in d["confusion"] if sum(row)]
+    assert step == pytest.approx(1 / (len(support) * min(support)))  # one clip of the rarest class
+    for c in ("gain:-12", "gain:+6", "noise:10", "phone"):
+        changed = rob[c]["datasets"]["ravdess"]["changed"]
+        assert 0 <= changed <= d["n"] and rob[c]["changed"] == changed
+        assert abs(rob[c]["datasets"]["ravdess"]["ua"] - d["ua"]) <= changed * step + 1e-9
+    assert "Clips whose predicted class each condition changed" in text and f"| ravdess | 66 ({100 * step:.1f}) |" in text
     assert _evaluate([*argv, "--perturb", "loud:3"]) == 2
 
 

@@ -256,7 +256,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         default="",
         metavar="COND,...",
         help="robustness report: re-score the same clips under each condition and report UA per condition "
-        "and corpus; conditions: " + PERTURB_HELP + "; e.g. --perturb gain:-12,gain:+12,phone,noise:10,reverb",
+        "and corpus, and how many clips' predicted class each condition changed; conditions: " + PERTURB_HELP + "; e.g. --perturb gain:-12,gain:+12,phone,noise:10,reverb",
     )
     p.set_defaults(func=_run_evaluate)
 

@@ -84,11 +84,30 @@ def score(
             )
             entry["restricted"] = {k: v for k, v in r.to_dict().items() if k != "per_class"}
         entry["speakers"] = sorted({clips[i].speaker for i in idx})
+        entry["one_clip_ua"] = one_clip_ua(targets[idx])
         datasets[corpus] = entry
     overall = compute_metrics(targets, preds, labels).to_dict()
     if datasets:
         overall["mean_ua"] = float(np.mean([d["ua"] for d in datasets.values()]))
     return {"datasets": datasets, "overall": overall}
+
+
+def one_clip_ua(targets: np.ndarray) -> float:
+    """The most that one clip's prediction can move a corpus's UA: one clip of its rarest class
+    (``1 / (classes present x that class's clips)``); 0 without clips."""
+    counts = np.bincount(targets) if len(targets) else np.zeros(0, np.int64)
+    present = counts[counts > 0]
+    return float(1.0 / (len(present) * present.min())) if len(present) else 0.0
+
+
+def changed_predictions(clips: Sequence[Clip], preds: np.ndarray, clean_preds: np.ndarray) -> dict[str, int]:
+    """Per corpus, then ``overall``: how many clips' predicted class differs from the clean prediction."""
+    differs = np.asarray(preds) != np.asarray(clean_preds)
+    out = {corpus: 0 for corpus in dict.fromkeys(c.corpus for c in clips)}
+    for clip, d in zip(clips, differs, strict=True):
+        out[clip.corpus] += int(d)
+    out["overall"] = int(differs.sum())
+    return out
 
 
 def robustness(
@@ -100,37 +119,50 @@ def robustness(
     cache_dir: Path | None = None,
     console: Console | None = None,
     clean: dict[str, Any] | None = None,
+    clean_probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """UA (and restricted UA where a corpus has fewer classes) of every condition, overall and per corpus,
-    on the same clips; ``clean`` reuses an existing clean score."""
+    on the same clips; ``clean`` reuses an existing clean score. With the clean probabilities
+    (``clean_probs``, or a ``clean`` condition scored first), each condition also counts the clips whose
+    predicted class it changed (``changed``): a measure of invariance that UA's gains and losses
+    cannot cancel, and whose step is one clip."""
     fc = classifier.feature_config
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
+    clean_preds = clean_probs.argmax(axis=1) if clean_probs is not None else None
     out: dict[str, Any] = {}
     for pert in perturbations:
-        if pert.kind == "clean" and clean is not None:
-            scored = clean
+        if pert.kind == "clean" and clean is not None and clean_preds is not None:
+            scored, preds = clean, clean_preds
         else:
-            changed = [pert.apply(to_float(a), fc.sample_rate_hz, seed=i) for i, a in enumerate(audio)]
+            altered = [pert.apply(to_float(a), fc.sample_rate_hz, seed=i) for i, a in enumerate(audio)]
             with progress_bar(console) as progress:
                 task = progress.add_task(f"{pert.name}: {len(clips)} clips", total=len(clips))
                 probs = clip_probabilities(
-                    changed, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
+                    altered, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
                 )
-            scored = score(clips, targets, probs, labels)
-        out[pert.name] = condition_scores(scored)
+            scored, preds = score(clips, targets, probs, labels), probs.argmax(axis=1)
+            if pert.kind == "clean" and clean_preds is None:
+                clean_preds = preds
+        changed = changed_predictions(clips, preds, clean_preds) if clean_preds is not None else None
+        out[pert.name] = condition_scores(scored, changed)
     return out
 
 
-def condition_scores(scored: dict[str, Any]) -> dict[str, Any]:
+def condition_scores(scored: dict[str, Any], changed: dict[str, int] | None = None) -> dict[str, Any]:
     """One condition's entry of a robustness report: UA overall, mean over corpora, and per corpus (with
-    the restricted UA where a corpus has fewer classes), from a ``score`` report."""
+    the restricted UA where a corpus has fewer classes), from a ``score`` report; with ``changed``
+    (``changed_predictions``), how many clips' predicted class the condition changed, overall and per corpus."""
+    def one(name: str, d: dict[str, Any]) -> dict[str, Any]:
+        entry = {"ua": d["ua"], **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {})}
+        if changed is not None:
+            entry["changed"] = changed[name]
+        return entry
+
     return {
         "ua": scored["overall"]["ua"],
         "mean_ua": scored["overall"].get("mean_ua"),
-        "datasets": {
-            name: {"ua": d["ua"], **({"restricted_ua": d["restricted"]["ua"]} if "restricted" in d else {})}
-            for name, d in scored["datasets"].items()
-        },
+        **({"changed": changed["overall"]} if changed is not None else {}),
+        "datasets": {name: one(name, d) for name, d in scored["datasets"].items()},
     }
 
 
@@ -193,7 +225,8 @@ def evaluate_classifier(
     """Score ``classifier`` on ``clips``; write the report JSON, predictions CSV and confusion PNG when asked.
 
     With ``perturbations``, the same clips are scored again under each condition (``train.perturb``)
-    and the report's ``robustness`` section holds UA per condition, overall and per corpus."""
+    and the report's ``robustness`` section holds UA per condition, overall and per corpus, and how
+    many clips' predicted class each condition changed."""
     labels = classifier.labels
     t = map_to_model(clips, labels, mapping)
     start = time.perf_counter()
@@ -201,7 +234,7 @@ def evaluate_classifier(
     report = score(t.clips, t.targets, probs, labels)
     if perturbations:
         report["robustness"] = robustness(
-            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean=report
+            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean=report, clean_probs=probs
         )
     report["model"] = {
         "name": classifier.name,

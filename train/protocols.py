@@ -431,7 +431,8 @@ def _score_fold_model(
     perturbations: Sequence[Perturbation] = (),
 ) -> dict[str, Any]:
     """A fold's model scored on the held-out corpus: the streamer's windows, ONNX Runtime where there is one;
-    with ``perturbations``, its UA under each condition as ``robustness``."""
+    with ``perturbations``, its UA under each condition as ``robustness`` and the number of clips whose
+    predicted class each condition changed as ``changed``."""
     from emostream.models.modelfile import load_classifier, onnxruntime_available
 
     classifier = load_classifier(model_dir, backend="onnx" if onnxruntime_available() else "auto", threads=threads)
@@ -441,6 +442,7 @@ def _score_fold_model(
     scored: dict[str, Any] = _headline(rep["overall"])
     if perturbations:
         scored["robustness"] = {cond: r["ua"] for cond, r in rep["robustness"].items()}
+        scored["changed"] = {cond: r["changed"] for cond, r in rep["robustness"].items() if "changed" in r}
     return scored
 
 
@@ -472,7 +474,38 @@ def markdown_table(report: dict[str, Any]) -> str:
             "|---|---|---:|" + "---:|" * len(conds),
             *("| " + " | ".join(row) + " |" for row in _perturbed_rows(report)),
         ]
+        changed = _changed_rows(report)
+        if changed:
+            lines += [
+                "",
+                "Clips of the held-out corpus whose predicted class each condition changed:",
+                "",
+                "| held-out corpus | model | test clips |" + "".join(f" {c} |" for c in conds),
+                "|---|---|---:|" + "---:|" * len(conds),
+                *("| " + " | ".join(row) + " |" for row in changed),
+            ]
     return "\n".join(lines)
+
+
+def _changed_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per fold and model column that counts them (the fold models: deep, ensemble), the clips each condition
+    changed the prediction of; then the sum over the folds."""
+    conds = report["perturbations"]
+    columns = [c for c in COLUMN_TITLES if c in report["mean_ua"] and c != "baseline"]
+    folds = report["folds"]
+    columns = [c for c in columns if all(set(conds) <= set(f[c].get("changed", {})) for f in folds.values())]
+    rows = [
+        [held, COLUMN_TITLES[c], str(f["n_test_clips"]), *(str(f[c]["changed"][k]) for k in conds)]
+        for held, f in folds.items()
+        for c in columns
+    ]
+    total = sum(f["n_test_clips"] for f in folds.values())
+    label = "all folds" if len(folds) == len(report["datasets"]) else f"folds {', '.join(folds)}"
+    rows += [
+        [label, COLUMN_TITLES[c], str(total), *(str(sum(f[c]["changed"][k] for f in folds.values())) for k in conds)]
+        for c in columns
+    ]
+    return rows
 
 
 def _perturbed_rows(report: dict[str, Any]) -> list[list[str]]:

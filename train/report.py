@@ -34,6 +34,7 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     if report.get("robustness"):
         print_robustness(report["robustness"], console)
+        print_changed(report, console)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:
         console.print(f"skipped (labels the model lacks): {skipped}")
@@ -50,6 +51,38 @@ def print_robustness(rob: dict[str, Any], console: Console) -> None:
     for corpus, cells in robustness_rows(rob):
         table.add_row(corpus, *cells)
     console.print(table)
+
+
+def print_changed(report: dict[str, Any], console: Console) -> None:
+    """How many clips each condition changed the prediction of, per corpus (when the report counts them)."""
+    from rich.table import Table
+
+    names, rows = changed_rows(report)
+    if not rows:
+        return
+    table = Table(title="robustness: clips whose predicted class changed (one clip moves UA by at most)")
+    for col in ("data set", "clips", *names):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def changed_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The perturbed conditions' names and, per corpus then overall, the clips, the most one clip moves
+    the corpus's UA (points) and each condition's count of changed predictions; no rows when the report
+    does not count them (reports written before the counts existed)."""
+    rob = report.get("robustness") or {}
+    names = [name for name in rob if name != "clean"]
+    if not names or any("changed" not in rob[name] for name in names):
+        return names, []
+    rows = []
+    for corpus, d in report["datasets"].items():
+        step = d.get("one_clip_ua")
+        clips = f"{d['n']} ({100 * step:.1f})" if step is not None else str(d["n"])
+        rows.append([corpus, clips, *[str(rob[name]["datasets"][corpus]["changed"]) for name in names]])
+    rows.append(["overall", str(report["overall"]["n"]), *[str(rob[name]["changed"]) for name in names]])
+    return names, rows
 
 
 def robustness_rows(rob: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -89,6 +122,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         names = list(rob)
         lines += table_head("UA % under each condition (change from clean):", ["corpus"], names)
         lines += [f"| {corpus} | " + " | ".join(cells) + " |" for corpus, cells in robustness_rows(rob)]
+        names, rows = changed_rows(report)
+        if rows:
+            lines += table_head(
+                "Clips whose predicted class each condition changed (in brackets: the most one clip's "
+                "prediction moves the corpus's UA, points):",
+                ["corpus"],
+                ["clips", *names],
+            )
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
     for name, d in report["datasets"].items():
         labels = d["labels"]
         lines += [
