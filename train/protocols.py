@@ -38,6 +38,7 @@ from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar,
 from emostream.train.evaluate import condition_scores, evaluate_classifier, map_to_model, score
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
+from emostream.train.report import table_head
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
@@ -466,24 +467,14 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines.append(f"| {label} | |" + "".join(f" {100 * report['mean_ua'][c]:.1f} |" for c in columns))
     if report.get("perturbations"):
         conds = report["perturbations"]
-        lines += [
-            "",
-            "UA % under each condition on the held-out corpus (change from clean):",
-            "",
-            "| held-out corpus | model | clean |" + "".join(f" {c} |" for c in conds),
-            "|---|---|---:|" + "---:|" * len(conds),
-            *("| " + " | ".join(row) + " |" for row in _perturbed_rows(report)),
+        tables = [
+            ("UA % under each condition on the held-out corpus (change from clean):", "clean", _perturbed_rows(report)),
+            ("Clips of the held-out corpus whose predicted class each condition changed:", "test clips", _changed_rows(report)),
         ]
-        changed = _changed_rows(report)
-        if changed:
-            lines += [
-                "",
-                "Clips of the held-out corpus whose predicted class each condition changed:",
-                "",
-                "| held-out corpus | model | test clips |" + "".join(f" {c} |" for c in conds),
-                "|---|---|---:|" + "---:|" * len(conds),
-                *("| " + " | ".join(row) + " |" for row in changed),
-            ]
+        for title, first, rows in tables:
+            if rows:
+                lines += table_head(title, ["held-out corpus", "model"], [first, *conds])
+                lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
