@@ -35,7 +35,13 @@ from emostream.train.augment import AugmentConfig
 from emostream.train.baseline import ClipFeatures, LogisticBaseline, group_columns, speaker_normalise
 from emostream.train.corpora import Clip, load_corpora
 from emostream.train.dataset import DEFAULT_CACHE_DIR, load_audio, progress_bar, to_float
-from emostream.train.evaluate import condition_scores, evaluate_classifier, map_to_model, score
+from emostream.train.evaluate import (
+    changed_predictions,
+    condition_scores,
+    evaluate_classifier,
+    map_to_model,
+    score,
+)
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
 from emostream.train.report import table_head
@@ -117,16 +123,19 @@ def baseline_robustness(
     cache_dir: Path,
     console: Console | None,
     clean: dict[str, Any],
+    clean_probs: np.ndarray,
 ) -> dict[str, Any]:
     """The fitted baseline's UA per condition, overall and per corpus, on the same clips: each clip
     changed as ``emostream evaluate --perturb`` changes it (``train.perturb``), its statistics computed
-    again. The same shape as ``train.evaluate.robustness``."""
+    again; and how many clips' predicted class each condition changed from ``clean_probs``'. The same
+    shape as ``train.evaluate.robustness``."""
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     feats = ClipFeatures(fc)
+    clean_preds = clean_probs.argmax(axis=1)
     out: dict[str, Any] = {}
     for pert in perturbations:
         if pert.kind == "clean":
-            scored = clean
+            scored, preds = clean, clean_preds
         else:
             rows = []
             with progress_bar(console) as progress:
@@ -134,9 +143,9 @@ def baseline_robustness(
                 for i, a in enumerate(audio):
                     rows.append(feats.one(pert.apply(to_float(a), fc.sample_rate_hz, seed=i)))
                     progress.advance(task)
-            x = variant.apply(np.stack(rows), clips, fc.n_mels)
-            scored = score(clips, targets, model.predict_proba(x), labels)
-        out[pert.name] = condition_scores(scored)
+            probs = model.predict_proba(variant.apply(np.stack(rows), clips, fc.n_mels))
+            scored, preds = score(clips, targets, probs, labels), probs.argmax(axis=1)
+        out[pert.name] = condition_scores(scored, changed_predictions(clips, preds, clean_preds))
     return out
 
 
@@ -163,11 +172,12 @@ def run_baseline(
     x = variant.apply(clip_features(clips, fc, cache_dir, console), clips, fc.n_mels)
     test_clips = [clips[i] for i in split.test]
     model = LogisticBaseline(len(label_set.labels)).fit(x[split.train], targets[split.train])
-    report = score(test_clips, targets[split.test], model.predict_proba(x[split.test]), label_set.labels)
+    probs = model.predict_proba(x[split.test])
+    report = score(test_clips, targets[split.test], probs, label_set.labels)
     if perturbations:
         report["robustness"] = baseline_robustness(
             model, test_clips, targets[split.test], label_set.labels, perturbations, fc, variant, cache_dir,
-            console, clean=report,
+            console, clean=report, clean_probs=probs,
         )
     report.update(
         {
@@ -307,9 +317,10 @@ def run_crosscorpus(
         if perturbations:
             rob = baseline_robustness(
                 base_model, test_clips, targets[test_idx], labels, perturbations, fc, variant, cache_dir, console,
-                clean=base,
+                clean=base, clean_probs=base_model.predict_proba(x[test_idx]),
             )
             fold["baseline"]["robustness"] = {cond: r["ua"] for cond, r in rob.items()}
+            fold["baseline"]["changed"] = {cond: r["changed"] for cond, r in rob.items()}
         console.print(f"[bold]{held}[/bold] held out: baseline UA {100 * base['overall']['ua']:.1f} %")
         if deep:
             run_dir = out / f"without_{held}"
@@ -479,10 +490,10 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def _changed_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Per fold and model column that counts them (the fold models: deep, ensemble), the clips each condition
-    changed the prediction of; then the sum over the folds."""
+    """Per fold and model column that counts them (reports written before the counts lack them), the clips
+    each condition changed the prediction of; then the sum over the folds."""
     conds = report["perturbations"]
-    columns = [c for c in COLUMN_TITLES if c in report["mean_ua"] and c != "baseline"]
+    columns = [c for c in COLUMN_TITLES if c in report["mean_ua"]]
     folds = report["folds"]
     columns = [c for c in columns if all(set(conds) <= set(f[c].get("changed", {})) for f in folds.values())]
     rows = [
