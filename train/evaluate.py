@@ -118,21 +118,20 @@ def robustness(
     perturbations: Sequence[Perturbation],
     cache_dir: Path | None = None,
     console: Console | None = None,
-    clean: dict[str, Any] | None = None,
     clean_probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """UA (and restricted UA where a corpus has fewer classes) of every condition, overall and per corpus,
-    on the same clips; ``clean`` reuses an existing clean score. With the clean probabilities
-    (``clean_probs``, or a ``clean`` condition scored first), each condition also counts the clips whose
-    predicted class it changed (``changed``): a measure of invariance that UA's gains and losses
-    cannot cancel, and whose step is one clip."""
+    on the same clips; ``clean_probs``, the clips' probabilities already computed on clean audio, are
+    reused for a ``clean`` condition. With them (or a ``clean`` condition scored first), each condition
+    also counts the clips whose predicted class it changed (``changed``): a measure of invariance that
+    UA's gains and losses cannot cancel, and whose step is one clip."""
     fc = classifier.feature_config
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     clean_preds = clean_probs.argmax(axis=1) if clean_probs is not None else None
     out: dict[str, Any] = {}
     for pert in perturbations:
-        if pert.kind == "clean" and clean is not None and clean_preds is not None:
-            scored, preds = clean, clean_preds
+        if pert.kind == "clean" and clean_probs is not None:
+            probs = clean_probs
         else:
             altered = [pert.apply(to_float(a), fc.sample_rate_hz, seed=i) for i, a in enumerate(audio)]
             with progress_bar(console) as progress:
@@ -140,11 +139,11 @@ def robustness(
                 probs = clip_probabilities(
                     altered, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
                 )
-            scored, preds = score(clips, targets, probs, labels), probs.argmax(axis=1)
-            if pert.kind == "clean" and clean_preds is None:
-                clean_preds = preds
+        preds = probs.argmax(axis=1)
+        if pert.kind == "clean" and clean_preds is None:
+            clean_preds = preds
         changed = changed_predictions(clips, preds, clean_preds) if clean_preds is not None else None
-        out[pert.name] = condition_scores(scored, changed)
+        out[pert.name] = condition_scores(score(clips, targets, probs, labels), changed)
     return out
 
 
@@ -234,7 +233,7 @@ def evaluate_classifier(
     report = score(t.clips, t.targets, probs, labels)
     if perturbations:
         report["robustness"] = robustness(
-            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean=report, clean_probs=probs
+            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean_probs=probs
         )
     report["model"] = {
         "name": classifier.name,

@@ -122,20 +122,19 @@ def baseline_robustness(
     variant: BaselineVariant,
     cache_dir: Path,
     console: Console | None,
-    clean: dict[str, Any],
     clean_probs: np.ndarray,
 ) -> dict[str, Any]:
     """The fitted baseline's UA per condition, overall and per corpus, on the same clips: each clip
     changed as ``emostream evaluate --perturb`` changes it (``train.perturb``), its statistics computed
-    again; and how many clips' predicted class each condition changed from ``clean_probs``'. The same
-    shape as ``train.evaluate.robustness``."""
+    again; and how many clips' predicted class each condition changed from the clean audio's
+    (``clean_probs``, which a ``clean`` condition reuses). The same shape as ``train.evaluate.robustness``."""
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     feats = ClipFeatures(fc)
     clean_preds = clean_probs.argmax(axis=1)
     out: dict[str, Any] = {}
     for pert in perturbations:
         if pert.kind == "clean":
-            scored, preds = clean, clean_preds
+            probs = clean_probs
         else:
             rows = []
             with progress_bar(console) as progress:
@@ -144,8 +143,8 @@ def baseline_robustness(
                     rows.append(feats.one(pert.apply(to_float(a), fc.sample_rate_hz, seed=i)))
                     progress.advance(task)
             probs = model.predict_proba(variant.apply(np.stack(rows), clips, fc.n_mels))
-            scored, preds = score(clips, targets, probs, labels), probs.argmax(axis=1)
-        out[pert.name] = condition_scores(scored, changed_predictions(clips, preds, clean_preds))
+        changed = changed_predictions(clips, probs.argmax(axis=1), clean_preds)
+        out[pert.name] = condition_scores(score(clips, targets, probs, labels), changed)
     return out
 
 
@@ -177,7 +176,7 @@ def run_baseline(
     if perturbations:
         report["robustness"] = baseline_robustness(
             model, test_clips, targets[split.test], label_set.labels, perturbations, fc, variant, cache_dir,
-            console, clean=report, clean_probs=probs,
+            console, clean_probs=probs,
         )
     report.update(
         {
@@ -317,7 +316,7 @@ def run_crosscorpus(
         if perturbations:
             rob = baseline_robustness(
                 base_model, test_clips, targets[test_idx], labels, perturbations, fc, variant, cache_dir, console,
-                clean=base, clean_probs=base_model.predict_proba(x[test_idx]),
+                clean_probs=base_model.predict_proba(x[test_idx]),
             )
             fold["baseline"]["robustness"] = {cond: r["ua"] for cond, r in rob.items()}
             fold["baseline"]["changed"] = {cond: r["changed"] for cond, r in rob.items()}
