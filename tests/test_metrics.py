@@ -97,3 +97,31 @@ def test_changed_predictions_and_the_step_of_one_clip() -> None:
     base, moved = score(clips2, targets, probs, ["a", "b"]), score(clips2, targets, flipped, ["a", "b"])
     step = base["datasets"]["urdu"]["one_clip_ua"]
     assert base["datasets"]["urdu"]["ua"] - moved["datasets"]["urdu"]["ua"] == pytest.approx(step)
+
+
+def test_ua_per_speaker_over_each_speakers_own_classes() -> None:
+    """The report's ``per_speaker``: UA over the speaker's own classes, so a speaker holding one emotion
+    (URDU's test speakers) scores its accuracy on it, and the corpus's pooled UA is not their mean."""
+    from pathlib import Path
+
+    from emostream.train.corpora import Clip
+    from emostream.train.evaluate import score
+    from emostream.train.report import markdown_report, speaker_rows
+
+    speakers = ["a"] * 4 + ["b"] * 2 + ["c"] * 4
+    clips = [Clip(Path(f"{i}.wav"), "x", f"urdu:{s}", "urdu") for i, s in enumerate(speakers)]
+    targets = np.array([0, 0, 1, 1, 2, 2, 0, 1, 1, 1])
+    preds = np.array([0, 1, 1, 1, 2, 0, 0, 0, 0, 1])
+    report = score(clips, targets, np.eye(3)[preds], ["neutral", "happy", "sad"])
+    got = report["datasets"]["urdu"]["per_speaker"]
+    assert got == {
+        "urdu:a": {"n": 4, "classes": 2, "ua": pytest.approx((1 / 2 + 2 / 2) / 2)},
+        "urdu:b": {"n": 2, "classes": 1, "ua": pytest.approx(1 / 2)},  # one emotion: its accuracy
+        "urdu:c": {"n": 4, "classes": 2, "ua": pytest.approx((1 + 1 / 3) / 2)},
+    }
+    pooled = (2 / 3 + 3 / 5 + 1 / 2) / 3  # per class over every speaker's clips
+    assert report["datasets"]["urdu"]["ua"] == pytest.approx(pooled)
+    assert pooled != pytest.approx(np.mean([s["ua"] for s in got.values()]))
+    assert speaker_rows(report)[1] == ["urdu", "urdu:b", "2", "1", "50.0"]
+    report.update(model={"name": "m", "arch": "clip_stats", "backend": "eager"})
+    assert "| urdu | urdu:c | 4 | 2 | 66.7 |" in markdown_report(report)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_train_pipeline import SR, synth_clip, write_corpus
+from test_train_pipeline import ACTORS, SR, synth_clip, write_corpus
 
 from emostream.models.features import FeatureConfig
 from emostream.train.baseline import (
@@ -112,6 +112,11 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     assert loco["folds"]["tess"]["train_corpora"] == ["ravdess"] and loco["folds"]["tess"]["n_test_clips"] == 18
     assert all(0.0 <= f["baseline"]["ua"] <= 1.0 for f in loco["folds"].values())
     assert "| mean |" in (out / "crosscorpus.md").read_text()
+    # UA per speaker of the held-out corpus: every speaker of the fold's test clips, each in [0, 1]
+    for held, f in loco["folds"].items():
+        per = f["baseline"]["per_speaker"]
+        assert per and all(s.startswith(f"{held}:") and 0.0 <= v <= 1.0 for s, v in per.items())
+    assert len(loco["folds"]["ravdess"]["baseline"]["per_speaker"]) == len(ACTORS)  # every actor is unseen there
     one = tmp_path / "loco_one"  # one fold: tess held out, trained on the rest of --datasets
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "tess", "--out", str(one)]
     assert run(register_crosscorpus, [*argv, "--cache", str(cache)]) == 0
@@ -186,6 +191,13 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     assert set(fold["baseline"]["changed"]) == {"gain:-12", "noise:-10"}
     assert all(0 <= v <= n for v in fold["baseline"]["changed"].values())
     assert f"| tess | ensemble | {n} | 0 | {fold['ensemble']['changed']['noise:-10']} |" in table
+    # per speaker: the spread over the held-out corpus's speakers, and on how many the ensemble beats the baseline
+    ens, base = fold["ensemble"]["per_speaker"], fold["baseline"]["per_speaker"]
+    assert set(ens) == set(base) and len(ens) >= 2
+    above, level = sum(ens[s] > base[s] for s in ens), sum(ens[s] == base[s] for s in ens)
+    low, high = 100 * min(ens.values()), 100 * max(ens.values())
+    counts = f"{above} / {level} / {len(ens) - above - level}"
+    assert f"| tess | ensemble | {len(ens)} | {low:.1f} | " in table and f" | {high:.1f} | {counts} |" in table
     assert run(register_crosscorpus, [*argv3[:-4], "--perturb", "loud"]) == 2  # an unknown condition: refused
 
 

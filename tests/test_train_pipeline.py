@@ -201,6 +201,14 @@ def test_evaluate_writes_report_and_predictions(run: dict, tmp_path: Path) -> No
         "ravdess:20",
     }
     assert all(abs(sum(float(r[f"p_{x}"]) for x in ("neutral", "happy", "sad")) - 1) < 1e-3 for r in rows)
+    # UA per speaker, from the same predictions as the CSV's rows: the mean recall of the speaker's classes
+    per_speaker = d["per_speaker"]
+    assert sorted(per_speaker) == d["speakers"] and sum(s["n"] for s in per_speaker.values()) == 60
+    for speaker, s in per_speaker.items():
+        mine = [r for r in rows if r["speaker"] == speaker]
+        classes = sorted({r["label"] for r in mine})
+        recalls = [np.mean([r["pred"] == c for r in mine if r["label"] == c]) for c in classes]
+        assert (s["n"], s["classes"]) == (len(mine), len(classes)) and s["ua"] == pytest.approx(np.mean(recalls))
     assert png.stat().st_size > 1000
 
 
@@ -216,8 +224,8 @@ def test_evaluate_counts_new_speakers_as_unseen_and_reports_robustness(run: dict
             sf.write(new_actor / f"03-01-{code}-01-01-{take + 1:02d}-22.wav", synth_clip(code, 22, take), SR)
     rep = tmp_path / "r.json"
     argv = ["--model", str(run["out"] / "model"), "--data", str(data), "--report", str(rep)]
-    md = tmp_path / "r.md"
-    perturb = ["--perturb", "gain:-12,gain:+6,noise:10,phone", "--markdown", str(md)]
+    md, pred = tmp_path / "r.md", tmp_path / "p.csv"
+    perturb = ["--perturb", "gain:-12,gain:+6,noise:10,phone", "--markdown", str(md), "--predictions", str(pred)]
     assert _evaluate([*argv, "--cache", str(tmp_path / "cache"), *perturb]) == 0
     report = json.loads(rep.read_text())
     text = md.read_text()
@@ -248,6 +256,13 @@ def test_evaluate_counts_new_speakers_as_unseen_and_reports_robustness(run: dict
         changed = rob[c]["datasets"]["ravdess"]["changed"]
         assert 0 <= changed <= d["n"] and rob[c]["changed"] == changed
         assert abs(rob[c]["datasets"]["ravdess"]["ua"] - d["ua"]) <= changed * step + 1e-9
+    # the CSV names every changed clip: per condition, the rows whose pred@condition differs from pred
+    with pred.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[-4:] == ["pred@gain:-12", "pred@gain:+6", "pred@noise:10", "pred@phone"]
+    assert len(rows) == 66 and all(r[f"pred@{c}"] in d["labels"] for r in rows for c in rob if c != "clean")
+    for c in ("gain:-12", "gain:+6", "noise:10", "phone"):
+        assert sum(r[f"pred@{c}"] != r["pred"] for r in rows) == rob[c]["changed"]
     assert "Clips whose predicted class each condition changed" in text and f"| ravdess | 66 ({100 * step:.1f}) |" in text
     assert _evaluate([*argv, "--perturb", "loud:3"]) == 2
 

@@ -240,7 +240,13 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "speakers only (to choose between models without touching the test speakers); all: every clip",
     )
     p.add_argument("--report", required=True, type=Path, help="output JSON report")
-    p.add_argument("--predictions", type=Path, default=None, help="output CSV, one row per clip")
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="output CSV, one row per clip; with --perturb also a pred@COND column per condition: the class "
+        "predicted on the clip's perturbed copy",
+    )
     p.add_argument("--confusion", type=Path, default=None, help="output PNG of the confusion matrices")
     p.add_argument(
         "--markdown", type=Path, default=None, help="output Markdown: scores, robustness and confusion tables"

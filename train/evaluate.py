@@ -84,12 +84,27 @@ def score(
             )
             entry["restricted"] = {k: v for k, v in r.to_dict().items() if k != "per_class"}
         entry["speakers"] = sorted({clips[i].speaker for i in idx})
+        entry["per_speaker"] = per_speaker(clips, targets, preds, labels, idx)
         entry["one_clip_ua"] = one_clip_ua(targets[idx])
         datasets[corpus] = entry
     overall = compute_metrics(targets, preds, labels).to_dict()
     if datasets:
         overall["mean_ua"] = float(np.mean([d["ua"] for d in datasets.values()]))
     return {"datasets": datasets, "overall": overall}
+
+
+def per_speaker(
+    clips: Sequence[Clip], targets: np.ndarray, preds: np.ndarray, labels: tuple[str, ...], idx: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per speaker of the clips ``idx`` (sorted by name): clips, how many classes the speaker has, and UA
+    over those classes alone. A corpus's UA pools its speakers' clips per class, so one speaker with
+    most of the clips (nEMO's test set) or with one emotion only (URDU's) decides it; this shows who."""
+    out: dict[str, dict[str, Any]] = {}
+    for speaker in sorted({clips[i].speaker for i in idx}):
+        mine = np.array([i for i in idx if clips[i].speaker == speaker])
+        m = compute_metrics(targets[mine], preds[mine], labels)
+        out[speaker] = {"n": m.n, "classes": int(len(np.unique(targets[mine]))), "ua": m.ua}
+    return out
 
 
 def one_clip_ua(targets: np.ndarray) -> float:
@@ -119,12 +134,14 @@ def robustness(
     cache_dir: Path | None = None,
     console: Console | None = None,
     clean_probs: np.ndarray | None = None,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """UA (and restricted UA where a corpus has fewer classes) of every condition, overall and per corpus,
     on the same clips; ``clean_probs``, the clips' probabilities already computed on clean audio, are
     reused for a ``clean`` condition. With them (or a ``clean`` condition scored first), each condition
     also counts the clips whose predicted class it changed (``changed``): a measure of invariance that
-    UA's gains and losses cannot cancel, and whose step is one clip."""
+    UA's gains and losses cannot cancel, and whose step is one clip. A ``predictions`` dict receives
+    every condition's predicted class per clip (name -> indices into ``labels``), for the CSV."""
     fc = classifier.feature_config
     audio = load_audio(clips, fc.sample_rate_hz, cache_dir, console)
     clean_preds = clean_probs.argmax(axis=1) if clean_probs is not None else None
@@ -140,6 +157,8 @@ def robustness(
                     altered, classifier.predict, fc, 64, EVAL_HOP_S, on_clips=partial(progress.advance, task)
                 )
         preds = probs.argmax(axis=1)
+        if predictions is not None:
+            predictions[pert.name] = preds
         if pert.kind == "clean" and clean_preds is None:
             clean_preds = preds
         changed = changed_predictions(clips, preds, clean_preds) if clean_preds is not None else None
@@ -166,14 +185,25 @@ def condition_scores(scored: dict[str, Any], changed: dict[str, int] | None = No
 
 
 def write_predictions(
-    path: Path, clips: Sequence[Clip], targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+    path: Path,
+    clips: Sequence[Clip],
+    targets: np.ndarray,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    conditions: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """One row per clip: ``path, dataset, speaker, label, pred, p_<label>...``."""
+    """One row per clip: ``path, dataset, speaker, label, pred, p_<label>...``, then with ``conditions``
+    (``robustness``'s per-condition predictions) ``pred@<condition>`` for every condition but clean: the
+    class predicted on the clip's perturbed copy, so each changed prediction the report counts can be
+    found (the rows where ``pred@<condition>`` differs from ``pred``)."""
+    altered = {name: preds for name, preds in (conditions or {}).items() if name != "clean"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "dataset", "speaker", "label", "pred", *[f"p_{name}" for name in labels]])
-        for clip, target, p in zip(clips, targets, probs, strict=True):
+        writer.writerow(
+            ["path", "dataset", "speaker", "label", "pred", *[f"p_{name}" for name in labels], *[f"pred@{name}" for name in altered]]
+        )
+        for i, (clip, target, p) in enumerate(zip(clips, targets, probs, strict=True)):
             writer.writerow(
                 [
                     str(clip.path),
@@ -182,6 +212,7 @@ def write_predictions(
                     labels[int(target)],
                     labels[int(p.argmax())],
                     *[f"{x:.5f}" for x in p],
+                    *[labels[int(preds[i])] for preds in altered.values()],
                 ]
             )
 
@@ -225,15 +256,25 @@ def evaluate_classifier(
 
     With ``perturbations``, the same clips are scored again under each condition (``train.perturb``)
     and the report's ``robustness`` section holds UA per condition, overall and per corpus, and how
-    many clips' predicted class each condition changed."""
+    many clips' predicted class each condition changed; the predictions CSV then also holds each
+    condition's predicted class per clip (``pred@<condition>``)."""
     labels = classifier.labels
     t = map_to_model(clips, labels, mapping)
     start = time.perf_counter()
     probs = predict_clips(classifier, t.clips, classifier.feature_config, cache_dir, console)
     report = score(t.clips, t.targets, probs, labels)
+    condition_preds: dict[str, np.ndarray] = {}
     if perturbations:
         report["robustness"] = robustness(
-            classifier, t.clips, t.targets, labels, perturbations, cache_dir, console, clean_probs=probs
+            classifier,
+            t.clips,
+            t.targets,
+            labels,
+            perturbations,
+            cache_dir,
+            console,
+            clean_probs=probs,
+            predictions=condition_preds,
         )
     report["model"] = {
         "name": classifier.name,
@@ -255,7 +296,7 @@ def evaluate_classifier(
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=2) + "\n")
     if out_csv is not None:
-        write_predictions(out_csv, t.clips, t.targets, probs, labels)
+        write_predictions(out_csv, t.clips, t.targets, probs, labels, condition_preds)
     if out_png is not None and report["datasets"]:
         from emostream.train.metrics import metrics_from_confusion
 

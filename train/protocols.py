@@ -311,7 +311,7 @@ def run_crosscorpus(
             "train_corpora": [d for d in datasets if d != held],
             "n_test_clips": len(test_idx),
             "n_train_clips": len(train_idx),
-            "baseline": _headline(base["overall"]),
+            "baseline": {**_headline(base["overall"]), "per_speaker": _per_speaker(base)},
         }
         if perturbations:
             rob = baseline_robustness(
@@ -450,11 +450,16 @@ def _score_fold_model(
     rep = evaluate_classifier(
         classifier, test_clips, mapping, cache_dir=cache_dir, console=console, perturbations=perturbations
     )
-    scored: dict[str, Any] = _headline(rep["overall"])
+    scored: dict[str, Any] = {**_headline(rep["overall"]), "per_speaker": _per_speaker(rep)}
     if perturbations:
         scored["robustness"] = {cond: r["ua"] for cond, r in rep["robustness"].items()}
         scored["changed"] = {cond: r["changed"] for cond, r in rep["robustness"].items() if "changed" in r}
     return scored
+
+
+def _per_speaker(report: dict[str, Any]) -> dict[str, float]:
+    """UA per speaker of a ``score`` report's corpora, over each speaker's own classes."""
+    return {spk: s["ua"] for d in report["datasets"].values() for spk, s in d.get("per_speaker", {}).items()}
 
 
 def _print_fold(console: Console, held: str, what: str, scored: dict[str, Any], base: dict[str, Any]) -> None:
@@ -485,7 +490,41 @@ def markdown_table(report: dict[str, Any]) -> str:
             if rows:
                 lines += table_head(title, ["held-out corpus", "model"], [first, *conds])
                 lines += ["| " + " | ".join(row) + " |" for row in rows]
+    speakers = _speaker_rows(report)
+    if speakers:
+        lines += table_head(
+            "UA % per speaker of the held-out corpus, over each speaker's own classes (the pooled UA above "
+            "weighs speakers by their clips); in the last column on how many speakers the model is above, "
+            "level with and below the statistics baseline:",
+            ["held-out corpus", "model"],
+            ["speakers", "lowest", "median", "highest", "above / level / below the baseline"],
+        )
+        lines += ["| " + " | ".join(row) + " |" for row in speakers]
     return "\n".join(lines)
+
+
+def _speaker_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per fold and model column, the spread of UA over the held-out corpus's speakers and, for the models,
+    on how many speakers each is above, level with and below the statistics baseline (a paired count,
+    which one corpus's many clips cannot outvote); then the same over every fold's speakers.
+    No rows for reports written before ``per_speaker`` existed."""
+    columns = [c for c in COLUMN_TITLES if c in report["mean_ua"]]
+    folds = report["folds"]
+    if not folds or any("per_speaker" not in f[c] for f in folds.values() for c in columns):
+        return []
+
+    def row(held: str, column: str, scores: dict[str, float], base: dict[str, float]) -> list[str]:
+        ua = np.array(list(scores.values()))
+        diff = np.array([scores[s] - base[s] for s in scores])
+        above = "-" if column == "baseline" else f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()}"
+        cells = [f"{100 * v:.1f}" for v in (ua.min(), np.median(ua), ua.max())]
+        return [held, COLUMN_TITLES[column], str(len(ua)), *cells, above]
+
+    rows = [row(held, c, f[c]["per_speaker"], f["baseline"]["per_speaker"]) for held, f in folds.items() for c in columns]
+    label = "all folds" if len(folds) == len(report["datasets"]) else f"folds {', '.join(folds)}"
+    every = {c: {s: v for f in folds.values() for s, v in f[c]["per_speaker"].items()} for c in columns}
+    rows += [row(label, c, every[c], every["baseline"]) for c in columns]
+    return rows
 
 
 def _changed_rows(report: dict[str, Any]) -> list[list[str]]:

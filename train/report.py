@@ -32,12 +32,45 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
             f"{100 * r['ua']:.1f}" if r else "",
         )
     console.print(table)
+    print_speakers(report, console)
     if report.get("robustness"):
         print_robustness(report["robustness"], console)
         print_changed(report, console)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:
         console.print(f"skipped (labels the model lacks): {skipped}")
+
+
+SPEAKER_ROWS_SHOWN = 40
+"""The terminal lists UA per speaker up to this many speakers; the JSON and Markdown always hold them all."""
+
+
+def speaker_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per corpus and speaker: clips, the speaker's classes and UA over them; none in reports written
+    before ``per_speaker`` existed."""
+    return [
+        [corpus, speaker, str(s["n"]), str(s["classes"]), f"{100 * s['ua']:.1f}"]
+        for corpus, d in report["datasets"].items()
+        for speaker, s in d.get("per_speaker", {}).items()
+    ]
+
+
+def print_speakers(report: dict[str, Any], console: Console) -> None:
+    """UA per speaker (a corpus's UA pools its speakers, so one speaker can decide it)."""
+    from rich.table import Table
+
+    rows = speaker_rows(report)
+    if len(rows) > SPEAKER_ROWS_SHOWN:
+        console.print(f"UA per speaker: {len(rows)} speakers, in the JSON report and --markdown")
+        return
+    if not rows:
+        return
+    table = Table(title="UA % per speaker (over the speaker's own classes)")
+    for col in ("data set", "speaker", "clips", "classes", "UA %"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_robustness(rob: dict[str, Any], console: Console) -> None:
@@ -117,6 +150,14 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {name} | {d['n']} | {100 * d['ua']:.1f} | {100 * d['wa']:.1f} | {100 * d['macro_f1']:.1f} | "
             f"{restricted} |"
         )
+    speakers = speaker_rows(report)
+    if speakers:
+        lines += table_head(
+            "UA % per speaker, over the speaker's own classes (a corpus's UA pools its speakers' clips per class):",
+            ["corpus", "speaker"],
+            ["clips", "classes", "UA %"],
+        )
+        lines += ["| " + " | ".join(row) + " |" for row in speakers]
     rob = report.get("robustness")
     if rob:
         names = list(rob)
