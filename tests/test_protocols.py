@@ -138,13 +138,14 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     out = tmp_path / "loco"
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--hold-out", "tess", "--out", str(out),
             "--cache", str(tmp_path / "cache"), "--deep", "--epochs", "1", "--threads", "1"]
-    assert run(register_crosscorpus, [*argv, "--arch", "clip_stats"]) == 0
+    assert run(register_crosscorpus, [*argv, "--arch", "clip_stats", "--adversary", "0.3"]) == 0
     report = json.loads((out / "crosscorpus.json").read_text())
-    assert report["deep_settings"]["arch"] == "clip_stats"
+    assert report["deep_settings"]["arch"] == "clip_stats" and report["deep_settings"]["adversary"] == 0.3
     fold = report["folds"]["tess"]
     assert 0.0 <= fold["deep"]["ua"] <= 1.0
     clf = load_classifier(Path(fold["deep"]["model"]))
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
+    assert clf.spec.meta["train_config"]["adversary"] == 0.3  # the fold was trained with the speaker adversary
     assert run(register_crosscorpus, [*argv, "--arch", "vgg16"]) == 2
     # --combine: this run's fold model (clean windows only) and the earlier run's, as one ensemble per fold
     again = tmp_path / "loco_again"

@@ -171,7 +171,8 @@ class LogisticBaseline:
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LogisticBaseline:
+    def fit(self, x: np.ndarray, y: np.ndarray, domains: np.ndarray | None = None) -> LogisticBaseline:
+        """Fit in closed form (L-BFGS); ``domains`` (each row's speaker, ``train.statsfit.Fit``) is not used."""
         rows = standardise(x, y, self.n_classes)
         self.mean, self.scale, xt, yt = rows.mean, rows.scale, rows.x, rows.y
         w = torch.zeros(xt.shape[1], self.n_classes, requires_grad=True)

@@ -131,6 +131,15 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="mix pairs of training windows' log-mel with weights from Beta(ALPHA, ALPHA) (0 = off; 0.2-0.4 usual)",
     )
     p.add_argument("--mixup-prob", type=float, default=0.5, help="share of batches mixed when --mixup > 0")
+    p.add_argument(
+        "--adversary",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="clip_stats with a bag of heads: train each head against a speaker classifier on its hidden "
+        "units (gradient reversal times WEIGHT, e.g. 0.1), which penalises what tells the training speakers "
+        "apart (0 = off)",
+    )
     p.add_argument("--window", choices=("hann", "hamming", "rectangular"), default="hann", help="STFT window")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -195,6 +204,7 @@ def _run_train(args: argparse.Namespace) -> int:
         fold_merged=args.fold_merged,
         mixup=args.mixup,
         mixup_prob=args.mixup_prob,
+        adversary=args.adversary,
         threads=args.threads,
         out_dir=str(args.out),
         resume=args.resume,
@@ -344,6 +354,14 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         "draw of a recipe's training on the same split, which --combine can mix with the other runs' folds",
     )
     p.add_argument(
+        "--adversary",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="deep folds of --arch clip_stats with a bag of heads: the speaker adversary's weight, as in "
+        "`emostream train --adversary` (0 = off)",
+    )
+    p.add_argument(
         "--perturb",
         default="",
         metavar="COND,...",
@@ -432,6 +450,7 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             augment=augment,
             perturbations=perturbations,
             split_seed=args.split_seed,
+            adversary=args.adversary,
         )
     except (ValueError, TypeError, FileNotFoundError, ModelFileError) as exc:
         Console(stderr=True).print(f"[red]emostream crosscorpus: {exc}[/red]")

@@ -59,6 +59,9 @@ class TrainConfig:
     """Mixup's Beta(alpha, alpha) parameter on the log-mel of a batch (0 = off)."""
     mixup_prob: float = 0.5
     """Share of batches mixed when ``mixup`` > 0."""
+    adversary: float = 0.0
+    """``clip_stats`` with a bag of heads: the weight of the speaker adversary on the heads' hidden units
+    (``train.statsfit.BaggedMLP``; 0 = none, every model file before 2026-12-06's third session)."""
     seed: int = 0
     split_seed: int | None = None
     """Seed of the speaker split (``train.splits.default_holdout``); None: ``seed``. Set it to train

@@ -128,6 +128,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise ValueError(f"select must be mean_corpus_ua or pooled_ua, got {cfg.select!r}")
     settings = {**ROBUST_MODEL_SETTINGS.get(cfg.arch, {}), **cfg.model_settings}
     statistics_fit = cfg.arch == "clip_stats"  # fitted on its window statistics (train.statsfit), not through the log-mel
+    if cfg.adversary < 0 or (cfg.adversary > 0 and not statistics_fit):
+        raise ValueError(f"--adversary must be 0 or positive, and trains clip_stats's heads only (arch {cfg.arch!r})")
     level_invariant = settings.get("input_norm", "batch") != "batch" or statistics_fit
     fc = FeatureConfig(**{**(ROBUST_FEATURE_SETTINGS if level_invariant else {}), **cfg.feature_settings})
     if cfg.arch in PITCH_ARCHITECTURES:  # either setting alone switches pitch on for features and model
@@ -267,7 +269,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         assert isinstance(model, ClipStats)
         rows = training_rows(model, logmel, train_windows, cfg.epochs, cfg.seed, console)
         history, best_ua, best_epoch = fit_clip_stats(
-            model, rows, train_windows, len(labels), validate, console, seed=cfg.seed
+            model, rows, train_windows, len(labels), validate, console, seed=cfg.seed, adversary=cfg.adversary
         )
         kept = history[best_epoch - 1]
         meta = {**base_meta, "epoch": best_epoch, "metrics": kept, "time": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -235,6 +235,7 @@ def run_crosscorpus(
     augment: AugmentConfig | None = None,
     perturbations: Sequence[Perturbation] = (),
     split_seed: int | None = None,
+    adversary: float = 0.0,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
@@ -253,6 +254,7 @@ def run_crosscorpus(
     ``seed`` seeds the deep folds' training and, unless ``split_seed`` is given, the speaker split of the
     training corpora (which speakers train, which validate); ``split_seed`` keeps the split while the
     training seed changes, so that a second draw of a recipe can be combined with the other runs' folds.
+    ``adversary`` is the deep folds' speaker adversary (``TrainConfig.adversary``; ``clip_stats`` heads).
 
     ``perturbations`` (``emostream crosscorpus --perturb``): every column is scored again on the held-out
     corpus under each condition, the clips changed as ``emostream evaluate --perturb`` changes them (the
@@ -339,6 +341,7 @@ def run_crosscorpus(
                 model_settings=dict(model_settings or {}),
                 feature_settings=dict(feature_settings or {}),
                 augment=augment,
+                adversary=adversary,
                 name=f"loco-without-{held}",
                 command=f"emostream crosscorpus (fold {held})",
             )
@@ -368,6 +371,7 @@ def run_crosscorpus(
                     "model": dict(model_settings or {}),
                     "features": dict(feature_settings or {}),
                     "augment": augment.to_dict(),
+                    **({"adversary": adversary} if adversary else {}),
                 }
             }
             if deep

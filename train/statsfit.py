@@ -15,7 +15,8 @@ The heads of a bag are fitted apart (their own seed, initialisation and order of
 input and hidden dropout and class-balanced cross-entropy, for a few epochs over the rows: how long
 they train is what regularises them, so the cross-validation picks the epoch count
 (``MLP_EPOCHS``). On the shipped split the bag of five 64-unit heads cross-validated 4.5 points above
-the logistic regression on the same rows (docs/results.md, 2026-12-05 evening).
+the logistic regression on the same rows (docs/results.md, 2026-12-05 evening). With ``emostream train
+--adversary W`` the heads train against a speaker classifier (``BaggedMLP``), each row's speaker given.
 
 Choosing a candidate: the training speakers are dealt into ``CV_FOLDS`` folds (each corpus's
 speakers in turn, so every fold holds some of each corpus); per fold a fit on the other folds' rows
@@ -28,6 +29,7 @@ With fewer than two training speakers the validation speakers pick.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,6 +48,8 @@ from emostream.train.metrics import compute_metrics
 
 WEIGHT_DECAYS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 """The candidate L2 weights of the logistic regression; cross-validation on the training speakers picks one."""
+ADVERSARY_HIDDEN = 64
+"""Hidden units of ``BaggedMLP``'s speaker classifier (training only)."""
 MLP_EPOCHS = (4, 8, 16)
 """The candidate epoch counts of a ``BaggedMLP``; cross-validation on the training speakers picks one."""
 MLP_WEIGHT_DECAY = 1e-2
@@ -57,27 +61,51 @@ CV_FOLDS = 5
 
 @dataclass(frozen=True)
 class Rows:
-    """Window statistics ``x (N, n_statistics)``, labels ``y``, each row's training clip ``clip`` and
-    whether it is a clean streamer window (``clean``) or an augmented one."""
+    """Window statistics ``x (N, n_statistics)``, labels ``y``, each row's training clip ``clip``,
+    whether it is a clean streamer window (``clean``) or an augmented one, and its clip's speaker as an
+    index (``speaker``; the adversary's targets, ``BaggedMLP.adversary``)."""
 
     x: np.ndarray
     y: np.ndarray
     clip: np.ndarray
     clean: np.ndarray
+    speaker: np.ndarray
 
 
 class Fit(Protocol):
     """A classifier on window statistics: ``LogisticBaseline`` or ``BaggedMLP``."""
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Any: ...
+    def fit(self, x: np.ndarray, y: np.ndarray, domains: np.ndarray | None = None) -> Any: ...
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class _Reverse(torch.autograd.Function):
+    """Identity forward; the gradient times ``-weight`` backward (gradient reversal)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.weight * grad, None
 
 
 @dataclass
 class BaggedMLP:
     """Standardisation + ``heads`` networks of one hidden layer (``hidden`` ReLU units), each fitted on
-    every row from its own seed; the probability is the heads' mean (``models.arch.clip_stats``)."""
+    every row from its own seed; the probability is the heads' mean (``models.arch.clip_stats``).
+
+    With ``adversary`` > 0 and ``domains`` (each row's speaker index) given to ``fit``, each head trains
+    beside a speaker classifier on its hidden units whose gradient reaches them reversed and scaled by
+    ``adversary`` (ramped up from 0 over the steps, as in Ganin and Lempitsky's domain-adversarial
+    training), which penalises hidden units that tell the training speakers apart. Where the speakers
+    are a shortcut to the class, this generalises better to new speakers (``tests/test_clip_stats.py``);
+    it does not erase the speaker: a probe trained afterwards on the hidden units still tells the
+    speakers apart about as well as on the plain bag's (measured on synthetic rows, docs/results.md).
+    The speaker classifier is training only; the exported heads are the same shape."""
 
     n_classes: int
     hidden: int = 64
@@ -87,14 +115,18 @@ class BaggedMLP:
     seed: int = 0
     batch_size: int = 256
     lr: float = 3e-3
+    adversary: float = 0.0
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     nets: list[nn.Sequential] = field(default_factory=list)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> BaggedMLP:
+    def fit(self, x: np.ndarray, y: np.ndarray, domains: np.ndarray | None = None) -> BaggedMLP:
         rows = standardise(x, y, self.n_classes)
         self.mean, self.scale, xt, yt = rows.mean, rows.scale, rows.x, rows.y
         loss_fn = nn.CrossEntropyLoss(weight=rows.class_weight)
+        adversarial = self.adversary > 0 and domains is not None
+        dt = torch.from_numpy(np.asarray(domains, dtype=np.int64)) if adversarial else None
+        steps = self.epochs * -(-len(yt) // self.batch_size)
         self.nets = []
         for head in range(self.heads):
             gen = torch.Generator().manual_seed(self.seed * 1009 + head)
@@ -106,14 +138,27 @@ class BaggedMLP:
                 nn.Dropout(MLP_DROPOUT[1]),
                 nn.Linear(self.hidden, self.n_classes),
             )
-            opt = torch.optim.AdamW(net.parameters(), self.lr, weight_decay=self.weight_decay)
+            speaker_head = (
+                nn.Sequential(nn.Linear(self.hidden, ADVERSARY_HIDDEN), nn.ReLU(), nn.Linear(ADVERSARY_HIDDEN, int(dt.max()) + 1))
+                if dt is not None
+                else nn.Sequential()
+            )
+            params = [*net.parameters(), *speaker_head.parameters()]
+            opt = torch.optim.AdamW(params, self.lr, weight_decay=self.weight_decay)
+            step = 0
             for _ in range(self.epochs):
                 order = torch.randperm(len(yt), generator=gen)
                 for start in range(0, len(yt), self.batch_size):
                     b = order[start : start + self.batch_size]
                     opt.zero_grad(set_to_none=True)
-                    loss_fn(net(xt[b]), yt[b]).backward()
+                    hidden = net[:3](xt[b])
+                    loss = loss_fn(net[3:](hidden), yt[b])
+                    if dt is not None:
+                        weight = self.adversary * (2.0 / (1.0 + math.exp(-10.0 * step / steps)) - 1.0)
+                        loss = loss + nn.functional.cross_entropy(speaker_head(_Reverse.apply(hidden, weight)), dt[b])
+                    loss.backward()
                     opt.step()
+                    step += 1
             self.nets.append(net.eval())
         return self
 
@@ -179,7 +224,9 @@ def training_rows(
     clip = np.concatenate(clips)
     clean = np.zeros(len(clip), dtype=bool)
     clean[:n_clean] = True
-    return Rows(np.concatenate(rows), windows.labels[clip], clip, clean)
+    index = {spk: k for k, spk in enumerate(dict.fromkeys(windows.speakers))}
+    speaker = np.asarray([index[s] for s in windows.speakers], dtype=np.int64)[clip]
+    return Rows(np.concatenate(rows), windows.labels[clip], clip, clean, speaker)
 
 
 def speaker_folds(speakers: Sequence[str], corpora: Sequence[str], k: int = CV_FOLDS, seed: int = 0) -> np.ndarray:
@@ -235,7 +282,7 @@ def cross_validated_ua(
     for f in np.unique(folds):
         held = folds[rows.clip] == f
         fit = make()
-        fit.fit(rows.x[~held], rows.y[~held])
+        fit.fit(rows.x[~held], rows.y[~held], rows.speaker[~held])
         pred = clip_predictions(fit, rows, held, len(labels))
         in_fold = folds == f
         scores.append(mean_corpus_ua(labels[in_fold], pred[in_fold], corpus[in_fold], n_classes))
@@ -266,9 +313,14 @@ def load_fit(model: ClipStats, fit: Fit) -> None:
         scale.copy_(torch.as_tensor(fit.scale, dtype=torch.float32))
 
 
-def candidates(model: ClipStats, n_classes: int, seed: int) -> list[tuple[dict[str, Any], Callable[[], Fit]]]:
+def candidates(
+    model: ClipStats, n_classes: int, seed: int, adversary: float = 0.0
+) -> list[tuple[dict[str, Any], Callable[[], Fit]]]:
     """What the cross-validation chooses among for this model's head: weight decays of the logistic
-    regression, or epoch counts of the bag (``model``'s ``hidden`` and ``heads``), each with its record."""
+    regression, or epoch counts of the bag (``model``'s ``hidden`` and ``heads``; with the speaker
+    adversary's weight ``adversary``), each with its record."""
+    if adversary > 0 and not model.mlp:
+        raise ValueError("the speaker adversary trains hidden layers: give clip_stats a bag of heads (hidden > 0)")
     if not model.mlp:
         return [
             ({"weight_decay": float(wd)}, partial(LogisticBaseline, n_classes, weight_decay=float(wd)))
@@ -277,8 +329,8 @@ def candidates(model: ClipStats, n_classes: int, seed: int) -> list[tuple[dict[s
     hidden = model.hidden.out_features // model.n_heads
     return [
         (
-            {"mlp_epochs": int(ep), "weight_decay": MLP_WEIGHT_DECAY},
-            partial(BaggedMLP, n_classes, hidden, model.n_heads, int(ep), seed=seed),
+            {"mlp_epochs": int(ep), "weight_decay": MLP_WEIGHT_DECAY, **({"adversary": adversary} if adversary else {})},
+            partial(BaggedMLP, n_classes, hidden, model.n_heads, int(ep), seed=seed, adversary=adversary),
         )
         for ep in MLP_EPOCHS
     ]
@@ -292,6 +344,7 @@ def fit_clip_stats(
     validate: Callable[[ClipStats], tuple[float, dict[str, Any]]],
     console: Console,
     seed: int = 0,
+    adversary: float = 0.0,
 ) -> tuple[list[dict[str, Any]], float, int]:
     """Per candidate (``candidates``): cross-validate on the training speakers (``windows.speakers``), fit on
     every row and score the validation speakers (``validate(model) -> (figure, record)``); leave the fit with
@@ -305,10 +358,10 @@ def fit_clip_stats(
         console.print(f"cross-validation: {len(np.unique(folds))} folds of {len(set(windows.speakers))} training speakers")
     history: list[dict[str, Any]] = []
     best: tuple[float, int, Fit, float] | None = None
-    for k, (what, make) in enumerate(candidates(model, n_classes, seed)):
+    for k, (what, make) in enumerate(candidates(model, n_classes, seed, adversary)):
         cv = cross_validated_ua(rows, windows.labels, windows.corpora, folds, n_classes, make) if use_cv else None
         fit = make()
-        fit.fit(rows.x, rows.y)
+        fit.fit(rows.x, rows.y, rows.speaker)
         load_fit(model, fit)
         selected, record = validate(model)
         record = {
