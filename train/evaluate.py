@@ -99,9 +99,10 @@ def per_speaker(
     """Per speaker of the clips ``idx`` (sorted by name): clips, how many classes the speaker has, and UA
     over those classes alone. A corpus's UA pools its speakers' clips per class, so one speaker with
     most of the clips (nEMO's test set) or with one emotion only (URDU's) decides it; this shows who."""
+    speakers = np.array([clips[i].speaker for i in idx])
     out: dict[str, dict[str, Any]] = {}
-    for speaker in sorted({clips[i].speaker for i in idx}):
-        mine = np.array([i for i in idx if clips[i].speaker == speaker])
+    for speaker in sorted(set(speakers.tolist())):
+        mine = idx[speakers == speaker]
         m = compute_metrics(targets[mine], preds[mine], labels)
         out[speaker] = {"n": m.n, "classes": int(len(np.unique(targets[mine]))), "ua": m.ua}
     return out

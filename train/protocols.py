@@ -44,7 +44,7 @@ from emostream.train.evaluate import (
 )
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
-from emostream.train.report import table_head
+from emostream.train.report import table_lines
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
@@ -492,19 +492,24 @@ def markdown_table(report: dict[str, Any]) -> str:
         ]
         for title, first, rows in tables:
             if rows:
-                lines += table_head(title, ["held-out corpus", "model"], [first, *conds])
-                lines += ["| " + " | ".join(row) + " |" for row in rows]
+                lines += table_lines(title, ["held-out corpus", "model"], [first, *conds], rows)
     speakers = _speaker_rows(report)
     if speakers:
-        lines += table_head(
+        lines += table_lines(
             "UA % per speaker of the held-out corpus, over each speaker's own classes (the pooled UA above "
             "weighs speakers by their clips); in the last column on how many speakers the model is above, "
             "level with and below the statistics baseline:",
             ["held-out corpus", "model"],
             ["speakers", "lowest", "median", "highest", "above / level / below the baseline"],
+            speakers,
         )
-        lines += ["| " + " | ".join(row) + " |" for row in speakers]
     return "\n".join(lines)
+
+
+def _folds_label(report: dict[str, Any]) -> str:
+    """The first cell of a table's row summed or pooled over the report's folds."""
+    folds = report["folds"]
+    return "all folds" if len(folds) == len(report["datasets"]) else f"folds {', '.join(folds)}"
 
 
 def _speaker_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -525,7 +530,7 @@ def _speaker_rows(report: dict[str, Any]) -> list[list[str]]:
         return [held, COLUMN_TITLES[column], str(len(ua)), *cells, above]
 
     rows = [row(held, c, f[c]["per_speaker"], f["baseline"]["per_speaker"]) for held, f in folds.items() for c in columns]
-    label = "all folds" if len(folds) == len(report["datasets"]) else f"folds {', '.join(folds)}"
+    label = _folds_label(report)
     every = {c: {s: v for f in folds.values() for s, v in f[c]["per_speaker"].items()} for c in columns}
     rows += [row(label, c, every[c], every["baseline"]) for c in columns]
     return rows
@@ -544,7 +549,7 @@ def _changed_rows(report: dict[str, Any]) -> list[list[str]]:
         for c in columns
     ]
     total = sum(f["n_test_clips"] for f in folds.values())
-    label = "all folds" if len(folds) == len(report["datasets"]) else f"folds {', '.join(folds)}"
+    label = _folds_label(report)
     rows += [
         [label, COLUMN_TITLES[c], str(total), *(str(sum(f[c]["changed"][k] for f in folds.values())) for k in conds)]
         for c in columns

@@ -13,6 +13,23 @@ def table_head(title: str, text_columns: list[str], number_columns: list[str]) -
     return ["", title, "", head, "|" + "---|" * len(text_columns) + "---:|" * len(number_columns)]
 
 
+def table_lines(title: str, text_columns: list[str], number_columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled Markdown table (``table_head``) with one line per row of cells."""
+    return [*table_head(title, text_columns, number_columns), *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def print_table(console: Console, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A titled Rich table, every column right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def print_summary(report: dict[str, Any], console: Console) -> None:
     """A small Rich table of UA / WA / macro-F1 per data set."""
     from rich.table import Table
@@ -57,48 +74,26 @@ def speaker_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def print_speakers(report: dict[str, Any], console: Console) -> None:
     """UA per speaker (a corpus's UA pools its speakers, so one speaker can decide it)."""
-    from rich.table import Table
-
     rows = speaker_rows(report)
     if len(rows) > SPEAKER_ROWS_SHOWN:
         console.print(f"UA per speaker: {len(rows)} speakers, in the JSON report and --markdown")
-        return
-    if not rows:
-        return
-    table = Table(title="UA % per speaker (over the speaker's own classes)")
-    for col in ("data set", "speaker", "clips", "classes", "UA %"):
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    elif rows:
+        columns = ["data set", "speaker", "clips", "classes", "UA %"]
+        print_table(console, "UA % per speaker (over the speaker's own classes)", columns, rows)
 
 
 def print_robustness(rob: dict[str, Any], console: Console) -> None:
     """UA % per condition (columns) and corpus (rows), with the change from clean in brackets."""
-    from rich.table import Table
-
-    table = Table(title="robustness: UA % per condition (change from clean)")
-    table.add_column("data set", justify="right")
-    for name in rob:
-        table.add_column(name, justify="right")
-    for corpus, cells in robustness_rows(rob):
-        table.add_row(corpus, *cells)
-    console.print(table)
+    rows = [[corpus, *cells] for corpus, cells in robustness_rows(rob)]
+    print_table(console, "robustness: UA % per condition (change from clean)", ["data set", *rob], rows)
 
 
 def print_changed(report: dict[str, Any], console: Console) -> None:
     """How many clips each condition changed the prediction of, per corpus (when the report counts them)."""
-    from rich.table import Table
-
     names, rows = changed_rows(report)
-    if not rows:
-        return
-    table = Table(title="robustness: clips whose predicted class changed (one clip moves UA by at most)")
-    for col in ("data set", "clips", *names):
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    if rows:
+        title = "robustness: clips whose predicted class changed (one clip moves UA by at most)"
+        print_table(console, title, ["data set", "clips", *names], rows)
 
 
 def changed_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -152,26 +147,29 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
     speakers = speaker_rows(report)
     if speakers:
-        lines += table_head(
+        lines += table_lines(
             "UA % per speaker, over the speaker's own classes (a corpus's UA pools its speakers' clips per class):",
             ["corpus", "speaker"],
             ["clips", "classes", "UA %"],
+            speakers,
         )
-        lines += ["| " + " | ".join(row) + " |" for row in speakers]
     rob = report.get("robustness")
     if rob:
-        names = list(rob)
-        lines += table_head("UA % under each condition (change from clean):", ["corpus"], names)
-        lines += [f"| {corpus} | " + " | ".join(cells) + " |" for corpus, cells in robustness_rows(rob)]
+        lines += table_lines(
+            "UA % under each condition (change from clean):",
+            ["corpus"],
+            list(rob),
+            [[corpus, *cells] for corpus, cells in robustness_rows(rob)],
+        )
         names, rows = changed_rows(report)
         if rows:
-            lines += table_head(
+            lines += table_lines(
                 "Clips whose predicted class each condition changed (in brackets: the most one clip's "
                 "prediction moves the corpus's UA, points):",
                 ["corpus"],
                 ["clips", *names],
+                rows,
             )
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
     for name, d in report["datasets"].items():
         labels = d["labels"]
         lines += [
