@@ -147,6 +147,12 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     assert clf.model_config.arch == "clip_stats" and clf.feature_config.pitch
     assert clf.spec.meta["train_config"]["adversary"] == 0.3  # the fold was trained with the speaker adversary
     assert run(register_crosscorpus, [*argv, "--arch", "vgg16"]) == 2
+    # the speaker adversary trains clip_stats folds only: refused before any work otherwise
+    refused = tmp_path / "refused"
+    assert run(register_crosscorpus, [*argv[:8], str(refused), *argv[9:], "--adversary", "0.3"]) == 2  # deep arch
+    assert run(register_crosscorpus, [*argv[:8], str(refused), "--adversary", "0.3"]) == 2  # no --deep
+    assert run(register_crosscorpus, [*argv[:8], str(refused), *argv[9:], "--arch", "clip_stats", "--adversary", "-1"]) == 2
+    assert not refused.exists()
     # --combine: this run's fold model (clean windows only) and the earlier run's, as one ensemble per fold
     again = tmp_path / "loco_again"
     argv2 = [*argv[:8], str(again), *argv[9:-4], "--epochs", "0", "--threads", "1", "--arch", "clip_stats"]

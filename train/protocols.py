@@ -272,6 +272,8 @@ def run_crosscorpus(
     perturbations = [p for p in perturbations if p.kind != "clean"]  # clean is every column's own UA
     if arch not in ARCHITECTURES or arch == "ensemble":
         raise ValueError(f"unknown architecture {arch!r} for the deep folds; known: {', '.join(ARCHITECTURES[:-1])}")
+    if adversary < 0 or (adversary > 0 and not (deep and arch == "clip_stats")):
+        raise ValueError("--adversary must be 0 or positive, and trains --deep folds of --arch clip_stats only")
     folds_to_run = list(datasets) if held_out is None else list(dict.fromkeys(held_out))
     unknown = [d for d in folds_to_run if d not in datasets]
     if unknown or not folds_to_run:
