@@ -102,7 +102,43 @@ def register_ensemble(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output model directory")
     p.add_argument("--name", default="", help="the model's name in its metadata (default: the output folder's)")
+    p.add_argument(
+        "--wide",
+        default="",
+        metavar="I,J",
+        help="members (counted from 0 over the combined list, an ensemble's members one by one) that score "
+        "only wideband windows; with --narrow the model detects, per window, whether the audio is "
+        "narrowband (nothing above about 4 kHz: a telephone line, a narrowband headset)",
+    )
+    p.add_argument(
+        "--narrow",
+        default="",
+        metavar="I,J",
+        help="members that score only narrowband windows (e.g. clip_stats with --model-settings "
+        "'{\"bins\": [6, 45]}', the telephone band); members in neither list score every window",
+    )
+    p.add_argument(
+        "--narrowband-threshold",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="the detector's threshold: a window is narrowband where its power above 4.1 kHz is this many "
+        "dB under its power in the telephone band, or more (default -55; soft over 2.5 dB)",
+    )
     p.set_defaults(func=_run_ensemble)
+
+
+def _member_bands(wide: str, narrow: str) -> dict[int, str]:
+    """``--wide`` and ``--narrow`` as member index -> band (ValueError on a bad list or a member in both)."""
+    bands: dict[int, str] = {}
+    for band, text in (("wide", wide), ("narrow", narrow)):
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            if not item.isdigit():
+                raise ValueError(f"--{band} lists member indices from 0, e.g. 1,2; got {text!r}")
+            if int(item) in bands:
+                raise ValueError(f"member {item} is in --wide and --narrow, or twice")
+            bands[int(item)] = band
+    return bands
 
 
 def _run_ensemble(args: argparse.Namespace) -> int:
@@ -117,7 +153,14 @@ def _run_ensemble(args: argparse.Namespace) -> int:
         return 2
     command = " ".join(["emostream", "ensemble", *map(shlex.quote, sys.argv[2:])]) if len(sys.argv) > 2 else ""
     try:
-        out = write_ensemble(args.models, args.out, name=args.name, command=command)
+        bands = _member_bands(args.wide, args.narrow)
+    except ValueError as exc:
+        print(f"emostream ensemble: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = write_ensemble(
+            args.models, args.out, name=args.name, command=command, bands=bands, threshold_db=args.narrowband_threshold
+        )
         clf = load_classifier(out, backend="auto")
     except ModelFileError as exc:
         print(f"emostream ensemble: {exc}", file=sys.stderr)

@@ -7,12 +7,18 @@ comparable and their evaluation honest: feature settings (but the pitch rows: me
 and members that do not can be combined, the latter given the mel rows only), labels, label mapping and the speaker
 split (an ensemble of models that held out different speakers would have heard some "held-out"
 speakers in training). Costs add up: two members cost twice one member per window.
+
+``bands`` tags members ``wide`` or ``narrow`` (``models.arch.ensemble``): then the ensemble holds a
+narrowband detector whose bins ``narrowband_gate`` derives from the features (above ``NARROW_ABOVE_HZ``;
+the telephone band ``TELEPHONE_HZ``), and each window is scored by the untagged members and those of its
+band.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,8 @@ import torch
 
 from emostream.models.arch import uses_pitch
 from emostream.models.arch.config import ModelConfig
-from emostream.models.arch.ensemble import member_configs
+from emostream.models.arch.ensemble import BANDS, member_configs
+from emostream.models.features import FeatureConfig, mel_edges_hz
 from emostream.models.modelformat import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -33,6 +40,45 @@ from emostream.models.modelformat import (
 # Per-run facts kept for each member under meta["members"]; the rest of the meta must agree or is the first's.
 MEMBER_FACTS = ("name", "command", "seed", "best_epoch", "epochs_run", "train_seconds", "time", "metrics")
 MUST_AGREE = ("datasets", "label_map", "split")
+NARROW_ABOVE_HZ = 4100.0
+"""The narrowband detector's high bins: those whose filter starts at or above this (a channel sampled at
+8 kHz carries nothing above 4 kHz)."""
+TELEPHONE_HZ = (300.0, 3400.0)
+"""The narrowband detector's reference bins: the filters lying wholly within the telephone band."""
+NARROW_MAX_LOG_FLOOR = 1e-12
+"""The highest absolute log floor of the features (power) a narrowband detector accepts: through a telephone
+line the upper bins fall 50-100 dB under the band, which a higher floor would hide (the recipe's features
+have 1e-14, ``train.recipe.ROBUST_FEATURE_SETTINGS``)."""
+NARROW_THRESHOLD_DB = -55.0
+NARROW_WIDTH_DB = 2.5
+
+
+def narrowband_gate(
+    fc: FeatureConfig, threshold_db: float = NARROW_THRESHOLD_DB, width_db: float = NARROW_WIDTH_DB
+) -> dict[str, Any]:
+    """The ``narrowband`` setting of an ensemble for features ``fc``: the mel bins starting at or above
+    ``NARROW_ABOVE_HZ`` against those wholly within ``TELEPHONE_HZ``; raises ValueError where the features
+    have none of either."""
+    if fc.log_floor > NARROW_MAX_LOG_FLOOR:
+        raise ValueError(
+            f"a narrowband detector needs the features' absolute log floor far below speech (log_floor <= "
+            f"{NARROW_MAX_LOG_FLOOR:g}; these have {fc.log_floor:g}, which hides how empty the upper bins are)"
+        )
+    edges = mel_edges_hz(fc).tolist()  # n_mels + 2 edges: filter i spans edges[i] to edges[i + 2]
+    low, high = TELEPHONE_HZ
+    band = [i for i in range(fc.n_mels) if edges[i] >= low and edges[i + 2] <= high]
+    above = [i for i in range(fc.n_mels) if edges[i] >= NARROW_ABOVE_HZ]
+    if not band or not above:
+        raise ValueError(
+            f"the features ({fc.n_mels} mel bins, {fc.f_min_hz:g}-{fc.f_max_hz:g} Hz) need bins within "
+            f"{low:g}-{high:g} Hz and above {NARROW_ABOVE_HZ:g} Hz for a narrowband detector"
+        )
+    return {
+        "high_bins": [above[0], fc.n_mels],
+        "band_bins": [band[0], band[-1] + 1],
+        "threshold_db": float(threshold_db),
+        "width_db": float(width_db),
+    }
 
 
 def checkpoint_path(path: Path | str) -> Path:
@@ -64,8 +110,18 @@ def _rekeyed(state: dict[str, torch.Tensor], prefix: str, to: str = "") -> dict[
     return {to + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str = "") -> Checkpoint:
-    """One ensemble checkpoint from at least two trained ones (raises ValueError when they do not fit together)."""
+def combine(
+    checkpoints: list[Checkpoint],
+    name: str = "ensemble",
+    command: str = "",
+    bands: dict[int, str] | None = None,
+    threshold_db: float | None = None,
+) -> Checkpoint:
+    """One ensemble checkpoint from at least two trained ones (raises ValueError when they do not fit together).
+
+    ``bands``: member index (in the combined list, an ensemble's members counted one by one) -> ``wide`` or
+    ``narrow``; tags that members of a combined ensemble already carry are kept unless ``bands`` names them.
+    ``threshold_db`` the detector's threshold (default: a combined ensemble's, else ``NARROW_THRESHOLD_DB``)."""
     if len(checkpoints) < 2:
         raise ValueError("an ensemble needs at least two models")
     first = checkpoints[0].spec
@@ -90,7 +146,22 @@ def combine(checkpoints: list[Checkpoint], name: str = "ensemble", command: str 
         for member, prefix in _members_of(spec.model_config):
             state.update(_rekeyed(ckpt.state_dict, prefix, f"members.{len(members)}."))
             members.append(member)
-    config = ModelConfig("ensemble", first.model_config.n_classes, first.model_config.n_mels, {"members": members})
+    for i, band in (bands or {}).items():
+        if not 0 <= i < len(members):
+            raise ValueError(f"member {i} tagged {band}: the ensemble has members 0-{len(members) - 1}")
+        if band not in BANDS:
+            raise ValueError(f"member {i}: band is one of {', '.join(BANDS)}, got {band!r}")
+        members[i] = {**members[i], "band": band}
+    settings: dict[str, Any] = {"members": members}
+    if any("band" in m for m in members):
+        earlier = [c.spec.model_config.settings.get("narrowband") for c in checkpoints]
+        gate = next((g for g in earlier if g), None) or narrowband_gate(first.feature_config)
+        if threshold_db is not None:
+            gate = {**gate, "threshold_db": float(threshold_db)}
+        settings["narrowband"] = gate
+    elif threshold_db is not None:
+        raise ValueError("a narrowband threshold needs members tagged wide or narrow")
+    config = ModelConfig("ensemble", first.model_config.n_classes, first.model_config.n_mels, settings)
     meta = {k: v for k, v in first.meta.items() if k not in MEMBER_FACTS and k not in ("epoch", "augment_stats")}
     meta["name"] = name
     if command:
@@ -143,27 +214,43 @@ def pick_members(ckpt: Checkpoint, picks: list[int]) -> list[Checkpoint]:
     return out
 
 
-def write_ensemble(models: list[Path | str], out_dir: Path | str, name: str = "", command: str = "") -> Path:
+def write_ensemble(
+    models: list[Path | str],
+    out_dir: Path | str,
+    name: str = "",
+    command: str = "",
+    bands: dict[int, str] | None = None,
+    threshold_db: float | None = None,
+    model_bands: Sequence[str | None] = (),
+) -> Path:
     """Combine the model directories or checkpoints ``models`` (``PATH@I,J``: only those members of an
     ensemble) and export the ensemble to ``out_dir``. One ``PATH@I,J`` alone writes those members on their
-    own (one member as its own model file, weights unchanged)."""
+    own (one member as its own model file, weights unchanged). ``bands`` and ``threshold_db`` as ``combine``
+    takes them; ``model_bands`` (one per model, ``None`` for untagged) tags every member of a model."""
     out = Path(out_dir)
     checkpoints = []
     picked = False
-    for model in models:
+    bands = dict(bands or {})
+    n_members = 0
+    for k, model in enumerate(models):
         path, picks = parse_model_arg(model)
         ckpt = load_checkpoint(checkpoint_path(path))
         try:
-            checkpoints += [ckpt] if picks is None else pick_members(ckpt, picks)
+            added = [ckpt] if picks is None else pick_members(ckpt, picks)
         except ValueError as exc:
             raise ModelFileError(path, str(exc)) from None
+        checkpoints += added
+        count = sum(len(_members_of(c.spec.model_config)) for c in added)
+        if k < len(model_bands) and model_bands[k] is not None:
+            bands.update({n_members + j: str(model_bands[k]) for j in range(count)})
+        n_members += count
         picked = picked or picks is not None
-    if len(checkpoints) == 1 and picked:
+    if len(checkpoints) == 1 and picked and not bands:
         only = checkpoints[0]
         only.spec.meta.update({"name": name or out.name, **({"command": command} if command else {})})
         return export_model(only, out)
     try:
-        ensemble = combine(checkpoints, name=name or out.name, command=command)
+        ensemble = combine(checkpoints, name=name or out.name, command=command, bands=bands, threshold_db=threshold_db)
     except ValueError as exc:
         raise ModelFileError(out, str(exc)) from None
     return export_model(ensemble, out)

@@ -150,7 +150,7 @@ def _mel_to_hz(mels: torch.Tensor) -> torch.Tensor:
     return torch.where(mels >= min_log_mel, log_part, linear)
 
 
-def _mel_edges_hz(cfg: FeatureConfig) -> torch.Tensor:
+def mel_edges_hz(cfg: FeatureConfig) -> torch.Tensor:
     """The ``n_mels + 2`` filter edges (Hz, float64), evenly spaced on the mel scale from f_min to f_max."""
     mel_edges = torch.linspace(
         float(hz_to_mel(torch.tensor(cfg.f_min_hz, dtype=torch.float64))),
@@ -163,13 +163,13 @@ def _mel_edges_hz(cfg: FeatureConfig) -> torch.Tensor:
 
 def mel_centres_hz(cfg: FeatureConfig) -> torch.Tensor:
     """The centre frequency (Hz) of each of ``mel_filterbank``'s ``n_mels`` filters, ``(n_mels,)`` float64."""
-    return _mel_edges_hz(cfg)[1:-1]
+    return mel_edges_hz(cfg)[1:-1]
 
 
 def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
     """Triangular mel filters ``(n_freqs, n_mels)``, Slaney scale and area norm (= librosa's default)."""
     fft_freqs = torch.linspace(0.0, cfg.sample_rate_hz / 2, cfg.n_freqs, dtype=torch.float64)
-    hz_edges = _mel_edges_hz(cfg)
+    hz_edges = mel_edges_hz(cfg)
     widths = torch.diff(hz_edges)  # (n_mels + 1,)
     ramps = hz_edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freqs)
     lower = -ramps[:-2] / widths[:-1, None]

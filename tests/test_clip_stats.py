@@ -608,3 +608,46 @@ def test_noise_study_reports_both_estimates_per_corpus(tmp_path: Path, capsys: p
     errors = [float(r[4].split()[0]) for r in rows]
     assert under["log"] >= under["mean"] - 1e-6 and under["mean"] > 0.0, rows
     assert all(abs(e) < 10.0 for e in errors), rows
+
+
+def test_bins_read_only_the_band_and_a_telephone_line_moves_them_less() -> None:
+    """``bins`` [first, stop): the statistics of those mel bins alone (equal to a module of that many bins on
+    the sliced features, pitch rows kept), so energy outside the band changes nothing. With the telephone
+    band (bins 6-44 of the default features, 324-3271 Hz) a telephone line (300-3400 Hz, 8 kHz, mu-law)
+    moves the statistics of voices (each in units of its spread over the clean voices) under a fifth as far as
+    it moves every bin's (0.55 against 17.7 when written); bad bins are refused."""
+    from emostream.train.perturb import telephone
+
+    first, stop = 6, 45
+    clips = [voice(3.0, f0=f, seed=i) for i, f in enumerate((120.0, 210.0))]
+    feats = torch.cat([LogMel(FC)(torch.from_numpy(c)[None]) for c in clips])
+    band = WindowStatistics(M, True, 60.0, 30.0, extended=True, dynamics=True, bins=(first, stop))
+    sliced = WindowStatistics(stop - first, True, 60.0, 30.0, extended=True, dynamics=True)
+    outside = feats.clone()
+    outside[:, :first] += 2.0
+    outside[:, stop:M] -= 3.0
+    with torch.no_grad():
+        got = band(feats)
+        torch.testing.assert_close(got, sliced(torch.cat([feats[:, first:stop], feats[:, M:]], dim=1)))
+        torch.testing.assert_close(band(outside), got)
+    assert got.shape[1] == band.n_out == n_statistics(stop - first, True, True, True)
+
+    full = WindowStatistics(M, True, 60.0, 30.0, extended=True, dynamics=True)
+    many = [voice(3.0, f0=f, seed=i, bursts_per_s=b) for i, (f, b) in enumerate([(100 + 25 * i, 2 + i % 3) for i in range(8)])]
+    phoned = [telephone(c, SR).astype(np.float32) for c in many]
+
+    def shift(module: WindowStatistics) -> float:
+        """The telephone line's mean move of each statistic, in units of its spread over the clean voices."""
+        with torch.no_grad():
+            clean = torch.cat([module(LogMel(FC)(torch.from_numpy(c)[None])) for c in many])
+            line = torch.cat([module(LogMel(FC)(torch.from_numpy(c)[None])) for c in phoned])
+        return float(((line - clean).abs().mean(0) / (clean.std(0) + 1e-3)).mean())
+
+    full_shift, band_shift = shift(full), shift(band)
+    assert band_shift < 0.2 * full_shift, (band_shift, full_shift)
+    for bad in ((0, 3), (40, M + 1), (10, 10), (-1, 20)):
+        with pytest.raises(ValueError, match="bins is"):
+            WindowStatistics(M, True, 60.0, 30.0, bins=bad)
+    for setting in ([5], "6-45", [6.0, 45], [True, 8]):
+        with pytest.raises(ValueError, match="bins is null"):
+            build_model(ModelConfig("clip_stats", 4, M, {"bins": setting}))

@@ -13,7 +13,7 @@ import torch
 from emostream.models.arch import build_model
 from emostream.models.arch.config import ModelConfig
 from emostream.models.ensemble import combine, write_ensemble
-from emostream.models.features import FeatureConfig
+from emostream.models.features import FeatureConfig, mel_edges_hz
 from emostream.models.modelfile import (
     ModelFileError,
     ModelSpec,
@@ -27,12 +27,13 @@ SMALL = {"channels": [8, 16], "band_dim": 16, "lstm_hidden": 16, "input_norm": "
 SPLIT = {"seed": 0, "test": ["c:3"], "val": ["c:2"], "train": ["c:0", "c:1"]}
 
 
-def member(tmp: Path, seed: int, settings: dict | None = None, **meta: object) -> Path:
+def member(tmp: Path, seed: int, settings: dict | None = None, log_floor: float | None = None, **meta: object) -> Path:
     torch.manual_seed(seed)
     cfg = ModelConfig("bandsplit_bilstm", len(LABELS), 32, settings or SMALL)
     model = build_model(cfg).eval()
     info = {"name": f"m{seed}", "seed": seed, "split": SPLIT, "datasets": ["c"], "train_seconds": 10.0 + seed, **meta}
-    spec = ModelSpec(FeatureConfig(n_mels=32, window_s=2.0), cfg, LABELS, info)
+    floor = {} if log_floor is None else {"log_floor": log_floor}
+    spec = ModelSpec(FeatureConfig(n_mels=32, window_s=2.0, **floor), cfg, LABELS, info)
     return save_checkpoint(tmp / f"m{seed}.pt", model, spec)
 
 
@@ -144,3 +145,71 @@ def test_members_picked_from_an_ensemble_keep_their_weights(tmp_path: Path) -> N
     assert proc.returncode == 1 and "at most once" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([*cmd, f"{abc}@2", "--out", str(tmp_path / "c_alone")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "1 model," in proc.stdout, proc.stdout + proc.stderr
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Syllable bursts of a harmonic voice with breath noise up to 8 kHz, about -20 dBFS."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    phase = 2 * np.pi * np.cumsum(140.0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / 16000
+    voice = sum(np.sin(k * phase) / k for k in range(1, 30))
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0.0, None)
+    return (0.05 * voice * envelope + 0.01 * envelope * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_narrowband_windows_are_scored_by_the_narrow_members(tmp_path: Path) -> None:
+    """``--wide`` / ``--narrow``: a wideband window gets the mean of the untagged and wide members, the same
+    window through a telephone line (300-3400 Hz, 8 kHz, mu-law) that of the untagged and narrow ones, on
+    every backend and at any gain; the detector's bins come from the features; a gated ensemble combined
+    again keeps its tags and detector."""
+    from emostream.models.features import LogMel
+    from emostream.train.perturb import telephone
+
+    a, b, c = (member(tmp_path, seed, log_floor=1e-14) for seed in (1, 2, 3))
+    out = write_ensemble([a, b, c], tmp_path / "gated", bands={1: "wide", 2: "narrow"})
+    settings = load_checkpoint(out / "checkpoint.pt").spec.model_config.settings
+    assert [m.get("band") for m in settings["members"]] == [None, "wide", "narrow"]
+    gate = settings["narrowband"]
+    fc = FeatureConfig(n_mels=32, window_s=2.0, log_floor=1e-14)
+    edges = mel_edges_hz(fc)
+    assert edges[gate["high_bins"][0]] >= 4100 > edges[gate["high_bins"][0] - 1] and gate["high_bins"][1] == 32
+    first, stop = gate["band_bins"]
+    assert edges[first] >= 300 > edges[first - 1] and edges[stop + 1] <= 3400 < edges[stop + 2]
+
+    wide = speech_like(2.0, 0)
+    audio = np.stack([wide, telephone(wide, 16000).astype(np.float32)])
+    parts = [load_classifier(p, backend="eager") for p in (a, b, c)]
+    for gain_db in (0.0, -20.0, 20.0):
+        x = LogMel(fc)(torch.from_numpy(audio * np.float32(10 ** (gain_db / 20))))
+        pa, pb, pc = (m.predict(x) for m in parts)
+        expected = np.stack([(pa[0] + pb[0]) / 2, (pa[1] + pc[1]) / 2])
+        assert np.abs(pb - pc).max() > 1e-3  # the wide and narrow members differ, so which one counts shows
+        for backend, name in (("onnx", "model.onnx"), ("torchscript", "model.ts"), ("eager", "checkpoint.pt")):
+            got = load_classifier(out / name, backend=backend).predict(x)
+            np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{backend} at {gain_db:+g} dB")
+
+    again = load_checkpoint(write_ensemble([out, member(tmp_path, 4, log_floor=1e-14)], tmp_path / "again") / "checkpoint.pt")
+    # the detector needs the features' absolute log floor far below speech: the default floor is refused
+    with pytest.raises(ModelFileError, match="log floor"):
+        write_ensemble([member(tmp_path, 5), member(tmp_path, 6)], tmp_path / "floor", bands={0: "wide", 1: "narrow"})
+    kept = again.spec.model_config.settings
+    assert [m.get("band") for m in kept["members"]] == [None, "wide", "narrow", None]
+    assert kept["narrowband"] == gate
+
+
+def test_cli_refuses_bad_band_tags(tmp_path: Path) -> None:
+    a, b = member(tmp_path, 1, log_floor=1e-14), member(tmp_path, 2, log_floor=1e-14)
+    cmd = [sys.executable, "-m", "emostream.models.cli", "ensemble", str(a), str(b), "--out", str(tmp_path / "e")]
+    for extra, code, message in (
+        (["--wide", "0", "--narrow", "0"], 2, "in --wide and --narrow"),
+        (["--narrow", "x"], 2, "member indices"),
+        (["--narrow", "5"], 1, "members 0-1"),
+        (["--wide", "0,1"], 1, "members for wideband and for narrowband"),
+        (["--narrowband-threshold", "-50"], 1, "needs members tagged"),
+    ):
+        proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code and message in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
+    proc = subprocess.run([*cmd, "--wide", "0", "--narrow", "1", "--narrowband-threshold", "-50"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(tmp_path / "e" / "checkpoint.pt").spec.model_config.settings["narrowband"]["threshold_db"] == -50

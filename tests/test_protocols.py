@@ -73,7 +73,7 @@ def write_tess(root: Path) -> None:
                 sf.write(folder / f"{spk}_w{take}_{emotion}.wav", synth_clip(code, actor, take), SR)
 
 
-def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
+def test_baseline_and_crosscorpus_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_corpus(tmp_path / "data", takes=2)
     write_tess(data)
     cache = tmp_path / "cache"
@@ -84,6 +84,11 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path) -> None:
     assert report["datasets"]["ravdess"]["speakers"] == ["ravdess:17", "ravdess:18", "ravdess:19", "ravdess:20"]
     assert report["datasets"]["ravdess"]["ua"] > 0.8  # pitch and noisiness separate the synthetic classes
     assert report["features"] == "all features"
+    # the terminal shows UA per speaker too, each test actor's row with its figure from the JSON
+    shown = capsys.readouterr().out
+    assert "per speaker" in shown
+    for speaker, entry in report["datasets"]["ravdess"]["per_speaker"].items():
+        assert any(speaker in line and f"{100 * entry['ua']:.1f}" in line for line in shown.splitlines())
     ablated = tmp_path / "ablated.json"
     assert run(register_baseline, [*argv, "--report", str(ablated), "--cache", str(cache), "--without",
                                    "pitch,mel_envelope,mel_std,mel_delta", "--speaker-norm"]) == 0
@@ -206,6 +211,16 @@ def test_crosscorpus_folds_of_the_streaming_statistics_model(tmp_path: Path) -> 
     counts = f"{above} / {level} / {len(ens) - above - level}"
     assert f"| tess | ensemble | {len(ens)} | {low:.1f} | " in table and f" | {high:.1f} | {counts} |" in table
     assert run(register_crosscorpus, [*argv3[:-4], "--perturb", "loud"]) == 2  # an unknown condition: refused
+    # --combine-narrow: that run's fold models score only narrowband windows; the synthetic clips are
+    # wideband, so clean the fold's ensemble scores as its untagged member (the first run's fold model) alone
+    switched = tmp_path / "loco_switched"
+    argv5 = [*argv[:8], str(switched), "--cache", str(tmp_path / "cache"), "--threads", "1", "--combine", str(out),
+             "--combine-narrow", str(again)]
+    assert run(register_crosscorpus, argv5) == 0
+    fold = json.loads((switched / "crosscorpus.json").read_text())["folds"]["tess"]["ensemble"]
+    assert fold["bands"] == [None, "narrow"] and fold["ua"] == report["folds"]["tess"]["deep"]["ua"]
+    settings = load_classifier(Path(fold["model"])).model_config.settings
+    assert [m.get("band") for m in settings["members"]] == [None, "narrow"] and settings["narrowband"]
 
 
 def test_crosscorpus_deep_folds_take_the_training_settings(tmp_path: Path) -> None:

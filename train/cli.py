@@ -346,6 +346,16 @@ def register_crosscorpus(sub: argparse._SubParsersAction) -> None:
         "run's deep one) become one ensemble, scored on the held-out corpus as its own column, e.g. "
         "--combine runs/loco_rp --combine runs/loco_stats",
     )
+    for band in ("wide", "narrow"):
+        p.add_argument(
+            f"--combine-{band}",
+            action="append",
+            type=Path,
+            default=[],
+            metavar="RUN",
+            help=f"as --combine, but in each fold's ensemble these models score only {band}band windows (as "
+            f"`emostream ensemble --{band}` tags them; the ensemble detects narrowband audio per window)",
+        )
     p.add_argument(
         "--split-seed",
         type=int,
@@ -446,7 +456,11 @@ def _run_crosscorpus(args: argparse.Namespace) -> int:
             model_settings=json_object(args.model_settings, "--model-settings"),
             feature_settings=json_object(args.feature_settings, "--feature-settings"),
             arch=args.arch,
-            combine=list(args.combine),
+            combine=[*args.combine, *args.combine_wide, *args.combine_narrow],
+            combine_bands={
+                **{str(run): "wide" for run in args.combine_wide},
+                **{str(run): "narrow" for run in args.combine_narrow},
+            },
             augment=augment,
             perturbations=perturbations,
             split_seed=args.split_seed,

@@ -44,7 +44,7 @@ from emostream.train.evaluate import (
 )
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
-from emostream.train.report import table_lines
+from emostream.train.report import print_speakers, table_lines
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
@@ -105,11 +105,12 @@ def fit_baseline(
     test_x: np.ndarray,
     test_y: np.ndarray,
     labels: Sequence[str],
-) -> tuple[LogisticBaseline, dict[str, Any]]:
+) -> tuple[LogisticBaseline, np.ndarray, dict[str, Any]]:
     """Fit the baseline on the training rows and ``train.evaluate.score`` it on the test rows; the fitted
-    baseline is returned too, to score it again under perturbations."""
+    baseline and its test probabilities are returned too, to score it again under perturbations."""
     model = LogisticBaseline(len(labels)).fit(train_x, train_y)
-    return model, score(test_clips, test_y, model.predict_proba(test_x), labels)
+    probs = model.predict_proba(test_x)
+    return model, probs, score(test_clips, test_y, probs, labels)
 
 
 def baseline_robustness(
@@ -198,6 +199,7 @@ def run_baseline(
     for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
         table.add_row(name, str(d["n"]), f"{100 * d['ua']:.1f}", f"{100 * d['wa']:.1f}", f"{100 * d['macro_f1']:.1f}")
     console.print(table)
+    print_speakers(report, console)
     if perturbations:
         rob = report["robustness"]
         table = Table(title="statistics baseline: UA % under each condition (change from clean)")
@@ -236,6 +238,7 @@ def run_crosscorpus(
     perturbations: Sequence[Perturbation] = (),
     split_seed: int | None = None,
     adversary: float = 0.0,
+    combine_bands: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Leave-one-corpus-out on ``datasets`` (module docstring); writes ``out/crosscorpus.json`` and ``.md``.
 
@@ -249,7 +252,9 @@ def run_crosscorpus(
     ``combine``: earlier runs of this command (their ``--out`` folders); each fold's models in them
     (``without_<corpus>/model``), and this run's deep fold model with ``deep``, are combined into one
     ensemble (``models.ensemble``; the mean of their probabilities) that is scored on the held-out corpus
-    as the ``ensemble`` column. Every fold needs at least two models.
+    as the ``ensemble`` column. Every fold needs at least two models. ``combine_bands`` maps some of those
+    runs (as given) to ``wide`` or ``narrow``: their fold models score only windows of that band in the
+    fold's ensemble (``models.ensemble.combine``'s ``bands``).
 
     ``seed`` seeds the deep folds' training and, unless ``split_seed`` is given, the speaker split of the
     training corpora (which speakers train, which validate); ``split_seed`` keeps the split while the
@@ -281,9 +286,11 @@ def run_crosscorpus(
             f"--hold-out must name corpora of --datasets ({', '.join(datasets)}), got {', '.join(unknown) or 'none'}"
         )
     fold_models: dict[str, list[Path]] = {}
+    fold_bands: dict[str, list[str | None]] = {}
     for held in folds_to_run:
-        found = [Path(d) / f"without_{held}" / "model" for d in combine]
-        fold_models[held] = [m for m in found if m.is_dir()]
+        found = [(Path(d) / f"without_{held}" / "model", (combine_bands or {}).get(str(d))) for d in combine]
+        fold_models[held] = [m for m, _ in found if m.is_dir()]
+        fold_bands[held] = [band for m, band in found if m.is_dir()]
         if combine and len(fold_models[held]) + int(deep) < 2:
             raise ValueError(
                 f"--combine: the {held} fold has {len(fold_models[held])} model(s) in "
@@ -308,7 +315,7 @@ def run_crosscorpus(
         split = default_holdout(pool_clips, seed if split_seed is None else split_seed)
         train_idx = [train_pool[i] for i in split.train]
         test_clips = [clips[i] for i in test_idx]
-        base_model, base = fit_baseline(
+        base_model, base_probs, base = fit_baseline(
             x[train_idx], targets[train_idx], test_clips, x[test_idx], targets[test_idx], labels
         )
         fold: dict[str, Any] = {
@@ -320,7 +327,7 @@ def run_crosscorpus(
         if perturbations:
             rob = baseline_robustness(
                 base_model, test_clips, targets[test_idx], labels, perturbations, fc, variant, cache_dir, console,
-                clean_probs=base_model.predict_proba(x[test_idx]),
+                clean_probs=base_probs,
             )
             fold["baseline"]["robustness"] = {cond: r["ua"] for cond, r in rob.items()}
             fold["baseline"]["changed"] = {cond: r["changed"] for cond, r in rob.items()}
@@ -355,12 +362,23 @@ def run_crosscorpus(
             fold["deep"] = {**scored, "epochs": epochs, "model": str(run_dir / "model")}
         if combine:
             members: list[Path | str] = [*([out / f"without_{held}" / "model"] if deep else []), *fold_models[held]]
-            ens_dir = write_ensemble(members, out / f"without_{held}" / "ensemble", name=f"loco-ensemble-without-{held}")
+            tags = [*([None] if deep else []), *fold_bands[held]]
+            ens_dir = write_ensemble(
+                members,
+                out / f"without_{held}" / "ensemble",
+                name=f"loco-ensemble-without-{held}",
+                model_bands=tags,
+            )
             scored = _score_fold_model(
                 ens_dir, test_clips, label_set.mapping, cache_dir, threads, console, perturbations
             )
             _print_fold(console, held, f"ensemble of {len(members)}", scored, base)
-            fold["ensemble"] = {**scored, "members": [str(m) for m in members], "model": str(ens_dir)}
+            fold["ensemble"] = {
+                **scored,
+                "members": [str(m) for m in members],
+                **({"bands": tags} if any(tags) else {}),
+                "model": str(ens_dir),
+            }
         folds[held] = fold
     report: dict[str, Any] = {
         "protocol": "leave-one-corpus-out, 4 classes (neutral, happy, sad, angry; calm -> neutral)",

@@ -132,8 +132,8 @@ def baseline_study(args: argparse.Namespace, datasets: tuple[str, ...], windows:
         fc = FeatureConfig(**{**args.features, "window": window})
         x = clip_features(mapped.clips, fc, default_cache(args.cache), console)
         y = mapped.targets
-        _, report = fit_baseline(x[split.train], y[split.train], [mapped.clips[i] for i in split.test],
-                                 x[split.test], y[split.test], label_set.labels)
+        _, _, report = fit_baseline(x[split.train], y[split.train], [mapped.clips[i] for i in split.test],
+                                    x[split.test], y[split.test], label_set.labels)
         runs[window] = {
             "overall": {k: report["overall"][k] for k in ("n", "ua", "wa", "macro_f1")},
             "datasets": {name: {k: d[k] for k in ("n", "ua")} for name, d in report["datasets"].items()},

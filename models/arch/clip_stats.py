@@ -58,6 +58,12 @@ rows, ``models.features.pitch_rows``):
   Without it a steady noise 10 dB under the speech makes every frame active (a frame's level is its
   mean log-mel, which the empty upper bins rule), so the rhythm statistics read the noise.
 
+- with ``bins`` ``[first, stop)`` (null, every mel bin, in model files without the setting): every statistic
+  above reads those mel bins alone, as if the features had no others (the pitch rows are read as before).
+  ``[6, 45]`` is the telephone band for the default features (64 bins, 50-8000 Hz: the 39 filters lying
+  wholly within 324-3271 Hz), so a telephone line leaves the statistics nearly as they were, where with
+  every bin its empty upper bins rule the frame level, the active frames and every relative spectrum.
+
 Every statistic is relative to the window itself, so a gain changes nothing (above the features'
 absolute ``log_floor``). The statistics are standardised with the training windows' mean and
 deviation (buffers ``mean``, ``scale``); then either one linear layer gives the logits (``hidden`` 0,
@@ -90,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "denoise_estimate": "mean",
     "ltas_cepstra": 0,
     "voiced_ltas": False,
+    "bins": None,
     "hidden": 0,
     "heads": 1,
 }
@@ -204,6 +211,8 @@ class WindowStatistics(nn.Module):
         "log_estimate",
         "ltas_cepstra",
         "voiced_ltas",
+        "first_bin",
+        "pitch_row",
     ]
 
     def __init__(
@@ -219,8 +228,18 @@ class WindowStatistics(nn.Module):
         denoise_estimate: str = "mean",
         ltas_cepstra: int = 0,
         voiced_ltas: bool = False,
+        bins: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        self.pitch_row = int(n_mels)  # the features' pitch rows follow every mel bin, whichever bins are read
+        if bins is not None:
+            first, stop = bins
+            if not 0 <= first < stop <= n_mels or stop - first < 4:
+                raise ValueError(
+                    f"clip_stats: bins is [first, stop) within the {n_mels} mel bins, at least 4 wide, got {[first, stop]}"
+                )
+            n_mels = stop - first
+        self.first_bin = 0 if bins is None else int(bins[0])
         if not 0.0 <= float(denoise) <= 10.0:
             raise ValueError(f"clip_stats: denoise is an over-subtraction factor from 0 (off) to 10, got {denoise}")
         if not 0.0 < float(denoise_quiet) < 1.0:
@@ -262,7 +281,7 @@ class WindowStatistics(nn.Module):
     def _frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The floored log-mel ``(B, M, T)``, its loudest bin ``(B,)``, each frame's level (mean log-mel)
         ``(B, T)`` and the present frames ``(B, T)`` (above the floor: not padding or digital silence)."""
-        x = floor_below_top(features[:, : self.n_mels, :], self.floor)
+        x = floor_below_top(features[:, self.first_bin : self.first_bin + self.n_mels, :], self.floor)
         top = x.amax(dim=(1, 2))
         energy = x.mean(dim=1)
         present = (energy > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)
@@ -332,8 +351,8 @@ class WindowStatistics(nn.Module):
                 masked_quantiles(rel, active, [0.25, 0.75]),
             ]
         if self.pitch:
-            periodicity = features[:, self.n_mels, :]
-            f0 = features[:, self.n_mels + 1, :]
+            periodicity = features[:, self.pitch_row, :]
+            f0 = features[:, self.pitch_row + 1, :]
             voiced = active * ((periodicity - 0.4) / 0.4).clamp(0.0, 1.0)  # (B, T)
             f0_mean, f0_std = _masked_mean_std(f0, voiced)
             voicing = (voiced, f0_mean, f0_std)
@@ -433,7 +452,7 @@ class WindowStatistics(nn.Module):
         out += [cepstra_std, cepstra_step_std]
         if voicing is not None:
             voiced, f0_mean, f0_std = voicing
-            f0 = features[:, self.n_mels + 1, :]
+            f0 = features[:, self.pitch_row + 1, :]
             hard = (voiced > 0.5).to(x.dtype)
             voiced_onsets = (hard[:, 1:] * (1.0 - hard[:, :-1])).sum(dim=1)
             out += [
@@ -448,6 +467,19 @@ class WindowStatistics(nn.Module):
             covariance = covariance / voiced.sum(dim=1).clamp(min=1e-6)
             out.append((covariance / (level_std * f0_std + 1e-3)).unsqueeze(1))  # loudness-pitch correlation
         return out
+
+
+def _bins(value: Any) -> tuple[int, int] | None:
+    """The ``bins`` setting: null (every mel bin) or ``[first, stop)``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+    ):
+        raise ValueError(f"clip_stats: bins is null or [first, stop), two mel bin indices, got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 class ClipStats(nn.Module):
@@ -471,6 +503,7 @@ class ClipStats(nn.Module):
             str(s["denoise_estimate"]),
             s["ltas_cepstra"],
             bool(s["voiced_ltas"]),
+            _bins(s["bins"]),
         )
         n = self.statistics.n_out
         self.register_buffer("mean", torch.zeros(n))
