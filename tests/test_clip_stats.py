@@ -651,3 +651,37 @@ def test_bins_read_only_the_band_and_a_telephone_line_moves_them_less() -> None:
     for setting in ([5], "6-45", [6.0, 45], [True, 8]):
         with pytest.raises(ValueError, match="bins is null"):
             build_model(ModelConfig("clip_stats", 4, M, {"bins": setting}))
+
+
+def test_line_telephone_sends_the_clean_rows_and_every_pass_through_the_line() -> None:
+    """augment ``line: "telephone"`` (a member for narrowband windows): the clean rows are the statistics of
+    each clip after the telephone line (then cut into the streamer's windows), every augmented window goes
+    through it last, and the augmented rows differ from those without it; an unknown line is refused."""
+    from emostream.train.dataset import clip_windows
+    from emostream.train.perturb import telephone
+
+    clips = [voice(1.5 + 0.3 * i, f0=120.0 + 20 * i, seed=i) for i in range(4)]
+    model = build_model(ModelConfig("clip_stats", 3, M, {"extended": True, "dynamics": True}))
+
+    def rows(source: list[np.ndarray] = clips, **augment: object) -> tuple[np.ndarray, np.ndarray, Augmenter]:
+        augmenter = Augmenter(AugmentConfig(level_dbfs=(-40.0, -10.0), **augment), SR, seed=0)  # type: ignore[arg-type]
+        windows = TrainWindows(source, [0, 1, 2, 0], ["a", "a", "b", "b"], FC, WindowConfig(), augmenter)
+        r = training_rows(model, LogMel(FC), windows, passes=2, seed=5, console=None)  # type: ignore[arg-type]
+        return r.x[r.clean], r.x[~r.clean], augmenter
+
+    clean, augmented, _ = rows()
+    clean_t, augmented_t, aug = rows(line="telephone")
+    assert aug.stats["line"] == len(clips) + 2 * len(clips)  # every clip's clean windows and every pass's window
+    expected = []
+    for clip in clips:
+        wins = clip_windows(telephone(clip, SR).astype(np.float32), FC)
+        expected.append(model.statistics(LogMel(FC)(torch.from_numpy(wins))).detach().numpy())
+    np.testing.assert_allclose(clean_t, np.concatenate(expected), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(clean, clean_t, atol=1e-2) and not np.allclose(augmented, augmented_t, atol=1e-2)
+    # the training cache holds int16 audio: it reaches the line scaled to [-1, 1], as the float clips do
+    pcm = [np.round(c * 32767).astype(np.int16) for c in clips]
+    clean_pcm, _, _ = rows(pcm, line="telephone")
+    quantised = float(np.abs(clean_pcm - clean_t).mean())  # 16-bit rounding moves the quietest statistics a little
+    assert quantised < 0.1 * float(np.abs(clean - clean_t).mean()), quantised
+    with pytest.raises(ValueError, match="line is null or one of telephone"):
+        AugmentConfig(line="radio")

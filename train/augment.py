@@ -45,6 +45,10 @@ RIR_BANK = 48
 """Synthetic room impulse responses drawn once per run; windows pick one at random."""
 
 
+LINES = (None, "telephone")
+"""``AugmentConfig.line``'s choices."""
+
+
 @dataclass(frozen=True, slots=True)
 class AugmentConfig:
     """Probabilities and ranges of every training augmentation (``enabled=False`` turns all off)."""
@@ -74,6 +78,11 @@ class AugmentConfig:
     the tempo left alone (speed perturbation moves all three together). 0 (off) in every recipe before
     2026-12-06, so their training draws are unchanged."""
     warp_range: tuple[float, float] = (0.9, 1.1)
+    line: str | None = None
+    """``"telephone"``: every training window goes through the telephone line last (300-3400 Hz, 8 kHz,
+    8-bit mu-law; after the noise, gain and bit depth), and ``clip_stats``'s clean rows too, so a model learns
+    narrowband audio only: a member for an ensemble's narrowband windows (``emostream ensemble --narrow``).
+    None (every recipe before 2026-12-06): the line is only one of ``p_band``'s draws."""
     p_specaugment: float = 0.8
     n_time_masks: int = 2
     max_time_mask_frames: int = 40
@@ -94,6 +103,8 @@ class AugmentConfig:
                 raise ValueError(f"augment setting {name} must be two numbers, low then high; got {value!r}")
         if not 0.0 <= self.p_warp <= 1.0:
             raise ValueError(f"augment setting p_warp must be a probability (0 to 1); got {self.p_warp!r}")
+        if self.line not in LINES:
+            raise ValueError(f"augment setting line is null or one of {', '.join(x for x in LINES if x)}; got {self.line!r}")
         if self.warp_range[0] <= 0:
             raise ValueError(f"augment setting warp_range must be positive factors; got {self.warp_range!r}")
 
@@ -193,7 +204,14 @@ class Augmenter:
             else:
                 out = quantise(out, int(rng.integers(8, 13)))
             self.stats["bits"] += 1
-        return out.astype(np.float32, copy=False)
+        return self.line(out.astype(np.float32, copy=False))
+
+    def line(self, audio: np.ndarray) -> np.ndarray:
+        """Float audio through ``line`` (the telephone line), or the same array without one."""
+        if self.config.enabled and self.config.line == "telephone" and len(audio):
+            self.stats["line"] += 1
+            return telephone(audio, self.sample_rate_hz).astype(np.float32, copy=False)
+        return audio
 
     def _gain_db(self, window: np.ndarray, rng: np.random.Generator, start: int, speech_rms: float | None) -> float:
         """The gain of one window: relative (``gain_db``), or to a drawn speech level (``level_dbfs``)."""

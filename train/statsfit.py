@@ -43,7 +43,7 @@ from torch import nn
 from emostream.models.arch.clip_stats import ClipStats
 from emostream.models.features import LogMel, mel_centres_hz
 from emostream.train.baseline import LogisticBaseline, standardise
-from emostream.train.dataset import TrainWindows, clip_windows, progress_bar
+from emostream.train.dataset import TrainWindows, clip_windows, progress_bar, to_float
 from emostream.train.metrics import compute_metrics
 
 WEIGHT_DECAYS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -192,8 +192,9 @@ def training_rows(
     console: Console | None,
     batch_size: int = 64,
 ) -> Rows:
-    """Statistics and labels of every training clip's clean streamer windows, then of ``passes``
-    augmented passes over the training clips (``TrainWindows.indexed_batches``, seeded by ``(seed, pass)``)."""
+    """Statistics and labels of every training clip's clean streamer windows (with the augmentation's
+    ``line``, through it), then of ``passes`` augmented passes over the training clips
+    (``TrainWindows.indexed_batches``, seeded by ``(seed, pass)``)."""
     rows: list[np.ndarray] = []
     clips: list[np.ndarray] = []
     fc = windows.fc
@@ -202,6 +203,8 @@ def training_rows(
         batch: list[np.ndarray] = []
         batch_clips: list[int] = []
         for i, audio in enumerate(windows.audio):
+            if windows.augmenter.config.line is not None:  # the clean windows through the line too
+                audio = windows.augmenter.line(to_float(audio) if audio.dtype == np.int16 else audio)
             w = clip_windows(audio, fc)
             batch.append(w)
             batch_clips += [i] * len(w)

@@ -48,7 +48,7 @@ def member_bands(cfg: ModelConfig) -> list[int]:
         band = m.get("band") if isinstance(m, dict) else None
         if band is not None and band not in BANDS:
             raise ValueError(f"ensemble member {i}: band is one of {', '.join(BANDS)} (or absent), got {band!r}")
-        bands.append(BANDS.get(band, 0) if band is not None else 0)
+        bands.append(BANDS[band] if band is not None else 0)
     gate = cfg.settings.get("narrowband")
     if any(bands) and gate is None:
         raise ValueError("an ensemble with wide/narrow members needs the 'narrowband' detector setting")
