@@ -285,12 +285,10 @@ def run_crosscorpus(
         raise ValueError(
             f"--hold-out must name corpora of --datasets ({', '.join(datasets)}), got {', '.join(unknown) or 'none'}"
         )
-    fold_models: dict[str, list[Path]] = {}
-    fold_bands: dict[str, list[str | None]] = {}
+    fold_models: dict[str, list[tuple[Path, str | None]]] = {}  # per fold: each earlier run's model and its band
     for held in folds_to_run:
         found = [(Path(d) / f"without_{held}" / "model", (combine_bands or {}).get(str(d))) for d in combine]
-        fold_models[held] = [m for m, _ in found if m.is_dir()]
-        fold_bands[held] = [band for m, band in found if m.is_dir()]
+        fold_models[held] = [(m, band) for m, band in found if m.is_dir()]
         if combine and len(fold_models[held]) + int(deep) < 2:
             raise ValueError(
                 f"--combine: the {held} fold has {len(fold_models[held])} model(s) in "
@@ -361,8 +359,9 @@ def run_crosscorpus(
             _print_fold(console, held, "deep", scored, base)
             fold["deep"] = {**scored, "epochs": epochs, "model": str(run_dir / "model")}
         if combine:
-            members: list[Path | str] = [*([out / f"without_{held}" / "model"] if deep else []), *fold_models[held]]
-            tags = [*([None] if deep else []), *fold_bands[held]]
+            tagged = [*([(out / f"without_{held}" / "model", None)] if deep else []), *fold_models[held]]
+            members: list[Path | str] = [m for m, _ in tagged]
+            tags = [band for _, band in tagged]
             ens_dir = write_ensemble(
                 members,
                 out / f"without_{held}" / "ensemble",
