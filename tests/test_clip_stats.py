@@ -106,6 +106,31 @@ def test_pitch_statistics_follow_the_voice() -> None:
     assert float(low[base + 1]) < float(tone[base + 1]) - 0.35  # 110 Hz is 0.45 octaves below 150 Hz
 
 
+def test_f0_relative_drops_the_voices_height_and_keeps_its_movement() -> None:
+    """``f0_relative``: one statistic fewer (no voiced mean of log2 F0), the 10th and 90th percentiles
+    relative to it. The same voice at 110 and 150 Hz: the absolute statistics tell them apart by 0.45
+    octaves, the relative ones by almost nothing; a voice with a wider vibrato still differs. Refused
+    without the pitch rows."""
+    base = 3 * M + 6
+    absolute = stats_of([voice(4.0, f0=110.0), voice(4.0, f0=150.0)], extended=True, dynamics=True)
+    relative = stats_of([voice(4.0, f0=110.0), voice(4.0, f0=150.0)], extended=True, dynamics=True, f0_relative=True)
+    assert relative.shape[1] == absolute.shape[1] - 1 == n_statistics(M, True, True, True, f0_relative=True)
+    torch.testing.assert_close(relative[:, :base + 1], absolute[:, :base + 1])  # mel and level as before
+    assert float(absolute[1, base + 3] - absolute[0, base + 3]) > 0.35  # the 10th percentile, absolute
+    assert float((relative[1, base + 2 : base + 4] - relative[0, base + 2 : base + 4]).abs().max()) < 0.03
+    torch.testing.assert_close(relative[:, base + 1], absolute[:, base + 2])  # the F0 spread, as before
+    torch.testing.assert_close(relative[:, base + 4 :], absolute[:, base + 5 :])  # everything after, as before
+    rng = np.random.default_rng(4)
+    t = np.arange(4 * SR) / SR
+    phase = 2 * np.pi * np.cumsum(150.0 * (1 + 0.15 * np.sin(2 * np.pi * 5 * t))) / SR
+    wide = 0.05 * sum(np.sin(k * phase) / k for k in range(1, 12)) * np.clip(np.sin(2 * np.pi * 3.0 * t), 0.0, None) ** 0.5
+    wide = (wide + 1e-4 * rng.standard_normal(len(t))).astype(np.float32)
+    moving = stats_of([voice(4.0, f0=150.0), wide], extended=True, dynamics=True, f0_relative=True)
+    assert float(moving[1, base + 3] - moving[0, base + 3]) > 0.1  # the 90th percentile over the mean grows
+    with pytest.raises(ValueError, match="f0_relative needs the pitch rows"):
+        WindowStatistics(M, False, 60.0, 30.0, f0_relative=True)
+
+
 def test_masked_quantiles() -> None:
     x = torch.tensor([[5.0, 1.0, 3.0, 100.0, 2.0], [7.0, 7.0, 7.0, 7.0, 7.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])

@@ -23,7 +23,9 @@ rows, ``models.features.pitch_rows``):
   frames, standard deviation over the active ones, and the active share of the present frames (6);
 - with ``pitch``: the voiced share of the active frames (a soft voicing weight, periodicity 0.4 -> 0,
   0.8 -> 1), the voiced mean, standard deviation, 10th and 90th percentile of log2 F0, and the mean
-  and standard deviation of its change between consecutive voiced frames (7);
+  and standard deviation of its change between consecutive voiced frames (7); with ``f0_relative``
+  (off in model files without the setting) the voiced mean is left out and the two percentiles are
+  relative to it (6): how high the voice is tells the speaker (age, sex) as much as the emotion;
 - with ``extended`` (the recipe's setting for new fits since 2026-12-05; off in older model files),
   after all of the above (which stay the first columns, in the same order): per mel bin the
   standard deviation over the active frames of the frame's spectral shape (its log-mel minus the
@@ -97,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "ltas_cepstra": 0,
     "voiced_ltas": False,
     "bins": None,
+    "f0_relative": False,
     "hidden": 0,
     "heads": 1,
 }
@@ -134,9 +137,10 @@ def n_statistics(
     dynamics: bool = False,
     ltas_cepstra: int = 0,
     voiced_ltas: bool = False,
+    f0_relative: bool = False,
 ) -> int:
     """How many statistics ``WindowStatistics`` computes per window."""
-    n = 2 * n_mels + (ltas_cepstra or n_mels) + ENERGY_STATS + (PITCH_STATS if pitch else 0)
+    n = 2 * n_mels + (ltas_cepstra or n_mels) + ENERGY_STATS + (PITCH_STATS - int(f0_relative) if pitch else 0)
     if extended:
         n += n_mels + EXTENDED_STATS + (EXTENDED_PITCH_STATS if pitch else 0)
     if dynamics:
@@ -213,6 +217,7 @@ class WindowStatistics(nn.Module):
         "voiced_ltas",
         "first_bin",
         "pitch_row",
+        "f0_relative",
     ]
 
     def __init__(
@@ -229,6 +234,7 @@ class WindowStatistics(nn.Module):
         ltas_cepstra: int = 0,
         voiced_ltas: bool = False,
         bins: tuple[int, int] | None = None,
+        f0_relative: bool = False,
     ) -> None:
         super().__init__()
         self.pitch_row = int(n_mels)  # the features' pitch rows follow every mel bin, whichever bins are read
@@ -254,6 +260,9 @@ class WindowStatistics(nn.Module):
         if voiced_ltas and not pitch:
             raise ValueError("clip_stats: voiced_ltas needs the pitch rows (pitch: true)")
         self.voiced_ltas = bool(voiced_ltas)
+        if f0_relative and not pitch:
+            raise ValueError("clip_stats: f0_relative needs the pitch rows (pitch: true)")
+        self.f0_relative = bool(f0_relative)
         self.denoise = float(denoise)
         self.log_estimate = denoise_estimate == "log"
         self.denoise_floor = -float(DENOISE_FLOOR_DB) * DB_TO_LN
@@ -275,7 +284,7 @@ class WindowStatistics(nn.Module):
         self.floor = float(floor_db) * DB_TO_LN
         self.active = float(active_db) * DB_TO_LN
         self.n_out = n_statistics(
-            self.n_mels, self.pitch, self.extended, self.dynamics, self.ltas_cepstra, self.voiced_ltas
+            self.n_mels, self.pitch, self.extended, self.dynamics, self.ltas_cepstra, self.voiced_ltas, self.f0_relative
         )  # the width of ``forward``'s output
 
     def _frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -359,14 +368,11 @@ class WindowStatistics(nn.Module):
             f0_q = masked_quantiles(f0, (voiced > 0.5).to(x.dtype), [0.1, 0.9])
             step_w = voiced[:, 1:] * voiced[:, :-1]
             step_mean, step_std = _masked_mean_std((f0[:, 1:] - f0[:, :-1]).abs(), step_w)
-            parts += [
-                (voiced.sum(dim=1) / n_active).unsqueeze(1),
-                f0_mean.unsqueeze(1),
-                f0_std.unsqueeze(1),
-                f0_q,
-                step_mean.unsqueeze(1),
-                step_std.unsqueeze(1),
-            ]
+            if self.f0_relative:  # no absolute F0: the percentiles relative to the voiced mean
+                parts += [(voiced.sum(dim=1) / n_active).unsqueeze(1), f0_std.unsqueeze(1), f0_q - f0_mean.unsqueeze(1)]
+            else:
+                parts += [(voiced.sum(dim=1) / n_active).unsqueeze(1), f0_mean.unsqueeze(1), f0_std.unsqueeze(1), f0_q]
+            parts += [step_mean.unsqueeze(1), step_std.unsqueeze(1)]
             if self.extended:
                 periodicity_mean, periodicity_std = _masked_mean_std(periodicity, active)
                 voiced_periodicity, _ = _masked_mean_std(periodicity, voiced)
@@ -504,6 +510,7 @@ class ClipStats(nn.Module):
             s["ltas_cepstra"],
             bool(s["voiced_ltas"]),
             _bins(s["bins"]),
+            bool(s["f0_relative"]),
         )
         n = self.statistics.n_out
         self.register_buffer("mean", torch.zeros(n))
