@@ -108,6 +108,13 @@ def test_baseline_and_crosscorpus_commands(tmp_path: Path, capsys: pytest.Captur
     # points, which takes at least that share of the clips (its classes are balanced here)
     assert rob["clean"]["changed"] == 0 and rob["noise:-10"]["changed"] == rob["noise:-10"]["datasets"]["ravdess"]["changed"]
     assert rob["noise:-10"]["changed"] >= 0.2 * report["overall"]["n"]
+    # the terminal's tables: each condition's overall UA with its change from clean, and the changed clips
+    shown = capsys.readouterr().out
+    noisy = rob["noise:-10"]["ua"]
+    overall = next(line for line in shown.splitlines() if "overall" in line and f"{100 * noisy:.1f}" in line)
+    assert f"({100 * (noisy - report['overall']['ua']):+.1f})" in overall
+    changed_rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in shown.splitlines() if line.count("│") == 4]
+    assert ["overall", str(report["overall"]["n"]), str(rob["noise:-10"]["changed"])] in changed_rows
     assert run(register_baseline, [*argv, "--report", str(perturbed), "--perturb", "loud"]) == 2
     out = tmp_path / "loco"
     argv = ["crosscorpus", "--data", str(data), "--datasets", "ravdess,tess", "--out", str(out)]

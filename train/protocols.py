@@ -44,7 +44,7 @@ from emostream.train.evaluate import (
 )
 from emostream.train.labels import resolve_label_set
 from emostream.train.perturb import Perturbation
-from emostream.train.report import print_speakers, table_lines
+from emostream.train.report import print_changed, print_robustness, print_speakers, table_lines
 from emostream.train.splits import default_holdout
 
 BASELINE_FEATURES_VERSION = 1
@@ -201,19 +201,9 @@ def run_baseline(
     console.print(table)
     print_speakers(report, console)
     if perturbations:
-        rob = report["robustness"]
-        table = Table(title="statistics baseline: UA % under each condition (change from clean)")
-        table.add_column("data set")
-        for cond in rob:
-            table.add_column(cond, justify="right")
-        for name in [*report["datasets"], "overall"]:
-            base = report["datasets"][name]["ua"] if name != "overall" else report["overall"]["ua"]
-            cells = []
-            for cond in rob:
-                ua = rob[cond]["datasets"][name]["ua"] if name != "overall" else rob[cond]["ua"]
-                cells.append(f"{100 * ua:.1f} ({100 * (ua - base):+.1f})")
-            table.add_row(name, *cells)
-        console.print(table)
+        title = "statistics baseline: UA % under each condition (change from clean)"
+        print_robustness(report["robustness"], console, clean={"ua": report["overall"]["ua"], "datasets": report["datasets"]}, title=title)
+        print_changed(report, console)
     return report
 
 

@@ -82,10 +82,16 @@ def print_speakers(report: dict[str, Any], console: Console) -> None:
         print_table(console, "UA % per speaker (over the speaker's own classes)", columns, rows)
 
 
-def print_robustness(rob: dict[str, Any], console: Console) -> None:
-    """UA % per condition (columns) and corpus (rows), with the change from clean in brackets."""
-    rows = [[corpus, *cells] for corpus, cells in robustness_rows(rob)]
-    print_table(console, "robustness: UA % per condition (change from clean)", ["data set", *rob], rows)
+def print_robustness(
+    rob: dict[str, Any],
+    console: Console,
+    clean: dict[str, Any] | None = None,
+    title: str = "robustness: UA % per condition (change from clean)",
+) -> None:
+    """UA % per condition (columns) and corpus (rows), with the change from clean in brackets: from the
+    ``clean`` condition, or without one from ``clean`` (a report: ``ua`` and ``datasets``' ``ua``)."""
+    rows = [[corpus, *cells] for corpus, cells in robustness_rows(rob, clean)]
+    print_table(console, title, ["data set", *rob], rows)
 
 
 def print_changed(report: dict[str, Any], console: Console) -> None:
@@ -113,10 +119,11 @@ def changed_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return names, rows
 
 
-def robustness_rows(rob: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """Per corpus, then overall: one cell per condition, ``UA`` or ``UA (change from clean)``."""
+def robustness_rows(rob: dict[str, Any], clean: dict[str, Any] | None = None) -> list[tuple[str, list[str]]]:
+    """Per corpus, then overall: one cell per condition, ``UA`` or ``UA (change from clean)``; the clean
+    figures are the ``clean`` condition's, or without one ``clean``'s (``ua`` and ``datasets``' ``ua``)."""
     corpora = list(next(iter(rob.values()))["datasets"]) if rob else []
-    base = rob.get("clean")
+    base = rob.get("clean", clean)
     rows = []
     for corpus in [*corpora, "overall"]:
         cells = []
