@@ -85,7 +85,7 @@ import torch
 from torch import nn
 
 from emostream.models.arch.config import ModelConfig
-from emostream.models.arch.layers import DB_TO_LN, floor_below_top
+from emostream.models.arch.layers import DB_TO_LN, present_frames
 
 DEFAULTS: dict[str, Any] = {
     "pitch": True,
@@ -290,11 +290,7 @@ class WindowStatistics(nn.Module):
     def _frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The floored log-mel ``(B, M, T)``, its loudest bin ``(B,)``, each frame's level (mean log-mel)
         ``(B, T)`` and the present frames ``(B, T)`` (above the floor: not padding or digital silence)."""
-        x = floor_below_top(features[:, self.first_bin : self.first_bin + self.n_mels, :], self.floor)
-        top = x.amax(dim=(1, 2))
-        energy = x.mean(dim=1)
-        present = (energy > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)
-        return x, top, energy, present
+        return present_frames(features[:, self.first_bin : self.first_bin + self.n_mels, :], self.floor)
 
     def noise_level(self, features: torch.Tensor) -> torch.Tensor:
         """The log of the noise estimate's mean power over the bins ``(B,)``, in the features' natural-log

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from emostream.models.arch.config import ModelConfig
-from emostream.models.arch.layers import DB_TO_LN, floor_below_top
+from emostream.models.arch.layers import DB_TO_LN, present_frames
 
 DEFAULTS: dict[str, Any] = {"members": [], "narrowband": None}
 BANDS = {"wide": 1, "narrow": 2}
@@ -116,9 +116,7 @@ class NarrowbandDetector(nn.Module):
 
     def ratio(self, x: torch.Tensor) -> torch.Tensor:
         """The present frames' mean power in ``high_bins`` over that in ``band_bins``, natural log ``(B,)``."""
-        floored = floor_below_top(x, self.floor)
-        top = floored.amax(dim=(1, 2))
-        present = (floored.mean(dim=1) > (top - self.floor).unsqueeze(1) + 1e-3).to(x.dtype)  # (B, T)
+        _, top, _, present = present_frames(x, self.floor)  # (B,), (B, T)
         power = torch.exp(x - top.view(-1, 1, 1))  # relative to the loudest bin: a gain changes nothing
         n = present.sum(dim=1).clamp(min=1.0)
         high = (power[:, self.high_first : self.high_stop, :].mean(dim=1) * present).sum(dim=1) / n

@@ -76,6 +76,19 @@ def floor_below_top(x: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.maximum(x, top - floor)
 
 
+def present_frames(
+    x: torch.Tensor, floor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-mel ``(B, M, T)`` -> the floored log-mel (``floor_below_top``), its loudest bin ``(B,)``, each
+    frame's level (mean log-mel) ``(B, T)`` and the present frames ``(B, T)``: those above the floor, so
+    zero padding and digital silence are left out."""
+    floored = floor_below_top(x, floor)
+    top = floored.amax(dim=(1, 2))
+    energy = floored.mean(dim=1)
+    present = (energy > (top - floor).unsqueeze(1) + 1e-3).to(x.dtype)
+    return floored, top, energy, present
+
+
 class WindowNorm(nn.Module):
     """Per-window normalisation of natural-log mel ``(B, M, T)`` computed inside the model.
 
